@@ -1,0 +1,72 @@
+"""cffi builder for uffdwp._native (compiled at install by setup.py's cffi_modules)."""
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+
+# Values cffi reads from the compiled headers, so tests can hold them against kernel_facts.
+_HEADER_CONSTANTS = """
+#define UFFDIO_API ...
+#define UFFDIO_REGISTER ...
+#define UFFDIO_UNREGISTER ...
+#define UFFDIO_WAKE ...
+#define UFFDIO_COPY ...
+#define UFFDIO_ZEROPAGE ...
+#define UFFDIO_MOVE ...
+#define UFFDIO_WRITEPROTECT ...
+#define UFFDIO_CONTINUE ...
+#define UFFDIO_POISON ...
+#define USERFAULTFD_IOC_NEW ...
+#define PAGEMAP_SCAN ...
+#define UFFD_FEATURE_WP_UNPOPULATED ...
+#define UFFD_FEATURE_POISON ...
+#define UFFD_FEATURE_WP_ASYNC ...
+#define UFFD_FEATURE_MOVE ...
+#define UFFDIO_CONTINUE_MODE_WP ...
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ...
+"""
+
+_STRUCTS = """
+struct uffdio_api { uint64_t api; uint64_t features; uint64_t ioctls; };
+struct uffdio_range { uint64_t start; uint64_t len; };
+struct uffdio_register { struct uffdio_range range; uint64_t mode; uint64_t ioctls; };
+struct uffdio_copy { uint64_t dst; uint64_t src; uint64_t len; uint64_t mode; int64_t copy; };
+struct uffdio_zeropage { struct uffdio_range range; uint64_t mode; int64_t zeropage; };
+struct uffdio_writeprotect { struct uffdio_range range; uint64_t mode; };
+struct uffdio_continue { struct uffdio_range range; uint64_t mode; int64_t mapped; };
+struct uffdio_poison { struct uffdio_range range; uint64_t mode; int64_t updated; };
+struct uffdio_move { uint64_t dst; uint64_t src; uint64_t len; uint64_t mode; int64_t move; };
+struct page_region { uint64_t start; uint64_t end; uint64_t categories; };
+struct pm_scan_arg {
+    uint64_t size; uint64_t flags; uint64_t start; uint64_t end; uint64_t walk_end;
+    uint64_t vec; uint64_t vec_len; uint64_t max_pages; uint64_t category_inverted;
+    uint64_t category_mask; uint64_t category_anyof_mask; uint64_t return_mask;
+};
+"""
+
+
+def _native_cdef() -> str:
+    """The public prototypes of uffdwp_native.h, minus preprocessor lines."""
+    text = (HERE / "uffdwp_native.h").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    return "\n".join(lines)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_HEADER_CONSTANTS + _STRUCTS + _native_cdef())
+ffibuilder.set_source(
+    "uffdwp._native",
+    '#include "uffd_compat.h"\n#include "uffdwp_native.h"\n',
+    sources=["uffdwp/native/uffdwp_native.c"],  # relative: setuptools refuses absolute paths
+    include_dirs=["uffdwp/native"],
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    libraries=["pthread"],
+)
+
+if __name__ == "__main__":
+    import os
+
+    os.chdir(HERE.parent.parent)
+    ffibuilder.compile(verbose=True)

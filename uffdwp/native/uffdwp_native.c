@@ -1,0 +1,546 @@
+/* Native part of uffdwp. See uffdwp_native.h. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "uffd_compat.h"
+#include "uffdwp_native.h"
+
+/* ----------------------------------------------------------------------------------------------
+ * wrappers
+ */
+int uffdwp_open_syscall(int flags)
+{
+#ifdef __NR_userfaultfd
+	long fd = syscall(__NR_userfaultfd, flags);
+	return fd < 0 ? -errno : (int)fd;
+#else
+	(void)flags;
+	return -ENOSYS;
+#endif
+}
+
+int uffdwp_open_dev(const char *path, int flags)
+{
+	int dev = open(path, O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return -errno;
+	int fd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
+	int saved = errno;
+	close(dev);
+	return fd < 0 ? -saved : fd;
+}
+
+int uffdwp_ioctl(int fd, unsigned long request, void *arg)
+{
+	int ret = ioctl(fd, request, arg);
+	return ret < 0 ? -errno : ret;
+}
+
+int uffdwp_read_msgs(int fd, void *buf, size_t max_msgs)
+{
+	ssize_t n = read(fd, buf, max_msgs * sizeof(struct uffd_msg));
+	if (n < 0)
+		return -errno;
+	return (int)(n / (ssize_t)sizeof(struct uffd_msg));
+}
+
+int uffdwp_poll_in(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int ret = poll(&p, 1, timeout_ms);
+	if (ret < 0)
+		return -errno;
+	return ret == 0 ? 0 : p.revents;
+}
+
+int uffdwp_close(int fd)
+{
+	return close(fd) < 0 ? -errno : 0;
+}
+
+void uffdwp_store_u64(uint64_t addr, uint64_t value)
+{
+	*(volatile uint64_t *)(uintptr_t)addr = value;
+}
+
+uint64_t uffdwp_load_u64(uint64_t addr)
+{
+	return *(volatile uint64_t *)(uintptr_t)addr;
+}
+
+uint64_t uffdwp_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * fault-servicing thread
+ */
+struct uffdwp_handler {
+	pthread_t thread;
+	int uffd;
+	int stop_fd;
+	int policy;
+	uint64_t page_size;
+	uint64_t *ranges; /* start, len pairs */
+	size_t n_ranges;
+	uint64_t copy_to;
+	struct uffdwp_record *records;
+	size_t record_capacity;
+	_Atomic size_t n_records;
+	_Atomic uint64_t messages, wp_faults, missing_faults, minor_faults, events, resolved,
+		errors, dropped;
+	_Atomic int running;
+	_Atomic int last_error;
+};
+
+static int writeprotect(int uffd, uint64_t start, uint64_t len, uint64_t mode)
+{
+	struct uffdio_writeprotect wp = { .range = { .start = start, .len = len }, .mode = mode };
+	return uffdwp_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
+}
+
+static int wake(int uffd, uint64_t start, uint64_t len)
+{
+	struct uffdio_range r = { .start = start, .len = len };
+	return uffdwp_ioctl(uffd, UFFDIO_WAKE, &r);
+}
+
+/* The range the handler was given that holds addr, so a copy lands at the same offset. */
+static uint64_t copy_offset(struct uffdwp_handler *h, uint64_t page, int *found)
+{
+	uint64_t base = 0;
+	for (size_t i = 0; i < h->n_ranges; i++) {
+		uint64_t start = h->ranges[2 * i], len = h->ranges[2 * i + 1];
+		if (page >= start && page < start + len) {
+			*found = 1;
+			return base + (page - start);
+		}
+		base += len;
+	}
+	*found = 0;
+	return 0;
+}
+
+static int resolve_fault(struct uffdwp_handler *h, const struct uffd_msg *msg)
+{
+	uint64_t flags = msg->arg.pagefault.flags;
+	uint64_t page = msg->arg.pagefault.address & ~(h->page_size - 1);
+
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		atomic_fetch_add(&h->wp_faults, 1);
+		if (h->policy == UFFDWP_POLICY_RECORD)
+			return 1;
+		if (h->policy == UFFDWP_POLICY_COPY_UNPROTECT && h->copy_to) {
+			int found;
+			uint64_t off = copy_offset(h, page, &found);
+			if (found)
+				memcpy((void *)(uintptr_t)(h->copy_to + off), (void *)(uintptr_t)page,
+				       h->page_size);
+		}
+		return writeprotect(h->uffd, page, h->page_size, 0);
+	}
+	if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+		atomic_fetch_add(&h->minor_faults, 1);
+		if (h->policy == UFFDWP_POLICY_RECORD)
+			return 1;
+		struct uffdio_continue c = { .range = { .start = page, .len = h->page_size } };
+		int ret = uffdwp_ioctl(h->uffd, UFFDIO_CONTINUE, &c);
+		return ret == -EEXIST ? 0 : ret;
+	}
+	atomic_fetch_add(&h->missing_faults, 1);
+	if (h->policy == UFFDWP_POLICY_RECORD)
+		return 1;
+	struct uffdio_zeropage z = { .range = { .start = page, .len = h->page_size } };
+	int ret = uffdwp_ioctl(h->uffd, UFFDIO_ZEROPAGE, &z);
+	if (ret == -EINVAL) { /* hugetlb has no ZEROPAGE: copy a zeroed huge page */
+		void *zero = calloc(1, h->page_size);
+		if (!zero)
+			return -ENOMEM;
+		struct uffdio_copy cp = { .dst = page, .src = (uint64_t)(uintptr_t)zero,
+					  .len = h->page_size };
+		ret = uffdwp_ioctl(h->uffd, UFFDIO_COPY, &cp);
+		free(zero);
+	}
+	return ret == -EEXIST ? 0 : ret;
+}
+
+static void record(struct uffdwp_handler *h, const struct uffd_msg *msg, uint64_t t_read,
+		   int result)
+{
+	size_t i = atomic_fetch_add(&h->n_records, 1);
+	if (i >= h->record_capacity) {
+		atomic_fetch_add(&h->dropped, 1);
+		return;
+	}
+	struct uffdwp_record *r = &h->records[i];
+	memset(r, 0, sizeof(*r));
+	r->t_read_ns = t_read;
+	r->event = msg->event;
+	switch (msg->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		r->address = msg->arg.pagefault.address;
+		r->flags = (uint32_t)msg->arg.pagefault.flags;
+		r->tid = msg->arg.pagefault.feat.ptid;
+		r->t_done_ns = result == 0 ? uffdwp_now_ns() : 0;
+		r->error = result < 0 ? result : 0;
+		break;
+	case UFFD_EVENT_FORK:
+		r->address = msg->arg.fork.ufd;
+		break;
+	case UFFD_EVENT_REMAP:
+		r->address = msg->arg.remap.from;
+		r->arg2 = msg->arg.remap.to;
+		r->arg3 = msg->arg.remap.len;
+		break;
+	case UFFD_EVENT_REMOVE:
+	case UFFD_EVENT_UNMAP:
+		r->address = msg->arg.remove.start;
+		r->arg2 = msg->arg.remove.end;
+		break;
+	}
+}
+
+static void *handler_main(void *arg)
+{
+	struct uffdwp_handler *h = arg;
+	struct uffd_msg msgs[64];
+
+	for (;;) {
+		struct pollfd p[2] = { { .fd = h->uffd, .events = POLLIN },
+				       { .fd = h->stop_fd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			atomic_store(&h->last_error, -errno);
+			break;
+		}
+		if (p[1].revents)
+			break;
+		if (p[0].revents & (POLLERR | POLLNVAL)) {
+			atomic_store(&h->last_error, -EBADF);
+			break;
+		}
+		ssize_t n = read(h->uffd, msgs, sizeof(msgs));
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			atomic_store(&h->last_error, -errno);
+			break;
+		}
+		uint64_t t_read = uffdwp_now_ns();
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) {
+			int result = 1;
+			atomic_fetch_add(&h->messages, 1);
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+				result = resolve_fault(h, &msgs[i]);
+				if (result == 0)
+					atomic_fetch_add(&h->resolved, 1);
+				else if (result < 0) {
+					atomic_fetch_add(&h->errors, 1);
+					atomic_store(&h->last_error, result);
+				}
+			} else {
+				atomic_fetch_add(&h->events, 1);
+			}
+			record(h, &msgs[i], t_read, result);
+		}
+	}
+	atomic_store(&h->running, 0);
+	return NULL;
+}
+
+struct uffdwp_handler *uffdwp_handler_start(int uffd, int policy, uint64_t page_size,
+					    const uint64_t *ranges, size_t n_ranges,
+					    uint64_t copy_to, size_t record_capacity, int *err)
+{
+	struct uffdwp_handler *h = calloc(1, sizeof(*h));
+	if (!h) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	h->uffd = uffd;
+	h->policy = policy;
+	h->page_size = page_size;
+	h->copy_to = copy_to;
+	h->n_ranges = n_ranges;
+	h->record_capacity = record_capacity;
+	h->ranges = calloc(n_ranges ? 2 * n_ranges : 1, sizeof(uint64_t));
+	h->records = calloc(record_capacity ? record_capacity : 1, sizeof(struct uffdwp_record));
+	h->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (!h->ranges || !h->records || h->stop_fd < 0) {
+		*err = h->stop_fd < 0 ? -errno : -ENOMEM;
+		goto fail;
+	}
+	if (n_ranges)
+		memcpy(h->ranges, ranges, 2 * n_ranges * sizeof(uint64_t));
+	atomic_store(&h->running, 1);
+	int ret = pthread_create(&h->thread, NULL, handler_main, h);
+	if (ret) {
+		*err = -ret;
+		goto fail;
+	}
+	*err = 0;
+	return h;
+fail:
+	if (h->stop_fd >= 0)
+		close(h->stop_fd);
+	free(h->ranges);
+	free(h->records);
+	free(h);
+	return NULL;
+}
+
+void uffdwp_handler_get_stats(struct uffdwp_handler *h, struct uffdwp_handler_stats *out)
+{
+	out->messages = atomic_load(&h->messages);
+	out->wp_faults = atomic_load(&h->wp_faults);
+	out->missing_faults = atomic_load(&h->missing_faults);
+	out->minor_faults = atomic_load(&h->minor_faults);
+	out->events = atomic_load(&h->events);
+	out->resolved = atomic_load(&h->resolved);
+	out->errors = atomic_load(&h->errors);
+	out->dropped_records = atomic_load(&h->dropped);
+	out->running = atomic_load(&h->running);
+	out->last_error = atomic_load(&h->last_error);
+}
+
+size_t uffdwp_handler_records(struct uffdwp_handler *h, struct uffdwp_record *out, size_t max)
+{
+	size_t n = atomic_load(&h->n_records);
+	if (n > h->record_capacity)
+		n = h->record_capacity;
+	if (n > max)
+		n = max;
+	memcpy(out, h->records, n * sizeof(*out));
+	return n;
+}
+
+int uffdwp_handler_stop(struct uffdwp_handler *h)
+{
+	uint64_t one = 1;
+	int failures = 0;
+	if (write(h->stop_fd, &one, sizeof(one)) != sizeof(one))
+		failures++;
+	pthread_join(h->thread, NULL);
+	/* Leave nothing blocked: lift protection, then wake whoever still waits in a fault. */
+	for (size_t i = 0; i < h->n_ranges; i++) {
+		uint64_t start = h->ranges[2 * i], len = h->ranges[2 * i + 1];
+		int ret = writeprotect(h->uffd, start, len, 0);
+		if (ret < 0 && ret != -ENOENT && ret != -EINVAL)
+			failures++;
+		ret = wake(h->uffd, start, len);
+		if (ret < 0 && ret != -ENOENT && ret != -EINVAL)
+			failures++;
+	}
+	close(h->stop_fd);
+	free(h->ranges);
+	free(h->records);
+	free(h);
+	return -failures;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * writer thread
+ */
+struct uffdwp_writer {
+	pthread_t thread;
+	uint64_t addr, len, page_size, offset_in_page, rate, max_writes, seed, value_base;
+	int pattern;
+	struct uffdwp_write_record *records;
+	size_t record_capacity;
+	_Atomic int stop;
+	_Atomic int running;
+	_Atomic uint64_t writes, max_stall, total_stall, t_start, t_end, dropped;
+	_Atomic uint64_t histogram[64];
+	pthread_mutex_t lock;
+	pthread_cond_t done;
+};
+
+static uint64_t xorshift64(uint64_t *s)
+{
+	uint64_t x = *s;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static uint64_t next_page(struct uffdwp_writer *w, uint64_t i, uint64_t *rng)
+{
+	uint64_t pages = w->len / w->page_size;
+	switch (w->pattern) {
+	case UFFDWP_PATTERN_RANDOM:
+		return xorshift64(rng) % pages;
+	case UFFDWP_PATTERN_HOTSPOT: {
+		uint64_t hot = pages / 10 ? pages / 10 : 1;
+		return xorshift64(rng) % 10 ? xorshift64(rng) % hot : xorshift64(rng) % pages;
+	}
+	default:
+		return i % pages;
+	}
+}
+
+static void sleep_until(uint64_t t_ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(t_ns / 1000000000ull),
+			       .tv_nsec = (long)(t_ns % 1000000000ull) };
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+static void *writer_main(void *arg)
+{
+	struct uffdwp_writer *w = arg;
+	uint64_t rng = w->seed ? w->seed : 0x9e3779b97f4a7c15ull;
+	uint64_t t0 = uffdwp_now_ns();
+	uint64_t interval = w->rate ? 1000000000ull / w->rate : 0;
+	atomic_store(&w->t_start, t0);
+
+	for (uint64_t i = 0; !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
+			     (w->max_writes == 0 || i < w->max_writes);
+	     i++) {
+		if (interval)
+			sleep_until(t0 + i * interval);
+		uint64_t target = w->addr + next_page(w, i, &rng) * w->page_size + w->offset_in_page;
+		uint64_t value = w->value_base + i;
+		uint64_t start = uffdwp_now_ns();
+		*(volatile uint64_t *)(uintptr_t)target = value;
+		uint64_t stall = uffdwp_now_ns() - start;
+
+		atomic_fetch_add_explicit(&w->writes, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&w->total_stall, stall, memory_order_relaxed);
+		if (stall > atomic_load_explicit(&w->max_stall, memory_order_relaxed))
+			atomic_store_explicit(&w->max_stall, stall, memory_order_relaxed);
+		int bucket = stall ? 63 - __builtin_clzll(stall) : 0;
+		atomic_fetch_add_explicit(&w->histogram[bucket], 1, memory_order_relaxed);
+		if (i < w->record_capacity) {
+			struct uffdwp_write_record *r = &w->records[i];
+			r->t_start_ns = start;
+			r->stall_ns = stall;
+			r->address = target;
+			r->value = value;
+		} else {
+			atomic_fetch_add_explicit(&w->dropped, 1, memory_order_relaxed);
+		}
+	}
+	atomic_store(&w->t_end, uffdwp_now_ns());
+	pthread_mutex_lock(&w->lock);
+	atomic_store(&w->running, 0);
+	pthread_cond_broadcast(&w->done);
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+struct uffdwp_writer *uffdwp_writer_start(uint64_t addr, uint64_t len, uint64_t page_size,
+					  uint64_t offset_in_page, int pattern,
+					  uint64_t writes_per_second, uint64_t max_writes,
+					  uint64_t seed, uint64_t value_base,
+					  size_t record_capacity, int *err)
+{
+	if (!page_size || len < page_size || offset_in_page + 8 > page_size) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	struct uffdwp_writer *w = calloc(1, sizeof(*w));
+	if (!w) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	w->addr = addr;
+	w->len = len;
+	w->page_size = page_size;
+	w->offset_in_page = offset_in_page;
+	w->pattern = pattern;
+	w->rate = writes_per_second;
+	w->max_writes = max_writes;
+	w->seed = seed;
+	w->value_base = value_base;
+	w->record_capacity = record_capacity;
+	w->records = calloc(record_capacity ? record_capacity : 1, sizeof(*w->records));
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->done, NULL);
+	if (!w->records) {
+		*err = -ENOMEM;
+		free(w);
+		return NULL;
+	}
+	atomic_store(&w->running, 1);
+	int ret = pthread_create(&w->thread, NULL, writer_main, w);
+	if (ret) {
+		*err = -ret;
+		free(w->records);
+		free(w);
+		return NULL;
+	}
+	*err = 0;
+	return w;
+}
+
+void uffdwp_writer_get_stats(struct uffdwp_writer *w, struct uffdwp_writer_stats *out)
+{
+	out->writes = atomic_load(&w->writes);
+	out->max_stall_ns = atomic_load(&w->max_stall);
+	out->total_stall_ns = atomic_load(&w->total_stall);
+	out->t_start_ns = atomic_load(&w->t_start);
+	out->t_end_ns = atomic_load(&w->t_end);
+	out->dropped_records = atomic_load(&w->dropped);
+	out->running = atomic_load(&w->running);
+	for (int i = 0; i < 64; i++)
+		out->histogram[i] = atomic_load(&w->histogram[i]);
+}
+
+size_t uffdwp_writer_records(struct uffdwp_writer *w, struct uffdwp_write_record *out, size_t max)
+{
+	size_t n = atomic_load(&w->writes);
+	if (n > w->record_capacity)
+		n = w->record_capacity;
+	if (n > max)
+		n = max;
+	memcpy(out, w->records, n * sizeof(*out));
+	return n;
+}
+
+int uffdwp_writer_wait(struct uffdwp_writer *w, int timeout_ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(timeout_ms % 1000) * 1000000ull;
+	ts.tv_sec += timeout_ms / 1000 + (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	int ret = 0;
+	pthread_mutex_lock(&w->lock);
+	while (atomic_load(&w->running) && ret == 0)
+		ret = pthread_cond_timedwait(&w->done, &w->lock, &ts);
+	int running = atomic_load(&w->running);
+	pthread_mutex_unlock(&w->lock);
+	return running ? -ETIMEDOUT : 0;
+}
+
+void uffdwp_writer_request_stop(struct uffdwp_writer *w)
+{
+	atomic_store(&w->stop, 1);
+}
+
+void uffdwp_writer_free(struct uffdwp_writer *w)
+{
+	atomic_store(&w->stop, 1);
+	pthread_join(w->thread, NULL);
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->done);
+	free(w->records);
+	free(w);
+}
