@@ -38,6 +38,11 @@ struct uffdio_writeprotect { struct uffdio_range range; uint64_t mode; };
 struct uffdio_continue { struct uffdio_range range; uint64_t mode; int64_t mapped; };
 struct uffdio_poison { struct uffdio_range range; uint64_t mode; int64_t updated; };
 struct uffdio_move { uint64_t dst; uint64_t src; uint64_t len; uint64_t mode; int64_t move; };
+void *mmap(void *addr, size_t length, int prot, int flags, int fd, long offset);
+int munmap(void *addr, size_t length);
+int madvise(void *addr, size_t length, int advice);
+int mprotect(void *addr, size_t length, int prot);
+void *mremap(void *old_address, size_t old_size, size_t new_size, int flags, ...);
 struct page_region { uint64_t start; uint64_t end; uint64_t categories; };
 struct pm_scan_arg {
     uint64_t size; uint64_t flags; uint64_t start; uint64_t end; uint64_t walk_end;
@@ -47,10 +52,17 @@ struct pm_scan_arg {
 """
 
 
+# Every *_native.h declares a part of the module (its .c beside it); cffi reads them as cdef.
+HEADERS = sorted(p.name for p in HERE.glob("*_native.h"))
+SOURCES = [f"uffdwp/native/{h[:-2]}.c" for h in HEADERS]  # relative: setuptools wants them so
+
+
 def _native_cdef() -> str:
-    """The public prototypes of uffdwp_native.h, minus preprocessor lines."""
-    text = (HERE / "uffdwp_native.h").read_text()
-    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    """The public prototypes of the *_native.h headers, minus preprocessor lines."""
+    lines = []
+    for header in HEADERS:
+        text = (HERE / header).read_text()
+        lines += [ln for ln in text.splitlines() if not ln.startswith("#")]
     return "\n".join(lines)
 
 
@@ -58,8 +70,9 @@ ffibuilder = FFI()
 ffibuilder.cdef(_HEADER_CONSTANTS + _STRUCTS + _native_cdef())
 ffibuilder.set_source(
     "uffdwp._native",
-    '#include "uffd_compat.h"\n#include "uffdwp_native.h"\n',
-    sources=["uffdwp/native/uffdwp_native.c"],  # relative: setuptools refuses absolute paths
+    "#include <sys/mman.h>\n#include \"uffd_compat.h\"\n"
+    + "".join(f'#include "{h}"\n' for h in HEADERS),
+    sources=SOURCES,
     include_dirs=["uffdwp/native"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     libraries=["pthread"],

@@ -287,6 +287,12 @@ struct uffdwp_handler *uffdwp_handler_start(int uffd, int policy, uint64_t page_
 	}
 	if (n_ranges)
 		memcpy(h->ranges, ranges, 2 * n_ranges * sizeof(uint64_t));
+	/* userfaultfd's poll() answers POLLERR on a blocking fd: the handler needs O_NONBLOCK. */
+	int fl = fcntl(uffd, F_GETFL);
+	if (fl < 0 || fcntl(uffd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		*err = -errno;
+		goto fail;
+	}
 	atomic_store(&h->running, 1);
 	int ret = pthread_create(&h->thread, NULL, handler_main, h);
 	if (ret) {

@@ -1,0 +1,161 @@
+"""Run the selected kernels (side by side where the machine allows) and write the report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from . import qemu
+from .accel import choose_accel
+from .catalogue import KernelSpec, host_kernel
+from .debfetch import FetchError, KernelFiles, kernel_files
+from .guestcmd import write_guest_files
+from .hostrun import run_direct
+from .initramfs import build_initramfs
+from .report import KernelOutcome, final_status, write_report
+from .results import load_kernel_dir
+
+GUEST_MEMORY_MIB = 2048
+
+
+@dataclass
+class Target:
+    spec: KernelSpec
+    via: str  # qemu | direct
+    kernel: KernelFiles | None = None
+    initrd: Path | None = None
+    error: str = ""
+    note: str = ""
+
+
+def default_jobs(n_vms: int) -> int:
+    """Guests at once: one per core (each guest has one vCPU: under TCG one vCPU was faster
+    than two), bounded by memory (guest RAM plus QEMU's own, ~3 GiB each)."""
+    cores = os.cpu_count() or 1
+    try:
+        with open("/proc/meminfo") as f:
+            avail_kib = next(int(line.split()[1]) for line in f
+                             if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        avail_kib = 4 << 20
+    by_mem = max(1, avail_kib // (3 << 20))
+    return max(1, min(cores, by_mem, max(n_vms, 1)))
+
+
+def prepare(spec: KernelSpec, log) -> Target:
+    """Fetch/unpack the kernel and build its initramfs (or decide to run on the host)."""
+    try:
+        if spec.source == "host":
+            hk = host_kernel()
+            if not hk.bootable:
+                return Target(spec, "direct", note=(
+                    f"host kernel {hk.release} has no /boot/vmlinuz-{hk.release} or "
+                    f"/lib/modules/{hk.release} here: suites run directly on the host, no VM"))
+            kernel = KernelFiles(spec.name, hk.release, hk.vmlinuz, hk.modules)
+        else:
+            kernel = kernel_files(spec, log=log)
+        initrd = build_initramfs(kernel)
+        note = ""
+        if spec.expect_release and not kernel.release.startswith(spec.expect_release):
+            note = f"catalogue expects release {spec.expect_release}*, got {kernel.release}"
+        return Target(spec, "qemu", kernel, initrd, note=note)
+    except (FetchError, OSError, ValueError, RuntimeError) as e:
+        return Target(spec, "qemu", error=f"prepare failed: {e}")
+
+
+def run_one(t: Target, report_dir: Path, guest_command: str, accel: str, timeout: float,
+            on_phase) -> KernelOutcome:
+    out = (report_dir / t.spec.name).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    oc = KernelOutcome(name=t.spec.name, via=t.via, status="boot-failed", note=t.note,
+                       package=t.kernel.package if t.kernel else "",
+                       package_version=t.kernel.version if t.kernel else "")
+    if t.error:
+        oc.detail = t.error
+        (out / "console.log").write_text(t.error + "\n")
+        return oc
+    run_sh = write_guest_files(out, t.spec.name, guest_command)
+    if t.via == "direct":
+        br = run_direct(out, run_sh, timeout, on_phase)
+    else:
+        assert t.kernel is not None and t.initrd is not None
+        br = qemu.boot(t.spec.name, t.kernel.vmlinuz, t.initrd, out, accel, timeout,
+                       GUEST_MEMORY_MIB, 1, on_phase)
+    oc.record = load_kernel_dir(out)
+    oc.seconds, oc.exit_status = br.seconds, br.exit_status
+    oc.detail, oc.phases = br.detail, br.phases
+    oc.status = final_status(br.status, oc.record)
+    return oc
+
+
+def run_matrix(specs: list[KernelSpec], report_dir: Path, guest_command: str, *,
+               accel: str = "auto", timeout: float = 600, jobs: int | None = None,
+               console: Console | None = None) -> tuple[list[KernelOutcome], dict]:
+    console = console or Console()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    t0 = time.monotonic()
+    report_dir.mkdir(parents=True, exist_ok=True)
+
+    targets = []
+    for spec in specs:
+        with console.status(f"preparing {spec.name}"):
+            targets.append(prepare(spec, lambda m: console.print(m)))
+    vm_targets = [t for t in targets if t.via == "qemu" and not t.error]
+    acc, why = choose_accel(accel, vm_targets[0].kernel if vm_targets else None)
+    if not vm_targets:
+        acc, why = "none", "no kernel needs a VM"
+    jobs = jobs or default_jobs(len(vm_targets))
+    console.print(f"accel: [bold]{acc}[/] ({why}); {jobs} kernel(s) at a time; "
+                  f"guest command: {guest_command}")
+
+    outcomes: dict[str, KernelOutcome] = {}
+    try:
+        with Progress(SpinnerColumn(finished_text="•"),
+                      TextColumn("[bold]{task.fields[kernel]:>6}"),
+                      TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            tasks = {t.spec.name: progress.add_task("queued", kernel=t.spec.name, start=False,
+                                                    total=1)
+                     for t in targets}
+
+            def work(t: Target) -> KernelOutcome:
+                tid = tasks[t.spec.name]
+                progress.start_task(tid)
+                progress.update(tid, description=f"starting ({t.via})")
+
+                def on_phase(msg: str) -> None:
+                    progress.update(tid, description=msg)
+
+                oc = run_one(t, report_dir, guest_command, acc, timeout, on_phase)
+                r = oc.record
+                counts = " ".join(f"{k}={v}" for k, v in r.summary.items() if v)
+                feat = "?" if r.features is None else f"0x{r.features:x}"
+                style = "green" if oc.status == "ok" else "red"
+                line = f"[{style}]{oc.status}[/] {r.release} features={feat} {counts}"
+                progress.update(tid, description=line, completed=1)
+                progress.stop_task(tid)
+                # a plain line too: CI logs are not terminals and show no live display
+                progress.console.print(f"{t.spec.name}: {line} ({oc.seconds:.0f} s)")
+                return oc
+
+            # the host run (no VM) does not need a VM slot, but still uses a core
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                for oc in pool.map(work, targets):
+                    outcomes[oc.name] = oc
+    finally:
+        qemu.kill_all()  # also on Ctrl-C / exceptions: no QEMU left behind
+    ordered = [outcomes[t.spec.name] for t in targets if t.spec.name in outcomes]
+    meta = {"started": started, "seconds": round(time.monotonic() - t0, 1), "accel": acc,
+            "accel_reason": why, "jobs": jobs, "guest_command": guest_command,
+            "host_release": os.uname().release}
+    summary = write_report(report_dir, ordered, meta)
+    return ordered, summary

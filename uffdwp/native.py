@@ -1,0 +1,234 @@
+"""Native threads that never need the GIL: a fault-servicing handler and a timed writer.
+
+A Python write to write-protected memory faults while holding the GIL, so a handler written in
+Python in the same process would deadlock. These run in C threads started by the binding.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ._ffi import ffi, lib
+from .errors import check
+from .kernel_facts import FaultFlag
+from .uffd import Userfaultfd
+
+
+class Policy(enum.IntEnum):
+    UNPROTECT = 0  # unprotect the faulting page, which wakes the writer
+    COPY_UNPROTECT = 1  # copy the page out (to copy_to at the same offset), then unprotect
+    RECORD = 2  # record only: the caller resolves
+
+
+class Pattern(enum.IntEnum):
+    SEQUENTIAL = 0
+    RANDOM = 1
+    HOTSPOT = 2  # 90% of writes to the first 10% of pages
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    t_read_ns: int
+    t_done_ns: int  # 0 if the handler did not resolve it
+    address: int
+    flags: FaultFlag
+    thread_id: int
+    event: int
+    arg2: int
+    arg3: int
+    error: int
+
+
+@dataclass(frozen=True)
+class HandlerStats:
+    messages: int
+    wp_faults: int
+    missing_faults: int
+    minor_faults: int
+    events: int
+    resolved: int
+    errors: int
+    dropped_records: int
+    running: bool
+    last_error: int
+
+
+class FaultHandler:
+    """A C thread that reads *uffd* and resolves faults by *policy*.
+
+    Stopping it (stop(), the end of a ``with`` block, or garbage collection) unprotects and wakes
+    every range it was given, so no writer stays blocked.
+    """
+
+    def __init__(self, uffd: Userfaultfd | int, ranges: Iterable[tuple[int, int]],
+                 policy: Policy = Policy.UNPROTECT, *, page_size: int = 4096,
+                 copy_to: int = 0, record_capacity: int = 65536) -> None:
+        fd = uffd if isinstance(uffd, int) else uffd.fileno()
+        flat = [v for rng in ranges for v in rng]
+        self.ranges = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+        err = ffi.new("int *")
+        self._h = lib.uffdwp_handler_start(fd, int(policy), page_size,
+                                           ffi.new("uint64_t[]", flat or [0]), len(self.ranges),
+                                           copy_to, record_capacity, err)
+        if self._h == ffi.NULL:
+            check(err[0], "handler_start")
+        self.cleanup_failures = 0
+
+    @property
+    def stats(self) -> HandlerStats:
+        s = ffi.new("struct uffdwp_handler_stats *")
+        lib.uffdwp_handler_get_stats(self._live(), s)
+        return HandlerStats(s.messages, s.wp_faults, s.missing_faults, s.minor_faults, s.events,
+                            s.resolved, s.errors, s.dropped_records, bool(s.running),
+                            s.last_error)
+
+    def records(self) -> list[FaultRecord]:
+        n = self.stats.messages
+        buf = ffi.new("struct uffdwp_record[]", max(1, n))
+        got = lib.uffdwp_handler_records(self._live(), buf, n)
+        return [FaultRecord(r.t_read_ns, r.t_done_ns, r.address, FaultFlag(r.flags), r.tid,
+                            r.event, r.arg2, r.arg3, r.error) for r in buf[0:got]]
+
+    def wait_for(self, messages: int, timeout: float = 5.0) -> HandlerStats:
+        """Wait until the handler has read *messages* messages; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while (stats := self.stats).messages < messages:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"handler saw {stats.messages} of {messages} messages "
+                                   f"within {timeout}s")
+            time.sleep(0.001)
+        return stats
+
+    def stop(self) -> HandlerStats | None:
+        """Stop the thread, unprotect and wake every range; returns the final stats."""
+        if self._h is None:
+            return None
+        final = self.stats
+        h, self._h = self._h, None
+        self.cleanup_failures = -lib.uffdwp_handler_stop(h)
+        return final
+
+    def _live(self):
+        if self._h is None:
+            raise RuntimeError("fault handler is stopped")
+        return self._h
+
+    def __enter__(self) -> FaultHandler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __del__(self) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    t_start_ns: int
+    stall_ns: int
+    address: int
+    value: int
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    writes: int
+    max_stall_ns: int
+    total_stall_ns: int
+    t_start_ns: int
+    t_end_ns: int
+    dropped_records: int
+    histogram: tuple[int, ...]  # log2 buckets of stall in ns
+    running: bool
+
+
+class Writer:
+    """A C thread storing 64-bit values into a range and timing how long each store stalled.
+
+    Store *i* writes ``value_base + i`` at ``offset_in_page`` of the page *pattern* picks;
+    *rate* is stores per second (0: as fast as it can), *max_writes* 0 means until stop().
+    """
+
+    def __init__(self, address: int, length: int, *, page_size: int = 4096,
+                 offset_in_page: int = 0, pattern: Pattern = Pattern.SEQUENTIAL, rate: int = 0,
+                 max_writes: int = 0, seed: int = 1, value_base: int = 1,
+                 record_capacity: int = 65536) -> None:
+        err = ffi.new("int *")
+        self._w = lib.uffdwp_writer_start(address, length, page_size, offset_in_page,
+                                          int(pattern), rate, max_writes, seed, value_base,
+                                          record_capacity, err)
+        if self._w == ffi.NULL:
+            check(err[0], "writer_start")
+        self.stalled_on_free = False
+
+    @property
+    def stats(self) -> WriterStats:
+        s = ffi.new("struct uffdwp_writer_stats *")
+        lib.uffdwp_writer_get_stats(self._live(), s)
+        return WriterStats(s.writes, s.max_stall_ns, s.total_stall_ns, s.t_start_ns, s.t_end_ns,
+                           s.dropped_records, tuple(s.histogram), bool(s.running))
+
+    def records(self) -> list[WriteRecord]:
+        n = self.stats.writes
+        buf = ffi.new("struct uffdwp_write_record[]", max(1, n))
+        got = lib.uffdwp_writer_records(self._live(), buf, n)
+        return [WriteRecord(r.t_start_ns, r.stall_ns, r.address, r.value) for r in buf[0:got]]
+
+    def wait(self, timeout: float) -> bool:
+        """True once all writes are done; False if still running after *timeout* seconds."""
+        return lib.uffdwp_writer_wait(self._live(), int(timeout * 1000)) == 0
+
+    def request_stop(self) -> None:
+        lib.uffdwp_writer_request_stop(self._live())
+
+    def close(self, timeout: float = 10.0) -> WriterStats | None:
+        """Stop and join. Raises TimeoutError (and keeps the thread) if it is stuck in a fault."""
+        if self._w is None:
+            return None
+        self.request_stop()
+        if not self.wait(timeout):
+            raise TimeoutError("writer thread is still blocked (a write fault nobody resolves?)")
+        final = self.stats
+        w, self._w = self._w, None
+        lib.uffdwp_writer_free(w)
+        return final
+
+    def _live(self):
+        if self._w is None:
+            raise RuntimeError("writer is closed")
+        return self._w
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def store_u64(address: int, value: int) -> None:
+    """Store from C: a Python thread blocked in this fault does not hold the GIL."""
+    lib.uffdwp_store_u64(address, value)
+
+
+def load_u64(address: int) -> int:
+    return lib.uffdwp_load_u64(address)
+
+
+def now_ns() -> int:
+    return lib.uffdwp_now_ns()
+
+
+def percentile(samples: Sequence[int], q: float) -> int:
+    """The *q* quantile (0..1) of *samples* by nearest rank."""
+    if not samples:
+        return 0
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+__all__ = ["FaultHandler", "FaultRecord", "HandlerStats", "Pattern", "Policy", "WriteRecord",
+           "Writer", "WriterStats", "load_u64", "now_ns", "percentile", "store_u64"]
