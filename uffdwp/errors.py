@@ -1,4 +1,4 @@
-"""Exceptions of the binding: each carries the errno, the operation and a hint a person can act on."""
+"""Exceptions of the binding: each carries the errno, the operation and a hint to act on."""
 
 from __future__ import annotations
 

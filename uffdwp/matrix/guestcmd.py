@@ -22,7 +22,7 @@ RUN_COMMAND = "{repo}/.venv/bin/uffdwp run --report {out} --jobs 1"
 # Used while `uffdwp run` does not exist yet: plain pytest plus `uffdwp probe`, each optional.
 FALLBACK_COMMAND = (
     "{repo}/.venv/bin/python -m pytest {repo}/suites -p no:cacheprovider -q "
-    "--junitxml={out}/junit.xml; rc=$?; "
+    "--junitxml={out}/junit.xml; rc=$?; [ $rc -eq 5 ] && rc=0; "  # 5: no tests collected
     "{repo}/.venv/bin/uffdwp probe --json > {out}/probe.json 2>/dev/null "
     "|| rm -f {out}/probe.json; "
     "exit $rc"

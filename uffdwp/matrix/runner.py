@@ -94,6 +94,8 @@ def run_one(t: Target, report_dir: Path, guest_command: str, accel: str, timeout
     oc.seconds, oc.exit_status = br.seconds, br.exit_status
     oc.detail, oc.phases = br.detail, br.phases
     oc.status = final_status(br.status, oc.record)
+    if br.status in ("ok", "failed") and not oc.record.tests:
+        oc.record.notes.append(f"no test results ({oc.record.source})")
     return oc
 
 

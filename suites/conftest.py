@@ -1,0 +1,102 @@
+"""The runner of the conformance suites: host setup, skip decisions, per-test context.
+
+Host state (huge pages, a swap file) is joined by the controlling pytest process and restored
+by the last run to leave (suites/hostsetup.py); xdist workers only use it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from uffdwp import kernel_facts as kf
+from uffdwp.errors import UffdError
+from uffdwp.kernel_facts import Feature
+from uffdwp.probe import supported_features
+
+from . import hostsetup
+from .uffdtest import Ctx, UffdSpec, implied_features, missing_reason
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "uffd(spec): memory types, modes, features of a test")
+    if _is_controller(config):
+        hostsetup.join()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _is_controller(config):
+        hostsetup.leave()
+
+
+@pytest.fixture(scope="session")
+def supported() -> Feature:
+    """Features of a features=0 handshake; the whole suite skips, saying why, without one."""
+    try:
+        return supported_features()
+    except UffdError as exc:
+        pytest.skip(f"no userfaultfd here: {exc}")
+
+
+def _spec(item: pytest.Item) -> UffdSpec | None:
+    marker = item.get_closest_marker("uffd")
+    return marker.args[0] if marker else None
+
+
+def _memtype(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("memtype") if callspec else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        spec = _spec(item)
+        if spec is None:
+            continue
+        memtype = _memtype(item)
+        item.user_properties.append(("memtype", memtype or ""))
+        if spec.bug:
+            item.user_properties.append(("bug", spec.bug))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    spec = _spec(item)
+    if spec is None:
+        return
+    try:
+        have = supported_features()
+    except UffdError as exc:
+        pytest.skip(f"no userfaultfd here: {exc}")
+    memtype = _memtype(item) or "anon"
+    reason = missing_reason(spec.features | implied_features(memtype, spec.modes), have)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    spec = _spec(item)
+    if report.failed and spec and spec.bug:
+        bug = kf.KNOWN_BUGS[spec.bug]
+        report.sections.append(("known bug", bug.describe()))
+
+
+@pytest.fixture
+def ctx(request: pytest.FixtureRequest, supported: Feature):
+    spec = _spec(request.node) or UffdSpec()
+    context = Ctx(_memtype(request.node) or "anon", supported, spec)
+    yield context
+    context.cleanup()
+
+
+@pytest.fixture(scope="session")
+def swap() -> None:
+    """An active swap file (shared by workers and concurrent runs; the last run removes it)."""
+    reason = hostsetup.ensure_swap()
+    if reason:
+        pytest.skip(reason)

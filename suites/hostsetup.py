@@ -1,0 +1,102 @@
+"""Host state the suites need (huge pages, a swap file), shared by concurrent pytest runs.
+
+Each controlling pytest process joins on start and leaves at the end; the last one out restores
+vm.nr_hugepages and removes the swap file. Members are PIDs, so a run that crashed does not pin
+the state for ever: dead PIDs are pruned at the next join or leave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
+WANT_HUGEPAGES = 96  # enough for two workers' hugetlb cases, fork CoW copies included
+SWAP_MB = 256
+STATE_DIR = Path(os.environ.get("UFFDWP_STATE_DIR", "/run/uffdwp" if os.geteuid() == 0
+                                else f"/tmp/uffdwp-{os.getuid()}"))
+SWAP_FILE = STATE_DIR / "swapfile"
+_STATE = STATE_DIR / "state.json"
+_LOCK = STATE_DIR / "state.lock"
+
+
+@contextlib.contextmanager
+def _locked_state() -> Iterator[dict]:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            state = json.loads(_STATE.read_text())
+        except (OSError, ValueError):
+            state = {}
+        state.setdefault("pids", [])
+        state["pids"] = [p for p in state["pids"] if _alive(p)]
+        yield state
+        _STATE.write_text(json.dumps(state))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def join() -> None:
+    """Reserve huge pages for this run (as root; otherwise hugetlb cases skip)."""
+    if os.geteuid() != 0:
+        return
+    with _locked_state() as state:
+        if not state["pids"]:
+            try:
+                state["old_hugepages"] = int(NR_HUGEPAGES.read_text())
+                if state["old_hugepages"] < WANT_HUGEPAGES:
+                    NR_HUGEPAGES.write_text(str(WANT_HUGEPAGES))
+            except OSError:
+                state.pop("old_hugepages", None)
+        state["pids"].append(os.getpid())
+
+
+def leave() -> None:
+    if os.geteuid() != 0:
+        return
+    with _locked_state() as state:
+        state["pids"] = [p for p in state["pids"] if p != os.getpid()]
+        if state["pids"]:
+            return
+        old = state.pop("old_hugepages", None)
+        if old is not None:
+            with contextlib.suppress(OSError):
+                NR_HUGEPAGES.write_text(str(old))
+        if state.pop("swap", False):
+            subprocess.run(["swapoff", str(SWAP_FILE)], capture_output=True, check=False)
+            SWAP_FILE.unlink(missing_ok=True)
+
+
+def ensure_swap() -> str | None:
+    """Activate the shared swap file; returns None, or why it cannot be had."""
+    if os.geteuid() != 0:
+        return "a swap file needs root (swapon)"
+    with _locked_state() as state:
+        active = subprocess.run(["swapon", "--show=NAME", "--noheadings"], capture_output=True,
+                                text=True, check=False).stdout.split()
+        if str(SWAP_FILE) in active:
+            return None
+        steps = [["fallocate", "-l", f"{SWAP_MB}M", str(SWAP_FILE)],
+                 ["chmod", "600", str(SWAP_FILE)], ["mkswap", str(SWAP_FILE)],
+                 ["swapon", str(SWAP_FILE)]]
+        for step in steps:
+            res = subprocess.run(step, capture_output=True, text=True, check=False)
+            if res.returncode:
+                SWAP_FILE.unlink(missing_ok=True)
+                return f"cannot set up a swap file ({' '.join(step)}: {res.stderr.strip()})"
+        state["swap"] = True
+    return None

@@ -1,0 +1,230 @@
+"""How a conformance test is declared, and the one place that decides whether it can run.
+
+Like the kernel's uffd-unit-tests.c, each test states the memory types it applies to, the
+register modes it uses and the features it needs:
+
+    @uffd_test(mem=MEM_ALL, modes=RegisterMode.WP, features=Feature.WP_UNPOPULATED)
+    def test_wp_unpopulated(ctx): ...
+
+The runner (suites/conftest.py) parametrizes the test over the memory types and skips a case
+whose required features the running kernel does not negotiate, naming the feature and the
+mainline release that brought it. Nothing is gated on version strings.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import pytest
+
+from uffdwp import kernel_facts as kf
+from uffdwp import native
+from uffdwp.errors import MemoryUnavailableError, UffdError
+from uffdwp.kernel_facts import Feature, RegisterMode
+from uffdwp.memory import MEMORY_TYPES, Region, allocate
+from uffdwp.messages import Message, PageFault
+from uffdwp.uffd import Userfaultfd
+
+MEM_ALL = MEMORY_TYPES
+MEM_ANON = ("anon",)
+MEM_SHMEM = ("shmem", "shmem-private")
+MEM_HUGETLB = ("hugetlb", "hugetlb-private")
+MEM_FILE = ("shmem", "shmem-private", "hugetlb")  # backed by a memfd (page cache)
+MEM_SHARED = ("shmem", "hugetlb")
+MEM_PRIVATE = ("anon", "shmem-private", "hugetlb-private")
+MEM_NOT_HUGETLB = ("anon", "shmem", "shmem-private")
+
+WP = RegisterMode.WP
+MISSING = RegisterMode.MISSING
+MINOR = RegisterMode.MINOR
+
+
+def implied_features(memtype: str, modes: RegisterMode) -> Feature:
+    """Features the kernel must offer before *modes* can be registered on *memtype*."""
+    need = Feature(0)
+    shmem, hugetlb = memtype.startswith("shmem"), memtype.startswith("hugetlb")
+    if modes & WP:
+        need |= Feature.PAGEFAULT_FLAG_WP
+        if shmem or hugetlb:
+            need |= Feature.WP_HUGETLBFS_SHMEM
+    if modes & MINOR:
+        need |= Feature.MINOR_SHMEM if shmem else Feature.MINOR_HUGETLBFS
+    if modes & MISSING:
+        need |= Feature.MISSING_SHMEM if shmem else Feature.MISSING_HUGETLBFS if hugetlb else 0
+    return need
+
+
+def missing_reason(required: Feature, supported: Feature) -> str | None:
+    """The skip reason for the first feature this kernel lacks, or None if all are there."""
+    absent = required & ~supported
+    if not absent:
+        return None
+    names = []
+    for fact in kf.FEATURE_FACTS:
+        if absent & fact.value:
+            names.append(f"{fact.name} (mainline {fact.since})")
+    return "feature " + ", ".join(names) + " absent on this kernel"
+
+
+@dataclass(frozen=True)
+class UffdSpec:
+    """What a test declares: the marker the runner reads."""
+
+    features: Feature = Feature(0)
+    modes: RegisterMode = WP
+    bug: str | None = None  # key of kernel_facts.KNOWN_BUGS this test reproduces
+
+
+def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int = 0,
+              bug: str | None = None, timeout: float = 20):
+    """Declare a conformance test: memory types × modes × required features (+ known bug)."""
+    if modes & MINOR and "anon" in mem:
+        raise ValueError("MINOR mode does not apply to anonymous memory")
+    if bug is not None and bug not in kf.KNOWN_BUGS:
+        raise ValueError(f"unknown bug key {bug!r}")
+    spec = UffdSpec(Feature(features), RegisterMode(modes), bug)
+
+    def decorate(fn):
+        fn = pytest.mark.parametrize("memtype", mem)(fn)
+        fn = pytest.mark.uffd(spec)(fn)
+        return pytest.mark.timeout(timeout)(fn)
+
+    return decorate
+
+
+class StoreThread:
+    """A store performed from C on a Python thread: it blocks in the fault without the GIL."""
+
+    def __init__(self, address: int, value: int) -> None:
+        self.address, self.value = address, value
+        self.done = threading.Event()
+        self._ready = threading.Event()
+        self.tid = 0
+        self.t_done = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(2)
+
+    def _run(self) -> None:
+        self.tid = threading.get_native_id()
+        self._ready.set()
+        native.store_u64(self.address, self.value)
+        self.t_done = time.monotonic_ns()
+        self.done.set()
+
+    def finished(self, timeout: float = 0.0) -> bool:
+        return self.done.wait(timeout)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+@dataclass
+class Ctx:
+    """Per-test helper: memory, userfaultfds and threads, all cleaned up afterwards so that
+    nothing stays protected, blocked or mapped whatever the test did."""
+
+    memtype: str
+    supported: Feature
+    spec: UffdSpec
+    _regions: list[Region] = field(default_factory=list)
+    _uffds: list[Userfaultfd] = field(default_factory=list)
+    _handlers: list[native.FaultHandler] = field(default_factory=list)
+    _stores: list[StoreThread] = field(default_factory=list)
+    _writers: list[native.Writer] = field(default_factory=list)
+    _registered: list[tuple[Userfaultfd, int, int]] = field(default_factory=list)
+
+    # --- memory --------------------------------------------------------------------------------
+    def region(self, pages: int = 4, memtype: str | None = None, **kw) -> Region:
+        try:
+            region = allocate(memtype or self.memtype, pages=pages, **kw)
+        except MemoryUnavailableError as exc:
+            pytest.skip(f"{memtype or self.memtype} unavailable: {exc}")
+        self._regions.append(region)
+        return region
+
+    # --- userfaultfds --------------------------------------------------------------------------
+    def features(self, extra: int = 0) -> Feature:
+        """What a test's uffd asks for: its declared and implied features, THREAD_ID if there."""
+        want = self.spec.features | implied_features(self.memtype, self.spec.modes) | extra
+        return Feature(want | (self.supported & Feature.THREAD_ID))
+
+    def uffd(self, extra: int = 0, features: int | None = None, **open_args) -> Userfaultfd:
+        uffd = Userfaultfd.create(self.features(extra) if features is None else features,
+                                  **open_args)
+        self._uffds.append(uffd)
+        return uffd
+
+    def register(self, uffd: Userfaultfd, region: Region, modes: int | None = None,
+                 start: int | None = None, length: int | None = None) -> kf.Ioctl:
+        start = region.address if start is None else start
+        length = region.length if length is None else length
+        ioctls = uffd.register(start, length, self.spec.modes if modes is None else modes)
+        self._registered.append((uffd, start, length))
+        return ioctls
+
+    def wp_region(self, pages: int = 4, *, populate: bool = True, protect: bool = True,
+                  extra: int = 0, fill: int = 0x5A) -> tuple[Userfaultfd, Region]:
+        """A populated region registered in WP mode and write-protected."""
+        region = self.region(pages)
+        if populate:
+            region.fill(fill)
+        uffd = self.uffd(extra)
+        self.register(uffd, region, WP | (self.spec.modes & ~WP))
+        if protect:
+            uffd.writeprotect(region.address, region.length)
+        return uffd, region
+
+    # --- threads -------------------------------------------------------------------------------
+    def store(self, address: int, value: int = 0xC0FFEE) -> StoreThread:
+        thread = StoreThread(address, value)
+        self._stores.append(thread)
+        return thread
+
+    def handler(self, uffd: Userfaultfd, region: Region,
+                policy: native.Policy = native.Policy.UNPROTECT, **kw) -> native.FaultHandler:
+        h = native.FaultHandler(uffd, [(region.address, region.length)], policy,
+                                page_size=region.page_size, **kw)
+        self._handlers.append(h)
+        return h
+
+    def writer(self, region: Region, **kw) -> native.Writer:
+        w = native.Writer(region.address, region.length, page_size=region.page_size, **kw)
+        self._writers.append(w)
+        return w
+
+    @staticmethod
+    def fault(uffd: Userfaultfd, timeout: float = 5.0) -> PageFault:
+        msg = uffd.read_one(timeout)
+        assert isinstance(msg, PageFault), f"expected a page fault, got {msg}"
+        return msg
+
+    @staticmethod
+    def messages(uffd: Userfaultfd, timeout: float = 0.2) -> Iterator[Message]:
+        """Every message that arrives until none has come for *timeout* seconds."""
+        while msgs := uffd.read(64, timeout):
+            yield from msgs
+
+    # --- teardown ------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        for h in self._handlers:
+            h.stop()
+        for uffd, start, length in self._registered:
+            if not uffd.closed:
+                with suppress(UffdError):
+                    uffd.unprotect(start, length)
+                with suppress(UffdError):
+                    uffd.wake(start, length)
+        for w in self._writers:
+            with suppress(TimeoutError, RuntimeError):
+                w.close(timeout=5)
+        for uffd in self._uffds:
+            uffd.close()  # closing wakes every thread still waiting on this fd
+        for t in self._stores:
+            t.join(5)
+        for region in self._regions:
+            region.close()

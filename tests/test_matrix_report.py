@@ -1,0 +1,128 @@
+"""Matrix report generation from sample per-kernel result directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from uffdwp.matrix.report import (
+    KernelOutcome,
+    feature_cell,
+    final_status,
+    kernel_version,
+    write_report,
+)
+from uffdwp.matrix.results import feature_names, load_kernel_dir, split_nodeid
+
+
+def results_json(release: str, features: int, tests: list[dict]) -> dict:
+    summary: dict[str, int] = dict.fromkeys(["pass", "fail", "skip", "known-bug", "error"], 0)
+    for t in tests:
+        summary[t["verdict"]] += 1
+    return {"schema": "uffdwp-results/1",
+            "kernel": {"release": release, "version": "#1 SMP", "machine": "x86_64"},
+            "api": {"features": features, "feature_names": feature_names(features),
+                    "ioctls": 0x8000000000000003},
+            "tests": tests, "summary": summary, "exit_status": 0}
+
+
+def t(nodeid: str, verdict: str, **kw) -> dict:
+    test, mem = split_nodeid(nodeid)
+    return {"nodeid": nodeid, "test": test, "memtype": mem, "verdict": verdict,
+            "reason": kw.get("reason", ""), "bug": kw.get("bug"), "duration": 0.01}
+
+
+CLOSE_BUG = {"key": "close-reset", "commit": "c88033efe9a3", "fixed_in": "6.9"}
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    d61 = tmp_path / "6.1"
+    d61.mkdir()
+    (d61 / "results.json").write_text(json.dumps(results_json("6.1.0-50-amd64", 0x1FFF, [
+        t("suites/test_wp.py::test_wp_fault[anon]", "pass"),
+        t("suites/test_wp.py::test_wp_unpopulated[anon]", "skip",
+          reason="feature WP_UNPOPULATED absent"),
+        t("suites/test_bugs.py::test_close_reset[shmem]", "known-bug", bug=CLOSE_BUG),
+    ])))
+    d612 = tmp_path / "6.12"
+    d612.mkdir()
+    (d612 / "results.json").write_text(json.dumps(results_json("6.12.117+deb13-amd64", 0x1FFFF, [
+        t("suites/test_wp.py::test_wp_fault[anon]", "fail", reason="no fault"),
+        t("suites/test_wp.py::test_wp_unpopulated[anon]", "pass"),
+    ])))
+    # a kernel whose suites wrote only junit.xml, plus our API probe
+    d510 = tmp_path / "5.10"
+    (d510 / ".guest").mkdir(parents=True)
+    (d510 / "junit.xml").write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="suites.test_wp" name="test_wp_fault[anon]" time="0.1"/>'
+        '<testcase classname="suites.test_wp" name="test_wp_unpopulated[anon]" time="0">'
+        '<skipped type="pytest.skip" message="feature WP_UNPOPULATED absent"/></testcase>'
+        '<testcase classname="suites.test_wp" name="test_minor[shmem]" time="0">'
+        '<error message="boom"/></testcase>'
+        "</testsuite></testsuites>")
+    (d510 / ".guest" / "api.json").write_text(json.dumps(
+        {"kernel": {"release": "5.10.0-32-amd64", "version": "#1", "machine": "x86_64"},
+         "api": {"features": 0x1FF, "ioctls": 0x8000000000000003}}))
+    return tmp_path
+
+
+def test_kernel_version_and_feature_cells():
+    assert kernel_version("6.12.117+deb13-amd64") == (6, 12)
+    assert kernel_version("weird") is None
+    wp_unpop, since = 1 << 13, "6.4"
+    assert feature_cell(0x1FFF, "6.1.0-50-amd64", wp_unpop, since) == "absent-expected"
+    assert feature_cell(0x1FFFF, "6.12.1", wp_unpop, since) == "present"
+    assert feature_cell(0x1FFF, "6.12.1", wp_unpop, since) == "absent-unexpected"
+    assert feature_cell(0x3FFF, "6.1.0", wp_unpop, since) == "present-early"
+    assert feature_cell(None, "6.1.0", wp_unpop, since) == "unknown"
+
+
+def test_load_results_json_and_junit_fallback(sample: Path):
+    r61 = load_kernel_dir(sample / "6.1")
+    assert r61.source == "results.json"
+    assert r61.features == 0x1FFF and "WP_HUGETLBFS_SHMEM" in r61.feature_names
+    assert r61.summary["known-bug"] == 1
+    r510 = load_kernel_dir(sample / "5.10")
+    assert r510.source == "junit.xml"
+    assert r510.features == 0x1FF and r510.release == "5.10.0-32-amd64"
+    assert r510.summary == {"pass": 1, "fail": 0, "skip": 1, "known-bug": 0, "error": 1}
+    assert {(x.test, x.memtype) for x in r510.tests} >= {("test_minor", "shmem")}
+
+
+def test_final_status_rules(sample: Path):
+    assert final_status("ok", load_kernel_dir(sample / "6.1")) == "ok"  # known bug is not a failure
+    assert final_status("ok", load_kernel_dir(sample / "6.12")) == "failed"
+    assert final_status("failed", load_kernel_dir(sample / "5.10")) == "failed"
+    assert final_status("timeout", load_kernel_dir(sample / "6.1")) == "timeout"
+    assert final_status("failed", load_kernel_dir(sample / "nothing")) == "failed"
+
+
+def test_write_report(sample: Path):
+    outcomes = []
+    for name in ("5.10", "6.1", "6.12"):
+        rec = load_kernel_dir(sample / name)
+        outcomes.append(KernelOutcome(name=name, via="qemu", status=final_status("ok", rec),
+                                      seconds=12.0, exit_status=0, record=rec))
+    outcomes.append(KernelOutcome(name="7.2", via="qemu", status="boot-failed",
+                                  detail="guest never reached its root"))
+    summary = write_report(sample, outcomes, {"started": "now", "seconds": 50.0, "accel": "tcg",
+                                              "accel_reason": "test", "jobs": 2})
+    assert summary["ok"] is False
+    by = {k["name"]: k for k in summary["kernels"]}
+    assert by["6.1"]["features_hex"] == "0x1fff"
+    assert by["6.1"]["known_bugs"][0]["commit"] == "c88033efe9a3"
+    assert by["7.2"]["features"] is None and by["7.2"]["status"] == "boot-failed"
+    assert json.loads((sample / "summary.json").read_text()) == summary
+    md = (sample / "report.md").read_text()
+    assert "| WP_UNPOPULATED | 13 | 6.4 | - | - | ✓ | ? |" in md
+    assert "close-reset" in md and "c88033efe9a3" in md
+    assert "| test_wp_fault | anon | pass | pass | **FAIL** |  |" in md
+    assert "[console](7.2/console.log)" in md
+    page = (sample / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "<style>" in page
+    assert "href='6.1/console.log'" in page
+    assert "<script" not in page and "http" not in page  # self-contained

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Build the local Vagrant box "uffdwp-debian" (vagrant-libvirt provider) from Debian packages,
+# offline from anything but the Debian mirror: debootstrap (minbase + systemd, sshd, sudo) into
+# vms/work/box-root, an ext4 image made without a loop mount (mkfs.ext4 -d), converted to qcow2,
+# packed with metadata.json into vms/work/uffdwp-debian.box and added with `vagrant box add`.
+# The box has no kernel of its own: each machine boots a catalogue kernel directly
+# (libvirt kernel/initrd), whose initramfs loads the modules and switches to this disk.
+#   vms/build-box.sh [--force]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=vms/work
+box=$work/uffdwp-debian.box
+[[ "${1:-}" == "--force" ]] || { [[ -f $box ]] && { echo "box exists: $box"; exit 0; }; }
+for t in debootstrap mkfs.ext4 qemu-img; do
+    command -v $t >/dev/null || { echo "missing $t: ci/install-matrix-deps.sh --vagrant"; exit 1; }
+done
+root=$work/box-root
+rm -rf "$root" && mkdir -p "$root"
+debootstrap --variant=minbase \
+    --include=systemd-sysv,openssh-server,sudo,udev,iproute2,kmod,util-linux \
+    bookworm "$root" http://deb.debian.org/debian
+# vagrant user with Vagrant's well-known insecure key (config.ssh.insert_key = false)
+chroot "$root" useradd -m -s /bin/bash vagrant
+echo 'vagrant ALL=(ALL) NOPASSWD: ALL' > "$root/etc/sudoers.d/vagrant"
+mkdir -p "$root/home/vagrant/.ssh"
+cp vms/vagrant_insecure_key.pub "$root/home/vagrant/.ssh/authorized_keys"
+chroot "$root" chown -R vagrant:vagrant /home/vagrant/.ssh
+chmod 700 "$root/home/vagrant/.ssh"; chmod 600 "$root/home/vagrant/.ssh/authorized_keys"
+# DHCP on the user-mode NIC through systemd-networkd (no ifupdown in minbase)
+cat > "$root/etc/systemd/network/10-uffdwp.network" <<'NET'
+[Match]
+Name=en* eth*
+[Network]
+DHCP=ipv4
+NET
+chroot "$root" systemctl enable systemd-networkd ssh >/dev/null 2>&1 || true
+echo "uffdwp-box" > "$root/etc/hostname"
+echo "/dev/vda / ext4 defaults 0 1" > "$root/etc/fstab"
+install -m 0755 vms/guest/vagrant-run.sh "$root/usr/local/sbin/uffdwp-vagrant-run"
+rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*
+raw=$work/box.raw
+rm -f "$raw"; truncate -s 4G "$raw"
+mkfs.ext4 -q -F -d "$root" "$raw"
+qemu-img convert -O qcow2 "$raw" "$work/box.img"
+rm -f "$raw"
+cat > "$work/metadata.json" <<'META'
+{"provider": "libvirt", "format": "qcow2", "virtual_size": 4}
+META
+printf 'Vagrant.configure("2") do |c|\n  c.vm.provider :libvirt do |l|\n    l.driver = "qemu"\n  end\nend\n' \
+    > "$work/Vagrantfile.box"
+tar -C "$work" -czf "$box" metadata.json box.img --transform 's/Vagrantfile.box/Vagrantfile/' \
+    Vagrantfile.box
+rm -f "$work/box.img"
+vagrant box add --force --name uffdwp-debian "$box"
+echo "box built: $box"
