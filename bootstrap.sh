@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what uffdwp needs on a Debian/Ubuntu machine (as root) and builds it into .venv.
+# Idempotent: a second run only checks. Usage: ./bootstrap.sh [--matrix]  (--matrix adds QEMU etc.)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v gcc >/dev/null || need+=(gcc)
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  2>/dev/null || need+=(python3-dev)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+for tool in fallocate mkswap swapon; do command -v "$tool" >/dev/null || need+=(util-linux); done
+if ((${#need[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: missing ${need[*]}; run as root or install them" >&2; exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+pip_quiet() {  # pip's output only when it fails (this machine's pip config warns a lot)
+  local log; log=$(mktemp)
+  if ! .venv/bin/python -m pip "$@" >"$log" 2>&1; then
+    grep -v '^WARNING' "$log" >&2; rm -f "$log"; return 1
+  fi
+  rm -f "$log"
+}
+pip_quiet install -q --upgrade pip
+# Editable install: cffi compiles uffdwp/_native next to the sources, where the suites import it.
+pip_quiet install -q -e '.[dev]' || { echo "bootstrap: building uffdwp failed" >&2; exit 1; }
+.venv/bin/python -c 'import uffdwp._native' || { echo "bootstrap: native build failed" >&2; exit 1; }
+
+if [ "${1:-}" = "--matrix" ] && [ -x ci/install-matrix-deps.sh ]; then
+  ci/install-matrix-deps.sh
+fi
+echo "bootstrap: ready (.venv/bin/uffdwp)"
