@@ -20,7 +20,8 @@ WANT_HUGEPAGES = 96  # enough for two workers' hugetlb cases, fork CoW copies in
 SWAP_MB = 256
 STATE_DIR = Path(os.environ.get("UFFDWP_STATE_DIR", "/run/uffdwp" if os.geteuid() == 0
                                 else f"/tmp/uffdwp-{os.getuid()}"))
-SWAP_FILE = STATE_DIR / "swapfile"
+# Swap needs a real disk: /run is tmpfs (and so is a guest's root overlay, hence UFFDWP_SCRATCH).
+SWAP_FILE = Path(os.environ.get("UFFDWP_SCRATCH", "/var/tmp")) / "uffdwp-swapfile"
 _STATE = STATE_DIR / "state.json"
 _LOCK = STATE_DIR / "state.lock"
 

@@ -57,7 +57,7 @@ def _probe(args: argparse.Namespace) -> int:
             reg.add_column(mode.name)
         for memtype, modes in result.register.items():
             if "unavailable" in modes:
-                reg.add_row(memtype, f"[dim]{modes['unavailable']}[/]", "", "")
+                reg.add_row(memtype, f"[dim]{modes['unavailable']}[/]", "[dim]—[/]", "[dim]—[/]")
                 continue
             cells = [", ".join(m["names"]) if "names" in m else f"[yellow]{m['error']}[/]"
                      for m in modes.values()]
@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `uffdwp probe --json | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

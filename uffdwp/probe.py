@@ -102,7 +102,11 @@ def register_ioctls(features: Feature) -> dict:
     for memtype in MEMORY_TYPES:
         try:
             region = allocate(memtype, pages=1)
-        except (MemoryUnavailableError, OSError) as exc:
+        except MemoryUnavailableError:
+            result[memtype] = {"unavailable": f"no free huge pages (vm.nr_hugepages="
+                                              f"{hugepage_info()['nr_hugepages']})"}
+            continue
+        except OSError as exc:
             result[memtype] = {"unavailable": str(exc)}
             continue
         with region:

@@ -202,7 +202,7 @@ class Userfaultfd:
     # --- messages ------------------------------------------------------------------------------
     @property
     def blocking(self) -> bool:
-        return not os.get_blocking(self.fileno())
+        return os.get_blocking(self.fileno())
 
     def poll(self, timeout: float | None = None) -> bool:
         """True if a message is ready within *timeout* seconds (None: wait for ever).

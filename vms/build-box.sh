@@ -23,7 +23,9 @@ debootstrap --variant=minbase \
 chroot "$root" useradd -m -s /bin/bash vagrant
 echo 'vagrant ALL=(ALL) NOPASSWD: ALL' > "$root/etc/sudoers.d/vagrant"
 mkdir -p "$root/home/vagrant/.ssh"
-cp vms/vagrant_insecure_key.pub "$root/home/vagrant/.ssh/authorized_keys"
+pub=$(find /usr/share /usr/lib /opt -path '*vagrant*/keys/vagrant.pub' 2>/dev/null | head -1)
+[[ -n $pub ]] || { echo "Vagrant's insecure public key not found"; exit 1; }
+cp "$pub" "$root/home/vagrant/.ssh/authorized_keys"
 chroot "$root" chown -R vagrant:vagrant /home/vagrant/.ssh
 chmod 700 "$root/home/vagrant/.ssh"; chmod 600 "$root/home/vagrant/.ssh/authorized_keys"
 # DHCP on the user-mode NIC through systemd-networkd (no ifupdown in minbase)

@@ -89,7 +89,12 @@ def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command:
         k0 = time.monotonic()
         with console.status(f"{t.spec.name}: vagrant up"):
             try:
-                v.up(vm_name=name, provider="libvirt")
+                # vagrant's own output goes to the kernel's directory: its errors are the
+                # only explanation of a failed `up`
+                with open(out / "vagrant.log", "w") as vlog:
+                    subprocess.run(["vagrant", "up", name, "--provider=libvirt"], cwd=REPO_ROOT,
+                                   stdout=vlog, stderr=subprocess.STDOUT, check=True,
+                                   timeout=timeout)
                 console.print(f"{t.spec.name}: up in {time.monotonic() - k0:.0f} s; running suites")
                 p = subprocess.run(
                     ["vagrant", "ssh", name, "-c", "sudo /usr/local/sbin/uffdwp-vagrant-run"],
@@ -102,12 +107,17 @@ def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command:
             except subprocess.TimeoutExpired:
                 oc.status, oc.detail = "timeout", f"killed after {timeout:.0f} s"
             except subprocess.CalledProcessError as e:
-                oc.detail = f"vagrant up failed: {e}"
+                oc.detail = f"vagrant up failed ({e.returncode}): see {t.spec.name}/vagrant.log"
             finally:
                 try:
                     v.destroy(vm_name=name)
                 except subprocess.CalledProcessError as e:
                     oc.detail += f"\nvagrant destroy failed: {e}"
+                # a domain vagrant lost track of would keep running: remove it through libvirt
+                dom = f"{REPO_ROOT.name}_{name}"
+                subprocess.run(["virsh", "destroy", dom], capture_output=True)
+                subprocess.run(["virsh", "undefine", dom, "--remove-all-storage"],
+                               capture_output=True)
         oc.seconds = time.monotonic() - k0
         oc.record = load_kernel_dir(out)
         oc.status = final_status(oc.status, oc.record)

@@ -1,0 +1,570 @@
+"""Write-protect core semantics: registration, UFFDIO_WRITEPROTECT, WP faults, wake, pagemap.
+
+Kernel sources consulted: fs/userfaultfd.c (userfaultfd_register, userfaultfd_writeprotect,
+userfault_msg, userfaultfd_release), mm/userfaultfd.c (mwriteprotect_range), mm/memory.c
+(pte markers, userfaultfd_wp_use_markers), include/uapi/linux/userfaultfd.h.
+"""
+
+from __future__ import annotations
+
+import errno
+import faulthandler
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from uffdwp import native, pagemap
+from uffdwp.errors import UffdError
+from uffdwp.kernel_facts import Feature, Ioctl
+from uffdwp.memory import PAGE_SIZE, PROT_READ, PROT_WRITE
+
+from .uffdtest import (
+    MEM_ALL,
+    MEM_ANON,
+    MEM_FILE,
+    MEM_HUGETLB,
+    MEM_PRIVATE,
+    MEM_SHARED,
+    MINOR,
+    MISSING,
+    WP,
+    uffd_test,
+)
+
+BLOCKED = 0.2  # how long a writer must stay blocked to count as "not woken"
+RESUME = 5.0  # generous wait for a writer that must resume (loaded 2-core machine)
+MINOR_FEATURES = Feature.MINOR_SHMEM | Feature.MINOR_HUGETLBFS
+
+
+# --- helpers shared with test_resolve.py ------------------------------------------------------
+def expect_errno(err: int, fn, *args, **kw) -> UffdError:
+    """Call *fn* and assert it fails with *err*."""
+    with pytest.raises(UffdError) as info:
+        fn(*args, **kw)
+    assert info.value.errno == err, f"expected {errno.errorcode[err]}, got {info.value}"
+    return info.value
+
+
+def fault_addresses(addr: int, region) -> set[int]:
+    """Addresses a fault message may carry for a store at *addr* without EXACT_ADDRESS: the
+    base page (userfault_msg masks with PAGE_MASK); hugetlb kernels before the real_address
+    rework (5.18) reported the huge page start instead."""
+    return {addr & ~(PAGE_SIZE - 1), addr & ~(region.page_size - 1)}
+
+
+def wp_bits(region) -> list[bool]:
+    return pagemap.uffd_wp(region.address, region.length, region.page_size)
+
+
+def no_message(ctx, uffd, timeout: float = 0.1) -> None:
+    msgs = list(ctx.messages(uffd, timeout))
+    assert msgs == [], f"unexpected userfaultfd messages: {msgs}"
+
+
+class LoadThread:
+    """A load performed from C on a Python thread (blocks in a read fault without the GIL)."""
+
+    def __init__(self, address: int) -> None:
+        self.value: int | None = None
+        self.done = threading.Event()
+        self.tid = 0
+        self._thread = threading.Thread(target=self._run, args=(address,), daemon=True)
+        self._thread.start()
+
+    def _run(self, address: int) -> None:
+        self.tid = threading.get_native_id()
+        self.value = native.load_u64(address)
+        self.done.set()
+
+    def finished(self, timeout: float = 0.0) -> bool:
+        return self.done.wait(timeout)
+
+
+def run_in_child(fn, timeout: float = 5.0) -> int:
+    """Fork, run *fn* in the child (exit 0 if it returns, 3 if it raises), and return the raw
+    wait status. The child is killed if it has not ended within *timeout* seconds."""
+    pid = os.fork()
+    if pid == 0:  # child: simple work only, never return into pytest
+        code = 3
+        try:
+            faulthandler.disable()  # let a SIGBUS/SIGSEGV kill the child silently
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"child did not finish within {timeout}s")
+        time.sleep(0.005)
+
+
+def assert_killed_by(status: int, sig: int) -> None:
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == sig, f"child killed by signal {os.WTERMSIG(status)}"
+    else:
+        pytest.fail(f"child exited with {os.WEXITSTATUS(status)} instead of dying by "
+                    f"{signal.Signals(sig).name}")
+
+
+# --- registration --------------------------------------------------------------------------------
+@uffd_test(mem=MEM_ALL, modes=WP)
+def test_register_wp_ioctls(ctx, memtype):
+    """REGISTER_MODE_WP answers WRITEPROTECT and WAKE; CONTINUE only comes with MINOR mode
+    (fs/userfaultfd.c masks it out since 5.13); hugetlb ranges never offer ZEROPAGE
+    (UFFD_API_RANGE_IOCTLS_BASIC), the others offer COPY and ZEROPAGE."""
+    region = ctx.region(1)
+    ioctls = ctx.register(ctx.uffd(), region, WP)
+    assert ioctls & (Ioctl.WRITEPROTECT | Ioctl.WAKE) == Ioctl.WRITEPROTECT | Ioctl.WAKE
+    assert not ioctls & Ioctl.CONTINUE
+    assert ioctls & Ioctl.COPY
+    if region.is_hugetlb:
+        assert not ioctls & Ioctl.ZEROPAGE
+    else:
+        assert ioctls & Ioctl.ZEROPAGE
+
+
+@uffd_test(mem=MEM_ALL, modes=MISSING | WP)
+@pytest.mark.parametrize("mode", [MISSING, WP, MISSING | WP], ids=["missing", "wp", "missing-wp"])
+def test_register_ioctls_per_mode(ctx, memtype, mode):
+    """WRITEPROTECT is declared exactly when WP mode is registered (since 5.7: "Declare the WP
+    ioctl only if the WP mode is specified"); WAKE and COPY always; CONTINUE never without MINOR."""
+    region = ctx.region(1)
+    ioctls = ctx.register(ctx.uffd(), region, mode)
+    assert ioctls & Ioctl.WAKE and ioctls & Ioctl.COPY
+    assert bool(ioctls & Ioctl.WRITEPROTECT) == bool(mode & WP)
+    assert not ioctls & Ioctl.CONTINUE
+    assert bool(ioctls & Ioctl.ZEROPAGE) == (not region.is_hugetlb)
+
+
+@uffd_test(mem=MEM_FILE, modes=MINOR | WP)
+@pytest.mark.parametrize("mode", [MINOR, MINOR | WP], ids=["minor", "minor-wp"])
+def test_register_minor_ioctls(ctx, memtype, mode):
+    """MINOR mode on shmem/hugetlb declares CONTINUE; WRITEPROTECT only alongside WP."""
+    region = ctx.region(1)
+    ioctls = ctx.register(ctx.uffd(), region, mode)
+    assert ioctls & Ioctl.CONTINUE and ioctls & Ioctl.WAKE
+    assert bool(ioctls & Ioctl.WRITEPROTECT) == bool(mode & WP)
+
+
+@uffd_test(mem=MEM_ANON, modes=WP)
+@pytest.mark.parametrize("mode", [MINOR, MINOR | WP], ids=["minor", "minor-wp"])
+def test_register_minor_on_anon_rejected(ctx, memtype, mode):
+    """MINOR mode needs a page cache: on anonymous memory REGISTER fails with EINVAL even when
+    the uffd negotiated every MINOR feature (vma_can_userfault)."""
+    region = ctx.region(1)
+    uffd = ctx.uffd(extra=ctx.supported & MINOR_FEATURES)
+    expect_errno(errno.EINVAL, uffd.register, region.address, region.length, mode)
+
+
+@uffd_test(mem=MEM_ALL)
+def test_wp_unregistered_range_enoent(ctx, memtype):
+    """UFFDIO_WRITEPROTECT on a range this uffd never registered: ENOENT (mwriteprotect_range)."""
+    region = ctx.region(1)
+    region.fill(1)
+    uffd = ctx.uffd()
+    expect_errno(errno.ENOENT, uffd.writeprotect, region.address, region.length)
+    expect_errno(errno.ENOENT, uffd.unprotect, region.address, region.length)
+
+
+@uffd_test(mem=MEM_ALL, modes=MISSING)
+def test_wp_missing_only_range_enoent(ctx, memtype):
+    """A range registered only in MISSING mode cannot be write-protected: ENOENT."""
+    region = ctx.region(1)
+    uffd = ctx.uffd(extra=Feature.PAGEFAULT_FLAG_WP)
+    ctx.register(uffd, region, MISSING)
+    expect_errno(errno.ENOENT, uffd.writeprotect, region.address, region.length)
+
+
+@uffd_test(mem=MEM_ALL)
+def test_wp_range_beyond_registration_enoent(ctx, memtype):
+    """Protecting a range that runs past the registered part fails with ENOENT."""
+    region = ctx.region(2)
+    region.fill(2)
+    uffd = ctx.uffd()
+    ctx.register(uffd, region, WP, length=region.page_size)
+    expect_errno(errno.ENOENT, uffd.writeprotect, region.address, region.length)
+
+
+# --- argument validation -------------------------------------------------------------------------
+@uffd_test(mem=MEM_ALL)
+@pytest.mark.parametrize("case", ["start", "length", "zero-length", "both"])
+def test_wp_bad_range_einval(ctx, memtype, case):
+    """validate_range(): start and length must be page aligned and length non-zero: EINVAL."""
+    uffd, region = ctx.wp_region(2, protect=False)
+    start, length = {
+        "start": (region.address + 8, PAGE_SIZE),
+        "length": (region.address, PAGE_SIZE + 8),
+        "zero-length": (region.address, 0),
+        "both": (region.address + 8, 8),
+    }[case]
+    expect_errno(errno.EINVAL, uffd.writeprotect, start, length)
+    expect_errno(errno.EINVAL, uffd.unprotect, start, length)
+    assert wp_bits(region) == [False, False]
+
+
+@uffd_test(mem=MEM_HUGETLB)
+@pytest.mark.parametrize("case", ["start", "length"])
+def test_wp_hugetlb_not_huge_aligned_einval(ctx, memtype, case):
+    """On hugetlb the range must be aligned to the huge page size (base-page aligned is not
+    enough): mwriteprotect_range answers EINVAL and protects nothing."""
+    uffd, region = ctx.wp_region(2, protect=False)
+    start, length = {
+        "start": (region.address + PAGE_SIZE, region.page_size),
+        "length": (region.address, region.page_size + PAGE_SIZE),
+    }[case]
+    expect_errno(errno.EINVAL, uffd.writeprotect, start, length)
+    assert wp_bits(region) == [False, False]
+
+
+@uffd_test(mem=MEM_ANON)
+def test_wp_with_dontwake_rejected(ctx, memtype):
+    """MODE_WP together with MODE_DONTWAKE is meaningless (protecting wakes nobody): EINVAL."""
+    uffd, region = ctx.wp_region(1, protect=False)
+    expect_errno(errno.EINVAL, uffd.writeprotect, region.address, region.length, True,
+                 dontwake=True)
+
+
+# --- faults --------------------------------------------------------------------------------------
+@uffd_test(mem=MEM_ALL)
+def test_write_faults_wp(ctx, memtype):
+    """A store to a protected page blocks and is reported as a WP|WRITE fault at the page
+    address (masked to PAGE_SIZE without EXACT_ADDRESS), with the writer's thread id; the
+    store lands only after unprotect, and the rest of the page is unchanged."""
+    uffd, region = ctx.wp_region(2, fill=0x5A)
+    target = region.page(1) + 5 * PAGE_SIZE % region.page_size + 0x128
+    store = ctx.store(target, 0x1122334455667788)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.is_write and not msg.is_minor
+    assert msg.address in fault_addresses(target, region)
+    if ctx.features() & Feature.THREAD_ID:
+        assert msg.thread_id == store.tid
+    assert not store.finished(0.05)
+    assert native.load_u64(target) == 0x5A5A5A5A5A5A5A5A  # not landed while protected
+    uffd.unprotect(region.page(1), region.page_size)
+    assert store.finished(RESUME)
+    assert native.load_u64(target) == 0x1122334455667788
+    off = target - region.address
+    data = region.read()
+    assert data[:off] == b"\x5a" * off and data[off + 8:] == b"\x5a" * (region.length - off - 8)
+
+
+@uffd_test(mem=MEM_ALL, features=Feature.EXACT_ADDRESS)
+def test_write_fault_exact_address(ctx, memtype):
+    """With EXACT_ADDRESS the fault message carries the faulting byte address (5.18)."""
+    uffd, region = ctx.wp_region(1)
+    target = region.address + 3 * PAGE_SIZE % region.page_size + 0x7F8
+    store = ctx.store(target)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.is_write
+    assert msg.address == target
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+
+
+@uffd_test(mem=MEM_ALL, features=Feature.THREAD_ID)
+def test_fault_thread_ids(ctx, memtype):
+    """Two writers blocked on two protected pages: each message names its own thread (THREAD_ID),
+    and unprotecting one page releases only that writer."""
+    uffd, region = ctx.wp_region(2)
+    a, b = ctx.store(region.page(0)), ctx.store(region.page(1))
+    faults = {}
+    for _ in range(2):
+        msg = ctx.fault(uffd)
+        faults[msg.address & ~(region.page_size - 1)] = msg.thread_id
+    assert faults == {region.page(0): a.tid, region.page(1): b.tid}
+    uffd.unprotect(region.page(1), region.page_size)
+    assert b.finished(RESUME)
+    assert not a.finished(0.05)
+    uffd.unprotect(region.page(0), region.page_size)
+    assert a.finished(RESUME)
+
+
+@uffd_test(mem=MEM_ALL)
+def test_read_of_protected_page_does_not_fault(ctx, memtype):
+    """Write protection traps writes only: a load from a protected page completes with the
+    page's data and produces no message."""
+    uffd, region = ctx.wp_region(2, fill=0x3C)
+    loader = LoadThread(region.page(1) + 64)
+    assert loader.finished(RESUME)
+    assert loader.value == 0x3C3C3C3C3C3C3C3C
+    assert region.read() == b"\x3c" * region.length
+    no_message(ctx, uffd)
+    assert wp_bits(region) == [True, True]
+
+
+@uffd_test(mem=MEM_ALL)
+def test_unprotected_page_writes_freely(ctx, memtype):
+    """A page of the registered range that is not protected takes writes without any message."""
+    uffd, region = ctx.wp_region(2, protect=False)
+    store = ctx.store(region.page(1), 77)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.page(1)) == 77
+    no_message(ctx, uffd)
+
+
+# --- protect and unprotect ranges ----------------------------------------------------------------
+@uffd_test(mem=MEM_ALL)
+def test_protect_part_of_range(ctx, memtype):
+    """Protecting pages 1..2 of 4 arms exactly those (pagemap bit 57 per page): stores to pages
+    0 and 3 complete at once, stores to 1 and 2 fault WP at their own pages."""
+    uffd, region = ctx.wp_region(4, protect=False)
+    uffd.writeprotect(region.page(1), 2 * region.page_size)
+    assert wp_bits(region) == [False, True, True, False]
+    free = [ctx.store(region.page(i), 100 + i) for i in (0, 3)]
+    assert all(s.finished(RESUME) for s in free)
+    no_message(ctx, uffd, 0.05)
+    held = [ctx.store(region.page(i), 100 + i) for i in (1, 2)]
+    addrs = {ctx.fault(uffd).address for _ in held}
+    assert addrs == {region.page(1), region.page(2)}
+    assert not any(s.finished(0.05) for s in held)
+    uffd.unprotect(region.page(1), 2 * region.page_size)
+    assert all(s.finished(RESUME) for s in held)
+    assert [native.load_u64(region.page(i)) for i in range(4)] == [100, 101, 102, 103]
+    assert wp_bits(region) == [False] * 4
+
+
+@uffd_test(mem=MEM_ALL)
+def test_unprotect_part_of_range(ctx, memtype):
+    """Unprotecting one page in the middle of a protected range leaves its neighbours armed."""
+    uffd, region = ctx.wp_region(3)
+    uffd.unprotect(region.page(1), region.page_size)
+    assert wp_bits(region) == [True, False, True]
+    store = ctx.store(region.page(1), 5)
+    assert store.finished(RESUME)
+    held = ctx.store(region.page(2), 6)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.address == region.page(2)
+    uffd.unprotect(region.page(2), region.page_size)
+    assert held.finished(RESUME)
+
+
+@uffd_test(mem=MEM_ALL)
+def test_pagemap_bit_follows_protection(ctx, memtype):
+    """Pagemap bit 57 (PM_UFFD_WP) is set by protect and cleared by unprotect, page by page,
+    while the pages stay present and their data intact."""
+    uffd, region = ctx.wp_region(3, protect=False, fill=0x11)
+    assert wp_bits(region) == [False] * 3
+    uffd.writeprotect(region.address, region.length)
+    assert wp_bits(region) == [True] * 3
+    uffd.unprotect(region.page(2), region.page_size)
+    assert wp_bits(region) == [True, True, False]
+    uffd.unprotect(region.address, region.length)
+    assert wp_bits(region) == [False] * 3
+    assert all(pagemap.entry(region.page(i)).present for i in range(3))
+    assert region.read() == b"\x11" * region.length
+
+
+@uffd_test(mem=MEM_ALL)
+def test_protect_is_idempotent(ctx, memtype):
+    """Protecting twice and unprotecting an unprotected page are no-ops, not errors."""
+    uffd, region = ctx.wp_region(1)
+    uffd.writeprotect(region.address, region.length)
+    assert wp_bits(region) == [True]
+    uffd.unprotect(region.address, region.length)
+    uffd.unprotect(region.address, region.length)
+    assert wp_bits(region) == [False]
+
+
+# --- waking --------------------------------------------------------------------------------------
+@uffd_test(mem=MEM_ALL)
+def test_unprotect_dontwake_then_wake(ctx, memtype):
+    """Unprotect with MODE_DONTWAKE lifts the protection but leaves the writer asleep until
+    UFFDIO_WAKE; then its store lands (the kernel selftests never check DONTWAKE)."""
+    uffd, region = ctx.wp_region(1, fill=0)
+    store = ctx.store(region.address + 16, 0xD0D0)
+    assert ctx.fault(uffd).is_wp
+    uffd.unprotect(region.address, region.length, dontwake=True)
+    assert wp_bits(region) == [False]
+    assert not store.finished(BLOCKED)
+    assert native.load_u64(region.address + 16) == 0
+    uffd.wake(region.address, region.length)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.address + 16) == 0xD0D0
+
+
+@uffd_test(mem=MEM_ALL)
+def test_wake_without_unprotect_refaults(ctx, memtype):
+    """UFFDIO_WAKE alone does not lift protection: the woken writer faults again (a second WP
+    message for the same page) and stays blocked until the page is unprotected."""
+    uffd, region = ctx.wp_region(1, fill=0)
+    store = ctx.store(region.address, 9)
+    assert ctx.fault(uffd).is_wp
+    uffd.wake(region.address, region.length)
+    again = ctx.fault(uffd)
+    assert again.is_wp and again.address == region.address
+    assert not store.finished(0.05)
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.address) == 9
+
+
+# --- unpopulated pages ---------------------------------------------------------------------------
+@uffd_test(mem=MEM_ALL, features=Feature.WP_UNPOPULATED)
+def test_wp_unpopulated_write_faults(ctx, memtype):
+    """With WP_UNPOPULATED (6.4) protecting a never-touched page arms it (a pte marker): a
+    write faults WP, and after unprotect the store lands on a zero page (selftest
+    "wp-unpopulated")."""
+    uffd, region = ctx.wp_region(2, populate=False)
+    store = ctx.store(region.page(1) + 8, 0xABC)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.is_write and msg.address == region.page(1)
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+    data = region.read(region.page(1) - region.address, region.page_size)
+    assert data[8:16] == (0xABC).to_bytes(8, "little")
+    assert data[:8] == bytes(8) and data[16:] == bytes(region.page_size - 16)
+
+
+@uffd_test(mem=MEM_ALL, features=Feature.WP_UNPOPULATED)
+def test_wp_unpopulated_read_keeps_protection(ctx, memtype):
+    """A read of an armed unpopulated page sees zeros without a message, and the page stays
+    protected: a later write still faults WP."""
+    uffd, region = ctx.wp_region(1, populate=False)
+    loader = LoadThread(region.address)
+    assert loader.finished(RESUME) and loader.value == 0
+    no_message(ctx, uffd, 0.05)
+    store = ctx.store(region.address, 1)
+    assert ctx.fault(uffd).is_wp
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+
+
+@uffd_test(mem=MEM_ANON)
+def test_wp_unpopulated_anon_without_feature(ctx, memtype):
+    """Without WP_UNPOPULATED, protecting a never-touched anonymous page installs nothing (the
+    uapi header: holes are not write-protected on anonymous memory unless the feature is asked
+    for): the write proceeds without a message and the page is not marked."""
+    region = ctx.region(2)
+    uffd = ctx.uffd(features=Feature.PAGEFAULT_FLAG_WP)  # explicitly not WP_UNPOPULATED
+    ctx.register(uffd, region, WP)
+    uffd.writeprotect(region.address, region.length)
+    store = ctx.store(region.page(1), 3)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.page(1)) == 3
+    no_message(ctx, uffd, 0.05)
+
+
+@uffd_test(mem=("shmem", "shmem-private", "hugetlb"))
+def test_wp_unpopulated_file_without_feature(ctx, memtype):
+    """File-backed memory always uses pte markers for uffd-wp (userfaultfd_wp_use_markers):
+    even without WP_UNPOPULATED a never-touched protected page faults WP on write."""
+    assert not ctx.features() & Feature.WP_UNPOPULATED
+    uffd, region = ctx.wp_region(1, populate=False)
+    store = ctx.store(region.address, 4)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.address == region.address
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.address) == 4
+
+
+@uffd_test(mem=("hugetlb-private",), bug="hugetlb-cow-wp")
+def test_wp_unpopulated_hugetlb_private_without_feature(ctx, memtype):
+    """Private hugetlb is file-backed too: a protected never-touched huge page must fault WP on
+    write (the CoW optimisation path skipped it before the 6.3 fix)."""
+    uffd, region = ctx.wp_region(1, populate=False)
+    store = ctx.store(region.address, 4)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.address == region.address
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.address) == 4
+
+
+# --- end of protection: unregister and close -----------------------------------------------------
+@uffd_test(mem=MEM_ALL, bug="unregister-reset")
+def test_unregister_clears_protection(ctx, memtype):
+    """UFFDIO_UNREGISTER resets write protection (f369b07c8614, 6.0): bit 57 clears, writes
+    proceed, and registering again in WP mode does not bring stale protection back."""
+    uffd, region = ctx.wp_region(2, fill=0x22)
+    uffd.unregister(region.address, region.length)
+    assert wp_bits(region) == [False, False]
+    store = ctx.store(region.page(0), 1)
+    assert store.finished(RESUME)
+    ctx.register(uffd, region, WP)
+    again = ctx.store(region.page(1), 2)
+    assert again.finished(RESUME), "stale uffd-wp bit survived UFFDIO_UNREGISTER"
+    no_message(ctx, uffd, 0.05)
+    assert native.load_u64(region.page(0)) == 1 and native.load_u64(region.page(1)) == 2
+
+
+@uffd_test(mem=MEM_ALL, bug="close-reset")
+def test_close_clears_protection(ctx, memtype):
+    """close() of a uffd with protected pages and no UNREGISTER resets them (c88033efe9a3,
+    6.9): bit 57 clears, a native store completes, and a new uffd registering WP sees no stale
+    protection."""
+    uffd, region = ctx.wp_region(2, fill=0x33)
+    uffd.close()
+    assert wp_bits(region) == [False, False]
+    store = ctx.store(region.page(0), 1)
+    assert store.finished(RESUME)
+    fresh = ctx.uffd()
+    ctx.register(fresh, region, WP)
+    again = ctx.store(region.page(1), 2)
+    assert again.finished(RESUME), "stale uffd-wp bit survived close()"
+    no_message(ctx, fresh, 0.05)
+
+
+@uffd_test(mem=MEM_ALL)
+def test_unregister_then_wake_releases_writer(ctx, memtype):
+    """A writer blocked on a WP fault, after UFFDIO_UNREGISTER of its range (which only wakes
+    waiters of MISSING-registered ranges, fs/userfaultfd.c) and UFFDIO_WAKE: it retries, meets
+    no protection and its store lands."""
+    uffd, region = ctx.wp_region(1, fill=0)
+    store = ctx.store(region.address, 8)
+    assert ctx.fault(uffd).is_wp
+    uffd.unregister(region.address, region.length)
+    uffd.wake(region.address, region.length)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.address) == 8
+    no_message(ctx, uffd, 0.05)
+
+
+@uffd_test(mem=MEM_ALL, modes=MISSING | WP)
+def test_unregister_missing_wp_wakes_writer(ctx, memtype):
+    """Unregistering a MISSING|WP range wakes the writers blocked in it without UFFDIO_WAKE
+    ("avoids userland to call UFFDIO_WAKE explicitly"), and their stores land."""
+    uffd, region = ctx.wp_region(1, fill=0)
+    store = ctx.store(region.address, 8)
+    assert ctx.fault(uffd).is_wp
+    uffd.unregister(region.address, region.length)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.address) == 8
+
+
+# --- mprotect ------------------------------------------------------------------------------------
+def _mprotect_roundtrip_still_traps(ctx):
+    uffd, region = ctx.wp_region(1, fill=0x44)
+    region.mprotect(PROT_READ)
+    region.mprotect(PROT_READ | PROT_WRITE)
+    assert wp_bits(region) == [True]
+    store = ctx.store(region.address, 0x55)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.address == region.address
+    assert native.load_u64(region.address) == 0x4444444444444444
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.address) == 0x55
+
+
+@uffd_test(mem=MEM_PRIVATE)
+def test_mprotect_rw_keeps_wp_private(ctx, memtype):
+    """mprotect(PROT_READ) then mprotect(PROT_READ|PROT_WRITE) does not lift uffd-wp on private
+    memory: the next write still faults WP (can_change_pte_writable refuses uffd-wp ptes)."""
+    _mprotect_roundtrip_still_traps(ctx)
+
+
+@uffd_test(mem=MEM_SHARED, bug="shmem-writenotify")
+def test_mprotect_rw_keeps_wp_shared(ctx, memtype):
+    """Shared mappings: mprotect RO->RW must keep write-notify while uffd-wp is enabled
+    (51d3d5eb74ff, 6.2), so the next write still faults WP instead of landing."""
+    _mprotect_roundtrip_still_traps(ctx)

@@ -1,0 +1,122 @@
+/* Native background-snapshot engine of uffdwp (QEMU's "background snapshot" design).
+ *
+ * One engine thread owns the userfaultfd: it freezes the regions (UFFDIO_WRITEPROTECT), then
+ * loops { save every faulted page first (copy, unprotect: wakes the writer); save the next chunk
+ * of the linear pass and unprotect it }. Pages are copied into a ring of slots; an output thread
+ * computes the CRC32C of each record and writes the slots to the target. Everything here runs
+ * without the GIL. Functions return 0 or a non-negative result on success and -errno on failure.
+ * Plain C declarations only: cffi reads this file as its cdef.
+ */
+#ifndef UFFDWP_SNAPSHOT_NATIVE_H
+#define UFFDWP_SNAPSHOT_NATIVE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+struct uffdsnap_region {
+	uint64_t address;
+	uint64_t length;
+	uint64_t page_size;
+};
+
+struct uffdsnap_config {
+	int32_t uffd;          /* registered for WP on every region; made O_NONBLOCK by the engine */
+	int32_t out_fd;        /* where the image goes */
+	int32_t out_nonblock;  /* out_fd is O_NONBLOCK: wait in poll(), so abort can interrupt */
+	int32_t populate;      /* read-populate every region before protecting (no WP_UNPOPULATED) */
+	int32_t protect;       /* 1: the engine freezes the regions itself (the usual case) */
+	uint32_t n_regions;
+	const struct uffdsnap_region *regions;
+	const uint8_t *prefix; /* the image header, written before the first record */
+	uint64_t prefix_len;
+	uint64_t chunk_bytes;  /* linear-pass step (rounded to whole pages) */
+	uint64_t slot_bytes;   /* ring slot size (grown to hold one chunk) */
+	uint32_t n_slots;      /* ring slots */
+	uint32_t reserve_slots; /* slots the linear pass leaves to faulted pages */
+};
+
+enum uffdsnap_state {
+	UFFDSNAP_RUNNING = 0,
+	UFFDSNAP_DONE = 1,
+	UFFDSNAP_FAILED = 2,
+	UFFDSNAP_ABORTED = 3,
+};
+
+enum uffdsnap_phase {
+	UFFDSNAP_PHASE_NONE = 0,
+	UFFDSNAP_PHASE_POPULATE = 1,
+	UFFDSNAP_PHASE_PROTECT = 2,
+	UFFDSNAP_PHASE_READ = 3,
+	UFFDSNAP_PHASE_UNPROTECT = 4,
+	UFFDSNAP_PHASE_OUTPUT = 5,
+	UFFDSNAP_PHASE_ABORT = 6,
+};
+
+struct uffdsnap_stats {
+	uint64_t pages_total;
+	uint64_t pages_saved;
+	uint64_t linear_pages;
+	uint64_t fault_pages;          /* pages saved out of order because a writer faulted */
+	uint64_t zero_pages;
+	uint64_t data_pages;
+	uint64_t faults;               /* WP fault messages read */
+	uint64_t faults_already_saved; /* messages for pages saved (and unprotected) meanwhile */
+	uint64_t records;
+	uint64_t bytes_committed;
+	uint64_t bytes_written;
+	uint64_t t_start_ns;
+	uint64_t t_protect_ns;         /* the first protect ioctl starts */
+	uint64_t t_frozen_ns;          /* every region protected: the instant of the image */
+	uint64_t t_saved_ns;           /* every page copied and unprotected */
+	uint64_t t_end_ns;             /* the end record written */
+	uint64_t populate_ns;
+	uint64_t protect_ns;
+	uint64_t service_max_ns;       /* fault message read -> page unprotected */
+	uint64_t service_total_ns;
+	uint64_t service_hist[64];     /* log2 buckets in ns */
+	uint64_t ring_waits;           /* times the engine waited for output */
+	int32_t state;
+	int32_t error;
+	int32_t error_phase;
+	uint32_t chain_crc;
+};
+
+struct uffdsnap;
+struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err);
+void uffdsnap_get_stats(struct uffdsnap *s, struct uffdsnap_stats *out);
+/* Waits up to timeout_ms for the end (done, failed or aborted): 0, or -ETIMEDOUT. */
+int uffdsnap_wait(struct uffdsnap *s, int timeout_ms);
+/* Asks the engine to stop: it removes all protection and wakes every writer. */
+void uffdsnap_abort(struct uffdsnap *s);
+/* Aborts if running, joins, removes protection again and wakes every range; frees s.
+ * Returns 0 or minus the number of cleanup ioctls that failed. */
+int uffdsnap_free(struct uffdsnap *s);
+
+/* --- helpers (image checks, baselines for benchmarks, test writers) -------------------------- */
+uint32_t uffdsnap_crc32c(uint32_t crc, const void *buf, uint64_t len);
+int uffdsnap_is_zero(const void *buf, uint64_t len);
+/* write(2) all of [addr, addr+len) to fd in chunk-sized calls: bytes written or -errno. */
+int64_t uffdsnap_write_all(int fd, uint64_t addr, uint64_t len, uint64_t chunk);
+/* Write image records for the listed pages of one region (runs of consecutive indices become one
+ * record, zero pages carry no bytes); *chain is the running CRC of record headers.
+ * Returns bytes written or -errno; *records counts records written. */
+int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t page_size,
+			     const uint64_t *indices, uint64_t n, uint32_t *chain,
+			     uint64_t *records);
+/* The end record for a stream of records (so baselines produce a loadable image). */
+int64_t uffdsnap_write_end(int fd, uint64_t pages, uint64_t records, uint32_t chain);
+/* Soft-dirty pages of [addr, addr + pages*4096) from /proc/self/pagemap (fd): their indices go
+ * to out (capacity pages); returns how many, or -errno. */
+int64_t uffdsnap_soft_dirty(int pagemap_fd, uint64_t addr, uint64_t pages, uint64_t *out);
+
+/* A causal chain of writes: step i is stored (value i+1) to addrs[i % n_addrs] by thread
+ * i % n_threads, which waits until step i-1 is done. A consistent image shows a prefix. */
+struct uffdsnap_chain;
+struct uffdsnap_chain *uffdsnap_chain_start(const uint64_t *addrs, uint32_t n_addrs,
+					    uint32_t n_threads, uint64_t max_steps, int *err);
+uint64_t uffdsnap_chain_steps(struct uffdsnap_chain *c);
+/* Asks the threads to stop and joins them within timeout_ms: 0, or -ETIMEDOUT (still blocked). */
+int uffdsnap_chain_stop(struct uffdsnap_chain *c, int timeout_ms);
+void uffdsnap_chain_free(struct uffdsnap_chain *c);
+
+#endif

@@ -1,0 +1,11 @@
+"""`uffdwp run`: run the conformance suites on this kernel and write its report directory.
+
+  command     the `run` subcommand: options, the pytest subprocess, exit status
+  plugin      pytest plugin: one JSON line per finished test (works under pytest-xdist)
+  session     starts pytest, follows the plugin's event file, turns events into outcomes
+  progress    the live display (rich bar on a TTY, one line per finished file otherwise)
+  verdicts    outcome + known bug + kernel release -> pass|fail|skip|known-bug|error
+  results     the results.json document (schema uffdwp-results/1)
+  tables      shared views for the human reports (verdict grid, skips by reason, ...)
+  report_md, report_html, ktap, kcidb   one writer per output format
+"""

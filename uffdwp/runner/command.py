@@ -1,0 +1,260 @@
+"""`uffdwp run`: the suites on this kernel, with progress, into a report directory."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from .. import __version__
+from ..probe import kernel_info, probe
+from . import kcidb, ktap, report_html, report_md, results, session, tables, verdicts
+from .plugin import function_name
+from .progress import make_progress
+
+EPILOG = """\
+exit status (kselftest conventions):
+  0  every test passed or skipped
+  1  a test failed or errored, or reproduced a known bug (unless --allow-known-bugs),
+     or pytest itself failed
+  4  every test was skipped (KSFT_SKIP), or none was selected
+
+Known bugs fail the run by default: the kernel has the bug, and a conformance run should not
+say otherwise. Runs over old kernels on purpose (the VM matrix, CI of a stable branch) pass
+--allow-known-bugs: known bugs are then reported but only failures and regressions (a known
+bug reproduced on a kernel that has its fix) fail the run.
+
+Everything after `--` goes to pytest, e.g.  uffdwp run -- -x --timeout 30
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="run the conformance suites on this kernel and write a report",
+        description="Run the UFFD-WP conformance suites on the running kernel, in parallel, "
+                    "and write results.json, report.md, report.html, junit.xml, results.ktap "
+                    "and kcidb.json into a report directory.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="report directory (default: reports/run-<release>-<timestamp>)")
+    p.add_argument("--suites", type=Path, default=None, metavar="PATH",
+                   help="test directory or file (default: the suites/ next to this uffdwp)")
+    p.add_argument("-j", "--jobs", default="auto", metavar="N",
+                   help="parallel pytest-xdist workers: a number or 'auto' (default); "
+                        "1 runs in one process without xdist")
+    p.add_argument("-k", dest="keyword", default=None, metavar="EXPR",
+                   help="only tests matching the pytest -k expression")
+    p.add_argument("--allow-known-bugs", action="store_true",
+                   help="known bugs (on kernels without the fix) do not fail the run")
+    p.add_argument("--list", action="store_true",
+                   help="list the test × memory type cases without running them")
+    p.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
+                   help="extra arguments for pytest, after --")
+    p.set_defaults(func=run)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
+
+
+def _version_signature() -> str:
+    try:
+        return Path("/proc/version_signature").read_text().strip()  # Ubuntu only
+    except OSError:
+        return ""
+
+
+def _extra_args(args: argparse.Namespace) -> list[str]:
+    extra = ["-k", args.keyword] if args.keyword else []
+    return extra + [a for a in args.pytest_args if a != "--"]
+
+
+def _suites(args: argparse.Namespace) -> Path:
+    return (args.suites or session.default_suites()).resolve()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# --- uffdwp run --list -------------------------------------------------------------------------
+def list_cases(args: argparse.Namespace, console: Console) -> int:
+    suites = _suites(args)
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"uffdwp-list-{os.getpid()}"
+    out.mkdir(parents=True, exist_ok=True)
+    events, log = out / "events.jsonl", out / "pytest.log"
+    events.unlink(missing_ok=True)
+    cmd = session.pytest_command(suites, events, collect_only=True, extra=_extra_args(args))
+    proc = session.start(cmd, log)
+    items = [e for e in session.follow(proc, events) if e["event"] in ("item", "test")]
+    rc = proc.wait()
+    rows: dict[str, dict] = {}
+    for e in items:
+        if e["event"] == "test":  # a collection error
+            console.print(f"[red]cannot collect {escape(e['nodeid'])}[/]: {escape(e['reason'])}")
+            continue
+        row = rows.setdefault(tables.row_key(e), {"memtypes": [], "bug": e.get("bug")})
+        if e.get("memtype"):
+            row["memtypes"].append(e["memtype"])
+    for key, row in rows.items():
+        mem = " ".join(row["memtypes"]) or "-"
+        bug = f"  bug:{row['bug']}" if row["bug"] else ""
+        console.print(f"{escape(tables.short_row(key))}  [cyan]{mem}[/]{bug}", highlight=False,
+                      soft_wrap=True)
+    n = sum(1 for e in items if e["event"] == "item")
+    console.print(f"{n} cases in {len(rows)} tests")
+    if rc not in (0, 5):
+        console.print(escape(_tail(log)), highlight=False)
+    for path in (events, log):
+        path.unlink(missing_ok=True)
+    out.rmdir()
+    return 0 if rc in (0, 5) else 1
+
+
+# --- uffdwp run --------------------------------------------------------------------------------
+def _classify(event: dict, kv: verdicts.KernelVersion | None) -> dict:
+    verdict, reason = verdicts.classify(event.get("outcome", "error"), event.get("reason", ""),
+                                        event.get("bug"), kv)
+    memtype = event.get("memtype") or tables.guess_memtype(event["nodeid"])  # crashed: no props
+    return results.make_test(event["nodeid"], event.get("test") or function_name(event["nodeid"]),
+                             memtype, verdict, reason,
+                             verdicts.bug_info(event.get("bug")), event.get("duration", 0.0))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """After ^C: give pytest (which got the SIGINT too) time to write its reports."""
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    if args.list:
+        return list_cases(args, console)
+
+    t0 = time.monotonic()
+    started = dt.datetime.now(dt.timezone.utc).astimezone()
+    kernel = kernel_info()
+    kv = verdicts.kernel_version(kernel["release"], kernel["version"], _version_signature())
+    try:
+        probed = probe(with_register=False)
+    except Exception as exc:  # the report must still be written, saying why
+        probed = None
+        probe_error = f"probe failed: {exc}"
+    else:
+        probe_error = "; ".join(probed.errors)
+    api = results.api_section(probed)
+
+    report = args.report or Path("reports") / (
+        f"run-{_slug(kernel['release'])}-{started.strftime('%Y%m%d-%H%M%S')}")
+    report = report.resolve()
+    report.mkdir(parents=True, exist_ok=True)
+    events = report / "events.jsonl"
+    events.unlink(missing_ok=True)  # a reused directory: start the event log afresh
+    log = report / "pytest.log"
+
+    if not api:
+        console.print(f"[yellow]userfaultfd unavailable:[/] {escape(probe_error)} "
+                      "(the suites will skip)")
+    cmd = session.pytest_command(_suites(args), events, junit=report / "junit.xml",
+                                 jobs=args.jobs, extra=_extra_args(args))
+    tests: dict[str, dict] = {}
+    details: dict[str, str] = {}
+    collected: list[str] = []
+    interrupted = False
+    proc = session.start(cmd, log)
+    with make_progress(console, kernel["release"]) as progress:
+        try:
+            for event in session.follow(proc, events, on_idle=progress.idle):
+                if event["event"] == "collected":
+                    collected = list(event["nodeids"])
+                    progress.collected(collected)
+                elif event["event"] == "test":
+                    if event["nodeid"] not in collected:
+                        progress.expect(1)  # a collection error: not among the collected ids
+                    test = _classify(event, kv)
+                    if test["nodeid"] in tests:
+                        continue  # reported twice (xdist re-ran it after a crash): keep the first
+                    tests[test["nodeid"]] = test
+                    if event.get("message"):
+                        details[test["nodeid"]] = event["message"]
+                    progress.update(test)
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop(proc)
+    pytest_rc = proc.wait()
+
+    # Collected but never reported: pytest stopped (crash, ^C, -x) before running them.
+    if interrupted:
+        why = "not run: interrupted"
+    elif pytest_rc in (0, 1):  # pytest finished normally yet never reported the test
+        why = "no result reported (did the suite files change during the run?)"
+    else:
+        why = f"not run: pytest stopped with exit status {pytest_rc}"
+    for nodeid in collected:
+        if nodeid not in tests:
+            tests[nodeid] = results.make_test(nodeid, function_name(nodeid),
+                                              tables.guess_memtype(nodeid), "error", why, None,
+                                              0.0)
+    ordered = [tests[n] for n in collected if n in tests]
+    ordered += [t for n, t in tests.items() if n not in set(collected)]
+
+    summary = verdicts.summarize([t["verdict"] for t in ordered])
+    status = verdicts.exit_status(summary, args.allow_known_bugs)
+    if pytest_rc in (2, 3, 4) and not ordered:  # usage/internal error: nothing to show for it
+        status = verdicts.KSFT_FAIL
+    data = results.build(kernel, api, ordered, status)
+    seconds = time.monotonic() - t0
+    run_info = {
+        "run_id": started.strftime("%Y%m%dT%H%M%S"), "started": started.isoformat(),
+        "seconds": round(seconds, 2), "hostname": platform.node(), "jobs": args.jobs,
+        "allow_known_bugs": args.allow_known_bugs, "suites": str(_suites(args)),
+        "pytest": {"argv": cmd.argv, "cwd": str(cmd.cwd), "exit_status": pytest_rc},
+        "interrupted": interrupted, "kernel_version_parsed": str(kv) if kv else None,
+        "probe_error": probe_error, "uffdwp": __version__, "python": sys.version.split()[0],
+    }
+    _write_reports(report, data, run_info, details, args.allow_known_bugs)
+
+    s = data["summary"]
+    console.print(
+        f"[bold]uffdwp run[/] {kernel['release']}: {len(ordered)} tests in {seconds:.1f}s — "
+        + "  ".join(f"{v} {n}" for v, n in s.items()) + f" → exit {status}", highlight=False,
+        soft_wrap=True)
+    if pytest_rc in (2, 3, 4):
+        console.print(f"[red]pytest exited with status {pytest_rc}[/]; end of {log}:")
+        console.print(escape(_tail(log)), highlight=False)
+    console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    return status
+
+
+def _write_reports(report: Path, data: dict, run_info: dict, details: dict[str, str],
+                   allow_known_bugs: bool) -> None:
+    results.write_json(report / "results.json", data)
+    results.write_json(report / "run.json", run_info)
+    results.write_json(report / "kcidb.json", kcidb.render(data, run_info, allow_known_bugs))
+    (report / "results.ktap").write_text(ktap.render(data, allow_known_bugs), encoding="utf-8")
+    (report / "report.md").write_text(report_md.render(data, run_info, details),
+                                      encoding="utf-8")
+    (report / "report.html").write_text(report_html.render(data, run_info, details),
+                                        encoding="utf-8")

@@ -1,0 +1,172 @@
+"""pytest plugin of `uffdwp run`: one JSON line per finished test, appended to --uffdwp-events.
+
+Loaded with `-p uffdwp.runner.plugin`. Only the controlling process writes: under pytest-xdist
+the workers' reports reach the controller's pytest_runtest_logreport (user_properties travel
+with them), so one writer sees every test, and a crashed worker's test arrives as a report
+with when="???". Events:
+
+  {"event": "collected", "nodeids": [...]}                  once, before the first test
+  {"event": "item", "nodeid", "test", "memtype", "bug"}     per item, in --collect-only runs
+  {"event": "test", "nodeid", "test", "memtype", "bug", "outcome", "reason", "message",
+   "duration"}                                              per finished test
+  {"event": "finished", "exitstatus": int}
+Outcomes: passed | failed | skipped | error | xfailed | xpassed (verdicts.classify reads them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO, Any
+
+import pytest
+
+MESSAGE_LIMIT = 8000  # characters of a failure's traceback kept for the reports
+REASON_LIMIT = 500  # the one-line summary that goes into results.json
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("uffdwp")
+    group.addoption("--uffdwp-events", metavar="PATH", default=None,
+                    help="append one JSON line per finished test to PATH (uffdwp run)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("uffdwp_events")
+    if path and not hasattr(config, "workerinput"):  # xdist workers report to the controller
+        config.pluginmanager.register(Recorder(config, path), "uffdwp-recorder")
+
+
+def function_name(nodeid: str) -> str:
+    """'suites/test_wp.py::test_x[anon]' -> 'test_x'; a file's nodeid -> its module name."""
+    tail = nodeid.rsplit("::", 1)[-1] if "::" in nodeid else os.path.basename(nodeid)
+    return tail.split("[", 1)[0].removesuffix(".py")
+
+
+def _properties(report: Any) -> dict[str, str]:
+    # Tuples in-process, 2-lists after xdist's serialization.
+    return {str(p[0]): p[1] for p in getattr(report, "user_properties", None) or []
+            if len(p) == 2}
+
+
+def _skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+    else:
+        reason = str(getattr(report, "longreprtext", "") or longrepr or "")
+    return reason.removeprefix("Skipped: ")
+
+
+def _crash_message(report: Any) -> str:
+    """The one-line summary of a failure: the exception line, as pytest's short summary."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and getattr(crash, "message", None):
+        # Its first line: assertion rewriting appends "+ where ..." lines (kept in "message").
+        lines = [ln.strip() for ln in str(crash.message).splitlines() if ln.strip()]
+    else:
+        lines = [ln.strip() for ln in str(getattr(report, "longreprtext", "") or report.longrepr
+                                          or "").splitlines() if ln.strip()][-1:]
+    line = lines[0] if lines else "failed"
+    return line if len(line) <= REASON_LIMIT else line[: REASON_LIMIT - 1] + "…"
+
+
+def _text(report: Any) -> str:
+    text = str(getattr(report, "longreprtext", "") or "")
+    return text if len(text) <= MESSAGE_LIMIT else "…" + text[-MESSAGE_LIMIT:]
+
+
+class Recorder:
+    def __init__(self, config: pytest.Config, path: str) -> None:
+        self.config = config
+        # Line-buffered append: the parent tails this file while pytest runs.
+        self._out: IO[str] = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self._collected = False
+        self._partial: dict[str, dict] = {}
+        self._collect_errors: set[str] = set()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        self._out.write(json.dumps({"event": event, **fields}) + "\n")
+
+    # --- collection ----------------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)  # after suites/conftest.py added its user_properties
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.config.pluginmanager.getplugin("dsession") is not None:
+            return  # distributed: the workers collect (pytest_xdist_node_collection_finished)
+        self._announce([item.nodeid for item in session.items])
+        if self.config.option.collectonly:
+            for item in session.items:
+                props = dict(item.user_properties)
+                self.emit("item", nodeid=item.nodeid, test=function_name(item.nodeid),
+                          memtype=props.get("memtype") or None, bug=props.get("bug"))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self._announce(list(ids))
+
+    def _announce(self, nodeids: list[str]) -> None:
+        if not self._collected:
+            self._collected = True
+            self.emit("collected", nodeids=nodeids)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed and report.nodeid not in self._collect_errors:
+            self._collect_errors.add(report.nodeid)
+            self.emit("test", nodeid=report.nodeid, test=function_name(report.nodeid), memtype=None,
+                      bug=None, outcome="error",
+                      reason=f"collection failed: {_crash_message(report)}",
+                      message=_text(report), duration=0.0)
+
+    # --- tests ---------------------------------------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        state = self._partial.setdefault(report.nodeid, {
+            "outcome": "passed", "reason": "", "message": "", "duration": 0.0})
+        state["duration"] += float(getattr(report, "duration", 0.0) or 0.0)
+        if report.when not in ("setup", "call", "teardown"):
+            # xdist's report for an item whose worker crashed: there is no teardown to wait for.
+            state.update(outcome="error", reason=_crash_message(report), message=_text(report))
+            self._finish(report)
+            return
+        self._merge(state, report)
+        if report.when == "teardown":
+            self._finish(report)
+
+    @staticmethod
+    def _merge(state: dict, report: pytest.TestReport) -> None:
+        wasxfail = getattr(report, "wasxfail", None)
+        if report.when == "setup":
+            if report.skipped:
+                state.update(outcome="skipped", reason=_skip_reason(report))
+            elif report.failed:
+                state.update(outcome="error", reason=f"setup: {_crash_message(report)}",
+                             message=_text(report))
+        elif report.when == "call":
+            if report.skipped and wasxfail is not None:
+                state.update(outcome="xfailed", reason=str(wasxfail))
+            elif report.skipped:
+                state.update(outcome="skipped", reason=_skip_reason(report))
+            elif report.failed:
+                state.update(outcome="failed", reason=_crash_message(report),
+                             message=_text(report))
+            elif wasxfail is not None:
+                state.update(outcome="xpassed", reason=str(wasxfail))
+        elif report.failed:  # teardown
+            if state["outcome"] in ("passed", "skipped", "xpassed"):
+                state.update(outcome="error", reason=f"teardown: {_crash_message(report)}",
+                             message=_text(report))
+            else:  # keep the test's own failure; note the teardown's
+                state["message"] += "\n\n--- teardown ---\n" + _text(report)
+
+    def _finish(self, report: pytest.TestReport) -> None:
+        state = self._partial.pop(report.nodeid)
+        props = _properties(report)
+        self.emit("test", nodeid=report.nodeid, test=function_name(report.nodeid),
+                  memtype=props.get("memtype") or None, bug=props.get("bug"),
+                  outcome=state["outcome"], reason=state["reason"], message=state["message"],
+                  duration=round(state["duration"], 4))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self.emit("finished", exitstatus=int(exitstatus))
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self._out.close()
