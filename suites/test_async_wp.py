@@ -147,6 +147,49 @@ def test_written_set_exact_over_reprotect_cycles(ctx, memtype, populate):
 
 
 @uffd_test(mem=MEM_ALL, features=ASYNC)
+def test_native_writer_pages_are_exactly_the_written_set(ctx, memtype):
+    """A native writer doing random stores over a sub-range of an async-protected region
+    never stalls on a message (none is queued) and the scan reports exactly the pages its
+    records name, each holding the writer's last value there."""
+    n = 4 if memtype.startswith("hugetlb") else 24
+    uffd, region = _async_region(ctx, n)
+    first, count = 1, n - 2
+    writer = native.Writer(region.page(first), count * region.page_size,
+                           page_size=region.page_size, pattern=native.Pattern.RANDOM,
+                           max_writes=3 * count if region.is_hugetlb else count // 2,
+                           seed=7, value_base=0x900)
+    ctx._writers.append(writer)
+    if not writer.wait(5.0):
+        uffd.unprotect(region.address, region.length)
+        raise AssertionError("the writer blocked on an async-protected page")
+    assert uffd.read(4, 0.0) == []
+    last = {r.address: r.value for r in writer.records()}
+    want = sorted((a - region.address) // region.page_size for a in last)
+    assert want and _written(region, reprotect=True) == want
+    assert all(native.load_u64(a) == v for a, v in last.items())
+    assert _written(region) == []
+
+
+@uffd_test(mem=MEM_ALL, features=ASYNC)
+def test_wp_matching_without_vec_arms_protection(ctx, memtype):
+    """PM_SCAN_WP_MATCHING with no output vector (vec=NULL, vec_len=0) only protects: used in
+    place of UFFDIO_WRITEPROTECT (as pagemap_ioctl.c's wp_addr_range does) it arms async WP on
+    a freshly registered range, returns 0 regions, and later writes are tracked exactly."""
+    n = 3 if memtype.startswith("hugetlb") else 8
+    uffd, region = _async_region(ctx, n, protect=False)
+    end = region.address + region.length
+    assert _written(region) == list(range(n)), "registered, unprotected: all count as written"
+    ret, walk_end = _raw_scan(start=region.address, end=end, vec=0, vec_len=0,
+                              flags=kf.PM_SCAN_WP_MATCHING | kf.PM_SCAN_CHECK_WPASYNC,
+                              category_mask=int(W), return_mask=int(W))
+    assert (ret, walk_end) == (0, end)
+    assert _written(region) == []
+    assert all(pagemap.uffd_wp(region.address, region.length, region.page_size))
+    _store_all(uffd, region, [(region.page(n - 1), 3)])
+    assert _written(region) == [n - 1]
+
+
+@uffd_test(mem=MEM_ALL, features=ASYNC)
 def test_scan_without_wp_matching_does_not_reprotect(ctx, memtype):
     """A scan without PM_SCAN_WP_MATCHING only reports: the written page stays writable
     (reported again, bit 57 still clear) until a WP_MATCHING scan protects it."""
@@ -166,6 +209,7 @@ def test_unprotect_makes_pages_written_and_protect_clears_it(ctx, memtype):
     uffd, region = _async_region(ctx, 4)
     uffd.unprotect(region.page(2), region.page_size)
     assert _written(region) == [2]
+    pagemap.scan(region.address, region.address + region.length, check_wpasync=True)  # async
     uffd.writeprotect(region.page(2), region.page_size)
     assert _written(region) == []
 

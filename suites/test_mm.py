@@ -547,6 +547,7 @@ def test_mremap_without_event_leaves_no_wp_state(ctx, memtype):
     stale protection."""
     uffd, region = ctx.wp_region(3)
     region.madvise(MADV_DONTNEED, region.page_size, region.page_size)  # a marker on file types
+    assert wp_bits(region) == [True, memtype != "anon", True], "precondition: protected"
     _move(region)
     assert wp_bits(region) == [False] * 3, "uffd-wp state moved into an unregistered VMA"
     uffd2 = ctx.uffd()

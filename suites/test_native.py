@@ -55,7 +55,7 @@ def test_python_bulk_write_one_fault_per_page(ctx, memtype):
     n = _pages(memtype, 3, 8)
     uffd, region = ctx.wp_region(n, fill=FILL)
     handler = ctx.handler(uffd, region, native.Policy.UNPROTECT)
-    data = bytes((i * 7) & 0xFF for i in range(region.length))
+    data = bytes(range(1, 256)) * (region.length // 255) + bytes(region.length % 255)
     region.view()[:] = data
     stats = _resolved(handler, n)
     assert (stats.wp_faults, stats.resolved, stats.errors) == (n, n, 0)

@@ -132,6 +132,25 @@ def test_unprotect_of_one_page_keeps_same_page_writers_of_other_pages_blocked(ct
 
 
 @uffd_test(mem=MEM_ALL)
+def test_dontwake_unprotect_resumes_only_on_wake(ctx, memtype):
+    """UFFDIO_WRITEPROTECT_MODE_DONTWAKE lifts the protection but leaves the faulting thread
+    asleep; it resumes on UFFDIO_WAKE of its page (and a wake of another page does not)."""
+    uffd, region = ctx.wp_region(2, fill=FILL)
+    store = ctx.store(region.page(0), 0xD0)
+    assert ctx.fault(uffd).address == region.page(0)
+    uffd.unprotect(region.page(0), region.page_size, dontwake=True)
+    assert pagemap.uffd_wp(region.address, region.length, region.page_size) == [False, True]
+    time.sleep(SHORT)
+    assert not store.finished(), "DONTWAKE must not wake the waiter"
+    uffd.wake(region.page(1), region.page_size)
+    time.sleep(SHORT)
+    assert not store.finished(), "a wake of another page released the waiter"
+    uffd.wake(region.page(0), region.page_size)
+    assert store.finished(LONG)
+    assert native.load_u64(region.page(0)) == 0xD0
+
+
+@uffd_test(mem=MEM_ALL)
 def test_thread_id_zero_without_feature(ctx, memtype):
     """Without UFFD_FEATURE_THREAD_ID negotiated the kernel leaves feat.ptid zero."""
     region = ctx.region(1)

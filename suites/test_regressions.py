@@ -375,6 +375,7 @@ def test_mremap_clears_wp(ctx, memtype, state):
             ctx, memtype, Feature.WP_UNPOPULATED if memtype == "anon" else 0)
     else:
         uffd, region = ctx.wp_region(2)
+    assert all(wp_bits(region)), "precondition: the pages are protected before the move"
     _move(region)
     _assert_no_wp_state(ctx, region, uffd)
     if memtype in SHARED or state == "present":
@@ -390,6 +391,7 @@ def test_mremap_clears_wp_swapped(ctx, memtype, swap):
     ctx.register(uffd, region)
     uffd.writeprotect(region.address, region.length)
     require_pageout(region)
+    assert all(wp_bits(region)), "precondition: the pages are protected before the move"
     _move(region)
     _assert_no_wp_state(ctx, region, uffd)
     assert [load(region.page(i)) for i in range(2)] == [pattern(0), pattern(1)]
@@ -402,6 +404,7 @@ def test_mremap_clears_wp_thp(ctx, memtype):
     uffd = ctx.uffd()
     ctx.register(uffd, region)
     uffd.writeprotect(region.address, region.length)
+    assert all(wp_bits(region)), "precondition: the THP is protected before the move"
     _move(region)
     assert not any(wp_bits(region)), "stale uffd-wp bits on the moved THP"
     uffd2 = ctx.uffd()

@@ -39,7 +39,7 @@ def alloc(memtype: str, length: int) -> memory.Region:
 
 @contextlib.contextmanager
 def writers_on(regions: list[memory.Region], per_region: int, pattern: Pattern,
-               rate: int = 0, capacity: int = 1 << 20):
+               rate: int = 0, capacity: int = 1 << 22):
     """Native writers, each at its own word of the page; yields (writer, region index, base)."""
     started = []
     try:
@@ -57,14 +57,14 @@ def writers_on(regions: list[memory.Region], per_region: int, pattern: Pattern,
             writer.close(timeout=10)
 
 
-def stop_and_log(writers) -> list[WriterLog]:
+def stop_and_log(writers, until_ns: int | None = None) -> list[WriterLog]:
     """Stop the writers, then read their logs: a running writer's last record may not be
     filled in yet (it stores first, then logs)."""
     for w, _, _ in writers:
         w.request_stop()
     for w, _, _ in writers:
         assert w.wait(10), "a writer is still blocked in a fault"
-    return [WriterLog.from_writer(w, ri, base) for w, ri, base in writers]
+    return [WriterLog.from_writer(w, ri, base, until_ns) for w, ri, base in writers]
 
 
 def assert_progress(writers, timeout: float = 5.0) -> None:
@@ -92,7 +92,7 @@ def run_case(regions, tmp_path, pattern: Pattern, per_region: int = 2, **options
         wait_for_writes(writers)
         result = take(regions, f"file:{path}", timeout=30, **options)
         assert_progress(writers)
-        logs = stop_and_log(writers)
+        logs = stop_and_log(writers, result.stats.t_frozen_ns)
     image = load(path)
     s = result.stats
     report = check_image(image, initial, logs, s.t_protect_ns, s.t_frozen_ns)
@@ -162,7 +162,7 @@ def test_population_path(memtype, tmp_path):
         initial = [bytearray(region.length)]  # never touched: zero
         with writers_on([region], 2, Pattern.RANDOM) as writers:
             result = take([region], f"file:{path}", timeout=30, populate=True)
-            logs = stop_and_log(writers)
+            logs = stop_and_log(writers, result.stats.t_frozen_ns)
         assert result.populated
         assert not result.features & Feature.WP_UNPOPULATED
         image = load(path)
@@ -185,7 +185,7 @@ def test_without_population_writes_escape(tmp_path, supported):
             with writers_on([region], 2, Pattern.RANDOM) as writers:
                 result = take([region], f"file:{path}", timeout=30, populate=False,
                               use_wp_unpopulated=False)
-                logs = stop_and_log(writers)
+                logs = stop_and_log(writers, result.stats.t_frozen_ns)
             s = result.stats
             report = check_image(load(path), [bytearray(region.length)], logs,
                                  s.t_protect_ns, s.t_frozen_ns)
@@ -229,9 +229,10 @@ def test_consistent_cut_causal_chain(types, threads, tmp_path, supported):
                 while lib.uffdsnap_chain_steps(chain) < 1000:
                     time.sleep(0.001)
                 take(regions, f"file:{path}", timeout=30)
-                before = lib.uffdsnap_chain_steps(chain)
-                time.sleep(0.01)
-                assert lib.uffdsnap_chain_steps(chain) > before  # nobody stays blocked
+                before, deadline = lib.uffdsnap_chain_steps(chain), time.monotonic() + 5
+                while lib.uffdsnap_chain_steps(chain) <= before:  # nobody stays blocked
+                    assert time.monotonic() < deadline, "the chain is blocked after the snapshot"
+                    time.sleep(0.001)
             finally:
                 assert lib.uffdsnap_chain_stop(chain, 10_000) == 0
                 lib.uffdsnap_chain_free(chain)

@@ -7,6 +7,7 @@ userfault_msg, userfaultfd_release), mm/userfaultfd.c (mwriteprotect_range), mm/
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import faulthandler
 import os
@@ -288,6 +289,64 @@ def test_fault_thread_ids(ctx, memtype):
     assert a.finished(RESUME)
 
 
+@uffd_test(mem=MEM_ALL, modes=WP)
+def test_fault_without_thread_id_feature(ctx, memtype):
+    """Without UFFD_FEATURE_THREAD_ID the message's thread id field stays 0."""
+    uffd = ctx.uffd(features=ctx.features() & ~Feature.THREAD_ID)
+    region = ctx.region(1)
+    region.fill(0)
+    ctx.register(uffd, region, WP)
+    uffd.writeprotect(region.address, region.length)
+    store = ctx.store(region.address, 1)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.thread_id == 0
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+
+
+@uffd_test(mem=MEM_ALL)
+def test_two_writers_same_page_one_unprotect(ctx, memtype):
+    """Two threads blocked on the same protected page each queue a WP fault for that page; one
+    unprotect wakes both and both stores land."""
+    uffd, region = ctx.wp_region(1, fill=0)
+    a, b = ctx.store(region.address, 0xA), ctx.store(region.address + 8, 0xB)
+    msgs = [ctx.fault(uffd), ctx.fault(uffd)]
+    assert all(m.is_wp and m.address == region.address for m in msgs)
+    assert not a.finished(0.05) and not b.finished(0)
+    uffd.unprotect(region.address, region.length)
+    assert a.finished(RESUME) and b.finished(RESUME)
+    assert native.load_u64(region.address) == 0xA and native.load_u64(region.address + 8) == 0xB
+
+
+@uffd_test(mem=MEM_ALL)
+def test_kernel_write_into_protected_page(ctx, memtype):
+    """A write done by the kernel on the process's behalf (read(2) from a pipe into a protected
+    buffer, copy_to_user) faults WP like a user store: the syscall blocks until unprotect,
+    then completes with the data in place."""
+    uffd, region = ctx.wp_region(1, fill=0)
+    rfd, wfd = os.pipe()
+    try:
+        os.write(wfd, b"uffd-wp!")
+        result: list[int] = []
+        buf = region.view()[64:72]
+        reader = threading.Thread(target=lambda: result.append(os.readv(rfd, [buf])),
+                                  daemon=True)
+        reader.start()
+        msg = ctx.fault(uffd)
+        assert msg.is_wp and msg.is_write and msg.address == region.address
+        reader.join(0.05)
+        assert reader.is_alive() and region.read(64, 8) == bytes(8)
+        uffd.unprotect(region.address, region.length)
+        reader.join(RESUME)
+        assert not reader.is_alive() and result == [8]
+        assert region.read(64, 8) == b"uffd-wp!"
+    finally:
+        with contextlib.suppress(UffdError):
+            uffd.unprotect(region.address, region.length)
+        os.close(rfd)
+        os.close(wfd)
+
+
 @uffd_test(mem=MEM_ALL)
 def test_read_of_protected_page_does_not_fault(ctx, memtype):
     """Write protection traps writes only: a load from a protected page completes with the
@@ -451,6 +510,12 @@ def test_wp_unpopulated_anon_without_feature(ctx, memtype):
     assert store.finished(RESUME)
     assert native.load_u64(region.page(1)) == 3
     no_message(ctx, uffd, 0.05)
+    # The range itself is live: once populated, protecting the page does arm it.
+    uffd.writeprotect(region.page(1), region.page_size)
+    held = ctx.store(region.page(1), 4)
+    assert ctx.fault(uffd).is_wp
+    uffd.unprotect(region.page(1), region.page_size)
+    assert held.finished(RESUME)
 
 
 @uffd_test(mem=("shmem", "shmem-private", "hugetlb"))

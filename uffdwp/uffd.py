@@ -25,7 +25,7 @@ OpenVia = Literal["syscall", "dev", "auto"]
 
 @dataclass(frozen=True)
 class ApiResult:
-    """The answer of UFFDIO_API: what this fd may use."""
+    """The answer of UFFDIO_API: the kernel's supported features and the fd's ioctls."""
 
     api: int
     features: Feature
@@ -62,6 +62,7 @@ class Userfaultfd:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self.api_result: ApiResult | None = None
+        self._enabled = Feature(0)
 
     # --- lifetime ------------------------------------------------------------------------------
     @classmethod
@@ -107,13 +108,14 @@ class Userfaultfd:
             pass
 
     def __repr__(self) -> str:
-        features = f" features={int(self.api_result.features):#x}" if self.api_result else ""
+        features = f" features={int(self._enabled):#x}" if self.api_result else ""
         return f"<Userfaultfd fd={self._fd}{features}>"
 
     @property
     def features(self) -> Feature:
-        """Features negotiated by api() (empty before)."""
-        return self.api_result.features if self.api_result else Feature(0)
+        """Features this fd has: those asked of api() (the kernel answers with every feature it
+        supports, but enables only what was asked). Empty before api()."""
+        return self._enabled
 
     # --- handshake and registration ------------------------------------------------------------
     def api(self, features: int = 0, api: int = kf.UFFD_API) -> ApiResult:
@@ -121,6 +123,7 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_api *", {"api": api, "features": features})
         self._ioctl("UFFDIO_API", arg, detail=f"api={api:#x} features={features:#x}")
         self.api_result = ApiResult(arg.api, Feature(arg.features), Ioctl(arg.ioctls))
+        self._enabled = Feature(features)
         return self.api_result
 
     def register(self, start: int, length: int, mode: int) -> Ioctl:

@@ -17,7 +17,7 @@ done
 root=$work/box-root
 rm -rf "$root" && mkdir -p "$root"
 debootstrap --variant=minbase \
-    --include=systemd-sysv,openssh-server,sudo,udev,iproute2,kmod,util-linux \
+    --include=systemd-sysv,openssh-server,sudo,udev,iproute2,kmod,util-linux,qemu-guest-agent \
     bookworm "$root" http://deb.debian.org/debian
 # vagrant user with Vagrant's well-known insecure key (config.ssh.insert_key = false)
 chroot "$root" useradd -m -s /bin/bash vagrant
@@ -28,12 +28,29 @@ pub=$(find /usr/share /usr/lib /opt -path '*vagrant*/keys/vagrant.pub' 2>/dev/nu
 cp "$pub" "$root/home/vagrant/.ssh/authorized_keys"
 chroot "$root" chown -R vagrant:vagrant /home/vagrant/.ssh
 chmod 700 "$root/home/vagrant/.ssh"; chmod 600 "$root/home/vagrant/.ssh/authorized_keys"
-# DHCP on the user-mode NIC through systemd-networkd (no ifupdown in minbase)
-cat > "$root/etc/systemd/network/10-uffdwp.network" <<'NET'
+# Networks (none in a private range; the guest cannot reach anything either way):
+# - the SSH NIC is the QEMU user-mode NIC the Vagrantfile puts at PCI 00:1e.0 (qemuargs, restrict=on,
+#   net=198.18.0.0/24, hostfwd on 127.0.0.1 only): DHCP from QEMU's built-in server
+# - every other NIC is the libvirt-visible one vagrant-libvirt needs (mgmt_attach = false): it
+#   carries no traffic; it gets a fixed address only so that the guest agent reports an IPv4 for
+#   its MAC, which is how vagrant-libvirt decides the machine is up (libvirt.qemu_use_agent)
+cat > "$root/etc/systemd/network/10-uffdwp-ssh.network" <<'NET'
+[Match]
+Path=pci-0000:00:1e.0
+[Network]
+DHCP=ipv4
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+NET
+cat > "$root/etc/systemd/network/20-uffdwp-marker.network" <<'NET'
 [Match]
 Name=en* eth*
 [Network]
-DHCP=ipv4
+Address=198.19.0.15/24
+DHCP=no
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+ConfigureWithoutCarrier=yes
 NET
 chroot "$root" systemctl enable systemd-networkd ssh >/dev/null 2>&1 || true
 echo "uffdwp-box" > "$root/etc/hostname"

@@ -136,7 +136,13 @@ def _classify(event: dict, kv: verdicts.KernelVersion | None) -> dict:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """After ^C: give pytest (which got the SIGINT too) time to write its reports."""
+    """After ^C: let pytest stop and clean up (host setup, junit.xml). From a terminal it got the
+    SIGINT too; a lone `kill -INT` of this process did not reach it, so pass that on."""
+    try:
+        proc.wait(timeout=2)
+        return
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:

@@ -18,6 +18,7 @@ is in, none that started after the freeze completed is.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -72,15 +73,20 @@ class WriterLog:
     writes: int  # total stores (records may have been dropped beyond the capacity)
 
     @classmethod
-    def from_writer(cls, writer: Writer, region: int, base: int) -> WriterLog:
+    def from_writer(cls, writer: Writer, region: int, base: int,
+                    until_ns: int | None = None) -> WriterLog:
         """Read the log of a *stopped* writer (request_stop() and wait()): a running writer
-        stores first and logs after, so its last record may not be filled in yet."""
+        stores first and logs after, so its last record may not be filled in yet.
+        *until_ns* keeps only stores started by then (the freeze): later ones cannot be in the
+        image, and a store the image shows beyond the log is reported as such."""
         # Read the raw record array in one go: millions of records as dataclasses would be slow.
         stats = writer.stats
         n = stats.writes
         buf = ffi.new("struct uffdwp_write_record[]", max(1, n))
         got = lib.uffdwp_writer_records(writer._live(), buf, n)
         words = memoryview(ffi.buffer(buf, got * 32)).cast("Q")
+        keep = got if until_ns is None else bisect.bisect_right(words[0::4], until_ns)
+        words = words[:keep * 4]
         return cls(region, base, list(words[0::4]), list(words[1::4]), list(words[2::4]),
                    list(words[3::4]), n)
 
@@ -117,24 +123,30 @@ def check_image(image: LoadedImage, initial: Sequence[bytes | bytearray],
         report.cuts.append(cut)
         if cut > len(log.address):
             report.ok = False
-            report.problems.append(f"writer {w}: the image shows store {cut - 1} but only "
-                                   f"{len(log.address)} were logged (raise record capacity)")
+            report.problems.append(f"writer {w}: the image shows store {cut - 1}, which "
+                                   f"started after the freeze or was not logged "
+                                   f"({len(log.address)} logged)")
             continue
+        # store start times are in program order, so counts are bisections
         if t_protect_begin:
-            done_before = sum(1 for t, s in zip(log.t_start, log.stall)
-                              if t + s < t_protect_begin)
+            started = bisect.bisect_left(log.t_start, t_protect_begin)
+            done_before = next((i + 1 for i in range(started - 1, -1, -1)
+                                if log.t_start[i] + log.stall[i] < t_protect_begin), 0)
             if cut < done_before:
                 report.ok = False
                 report.problems.append(f"writer {w}: {done_before} stores finished before the "
                                        f"freeze began, the image holds only {cut}")
         if t_frozen:
-            started = sum(1 for t in log.t_start if t <= t_frozen)
+            started = bisect.bisect_right(log.t_start, t_frozen)
             if cut > started:
                 report.ok = False
                 report.problems.append(f"writer {w}: the image holds {cut} stores, only "
                                        f"{started} had started when the freeze completed")
         exp = expected[log.region]
+        last: dict[int, int] = {}
         for addr, value in zip(log.address[:cut], log.value[:cut]):
+            last[addr] = value
+        for addr, value in last.items():
             off = addr - reg.address
             exp[off:off + 8] = value.to_bytes(8, "little")
     for i, (exp, got) in enumerate(zip(expected, image.contents)):

@@ -125,7 +125,7 @@ class ExecTarget(Target):
 
     def discard(self) -> str:
         self._close()
-        status = self._wait(2.0)
+        status = self._wait(0.5)
         if status is None and self.proc is not None:
             self.proc.kill()
             status = self._wait(5.0)
