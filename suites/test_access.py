@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 
 from uffdwp import kernel_facts as kf
-from uffdwp import native, pagemap
+from uffdwp import native
 from uffdwp._ffi import lib
 from uffdwp.errors import UffdError
 from uffdwp.uffd import DEV_USERFAULTFD, Userfaultfd
 
-from .uffdtest import MEM_ALL, MISSING, WP, uffd_test
+from .uffdtest import MEM_ALL, MISSING, WP, pagemap_wp, require_user_mode_only, uffd_test
 
 SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
 SYSCTL_LOCK = Path("/tmp/uffdwp-unprivileged-userfaultfd.lock")
@@ -117,6 +117,7 @@ def test_sysctl0_unprivileged_plain_eperm(sysctl):
 
 def test_sysctl0_unprivileged_user_mode_only_allowed(sysctl):
     """vm.unprivileged_userfaultfd=0: UFFD_USER_MODE_ONLY is always allowed (and usable)."""
+    require_user_mode_only()
     sysctl(0)
     assert _as_nobody_syscall(OPEN_FLAGS | kf.UFFD_USER_MODE_ONLY) == 0
 
@@ -125,6 +126,7 @@ def test_sysctl1_unprivileged_plain_allowed(sysctl):
     """vm.unprivileged_userfaultfd=1: an unprivileged process may create a full userfaultfd."""
     sysctl(1)
     assert _as_nobody_syscall(OPEN_FLAGS) == 0
+    require_user_mode_only()
     assert _as_nobody_syscall(OPEN_FLAGS | kf.UFFD_USER_MODE_ONLY) == 0
 
 
@@ -232,7 +234,7 @@ def test_user_mode_only_wp_kernel_write_efault(ctx, memtype):
     assert result == {"errno": errno.EFAULT}
     assert uffd.read(4, 0.05) == [], "a kernel-mode fault must not be delivered"
     assert region.read(region.page_size, 64) == b"\x5a" * 64
-    assert pagemap.uffd_wp(region.address, region.length, region.page_size) == [True, True]
+    assert pagemap_wp(region.address, region.length, region.page_size) == [True, True]
 
 
 @uffd_test(mem=MEM_ALL)

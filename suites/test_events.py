@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from uffdwp import native, pagemap
+from uffdwp import native
 from uffdwp._ffi import ffi, lib
 from uffdwp.kernel_facts import Feature
 from uffdwp.memory import (
@@ -40,7 +40,7 @@ from .test_mm import (
     in_thread,
     wp_bits,
 )
-from .uffdtest import MEM_ALL, MEM_SHARED, uffd_test
+from .uffdtest import MEM_ALL, MEM_SHARED, pagemap_wp_bit, uffd_test
 
 MAP_FIXED_ANON = 0x10 | 0x20 | 0x02  # MAP_FIXED | MAP_ANONYMOUS | MAP_PRIVATE
 
@@ -219,7 +219,7 @@ def test_fork_event_read_by_native_thread(ctx, memtype):
         assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[userfaultfd]"
     finally:
         os.close(fd)
-    assert pagemap.entry(region.address).uffd_wp
+    assert pagemap_wp_bit(region.address)
 
 
 @pytest.mark.parametrize("event", ["remove", "unmap"])

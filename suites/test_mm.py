@@ -42,7 +42,15 @@ from uffdwp.memory import (
 from uffdwp.messages import EVENT_FORK, PageFault
 from uffdwp.uffd import Userfaultfd
 
-from .uffdtest import MEM_ALL, MEM_ANON, MEM_NOT_HUGETLB, uffd_test
+from .uffdtest import (
+    MEM_ALL,
+    MEM_ANON,
+    MEM_NOT_HUGETLB,
+    pagemap_wp,
+    pagemap_wp_bit,
+    require_pagemap_wp,
+    uffd_test,
+)
 
 THP_SIZE = 2 << 20
 THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -69,7 +77,7 @@ def load(address: int) -> int:
 
 
 def wp_bits(region: Region) -> list[bool]:
-    return pagemap.uffd_wp(region.address, region.length, region.page_size)
+    return pagemap_wp(region.address, region.length, region.page_size)
 
 
 def vma_field(address: int, name: str, pid: int | str = "self") -> int:
@@ -196,7 +204,7 @@ def child_write(address: int, value: int, expect_wp: bool | None = None):
     """The child's job: check its own pagemap bit 57 (exit 10 if not as expected), then store."""
 
     def run() -> int:
-        if expect_wp is not None and pagemap.entry(address).uffd_wp != expect_wp:
+        if expect_wp is not None and pagemap_wp_bit(address) != expect_wp:
             return 10
         native.store_u64(address, value)
         return 0 if native.load_u64(address) == value else 11
@@ -272,11 +280,12 @@ def test_pageout_keeps_wp_and_write_faults_after_swapin(ctx, memtype, swap):
     require_pageout(region)
     ents = pagemap.entries(region.address, region.pages)
     assert all(not e.present for e in ents), "pages still present after pageout"
+    require_pagemap_wp()
     assert all(e.uffd_wp for e in ents), "uffd-wp bit lost on swap-out"
     assert_blocks(ctx, uffd, region.page(1) + 16, 0xBEEF)
     for i in (0, 2, 3):  # read fault = swap-in: the data, and still protected
         assert load(region.page(i)) == pattern(i)
-        assert pagemap.entry(region.page(i)).uffd_wp, f"bit 57 lost on swap-in of page {i}"
+        assert pagemap_wp_bit(region.page(i)), f"bit 57 lost on swap-in of page {i}"
         assert_blocks(ctx, uffd, region.page(i) + 8, 0x1000 + i)
     assert load(region.page(1)) == pattern(1)
 
@@ -490,7 +499,7 @@ def test_fork_with_event_child_protected(ctx, memtype):
         assert isinstance(msg, PageFault) and msg.is_wp and msg.is_write, msg
         assert region.page(0) <= msg.address < region.page(0) + region.page_size
         assert c.poll() is None, "child finished a write to a protected page"
-        assert pagemap.entry(region.page(1), c.pid).uffd_wp, "child's untouched page unprotected"
+        assert pagemap_wp_bit(region.page(1), c.pid), "child's untouched page unprotected"
         cuffd.unprotect(region.page(0), region.page_size)
         assert c.wait(5) == 0, f"child exit {c.status} (10: no bit 57 in child)"
     finally:

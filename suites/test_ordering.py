@@ -11,11 +11,11 @@ from __future__ import annotations
 import random
 import time
 
-from uffdwp import native, pagemap
+from uffdwp import native
 from uffdwp.kernel_facts import Feature
 from uffdwp.messages import PageFault
 
-from .uffdtest import MEM_ALL, uffd_test
+from .uffdtest import MEM_ALL, STRESS_SCALE, pagemap_wp, uffd_test
 
 FILL = 0x5A
 FILL_U64 = int.from_bytes(bytes([FILL]) * 8, "little")
@@ -83,7 +83,7 @@ def test_writers_on_distinct_pages_resume_one_by_one(ctx, memtype):
         assert native.load_u64(region.page(i)) == 0x1000 + i
         for j in waiting:
             assert native.load_u64(region.page(j)) == FILL_U64, f"page {j} changed while protected"
-        bits = pagemap.uffd_wp(region.address, region.length, region.page_size)
+        bits = pagemap_wp(region.address, region.length, region.page_size)
         assert bits == [j not in released for j in range(n)], bits
     assert list(ctx.messages(uffd, 0.05)) == [], "no further message once every store resumed"
 
@@ -108,7 +108,7 @@ def test_writers_on_same_page_each_get_a_message_and_resume_together(ctx, memtyp
     for k in range(3):
         assert native.load_u64(region.page(0) + 8 * k) == 0xAB00 + k
     assert native.load_u64(region.page(1)) == FILL_U64
-    assert pagemap.uffd_wp(region.address, region.length, region.page_size) == [False, True]
+    assert pagemap_wp(region.address, region.length, region.page_size) == [False, True]
 
 
 @uffd_test(mem=MEM_ALL, features=Feature.THREAD_ID)
@@ -139,7 +139,7 @@ def test_dontwake_unprotect_resumes_only_on_wake(ctx, memtype):
     store = ctx.store(region.page(0), 0xD0)
     assert ctx.fault(uffd).address == region.page(0)
     uffd.unprotect(region.page(0), region.page_size, dontwake=True)
-    assert pagemap.uffd_wp(region.address, region.length, region.page_size) == [False, True]
+    assert pagemap_wp(region.address, region.length, region.page_size) == [False, True]
     time.sleep(SHORT)
     assert not store.finished(), "DONTWAKE must not wake the waiter"
     uffd.wake(region.page(1), region.page_size)
@@ -246,7 +246,7 @@ def test_stress_random_writers_with_reprotect_cycles(ctx, memtype):
     writers = [ctx.writer(region, pattern=native.Pattern.RANDOM, offset_in_page=8 * k,
                           seed=1 + k, value_base=(k + 1) << 32, rate=20000) for k in range(4)]
     cycles = 0
-    end = time.monotonic() + 0.5
+    end = time.monotonic() + 0.5 * STRESS_SCALE
     while time.monotonic() < end:
         uffd.writeprotect(region.address, region.length)
         cycles += 1

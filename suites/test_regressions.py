@@ -41,12 +41,12 @@ from .test_mm import (
     vma_field,
     wp_bits,
 )
-from .uffdtest import MEM_ALL, MEM_ANON, MEM_HUGETLB, uffd_test
+from .uffdtest import MEM_ALL, MEM_ANON, MEM_HUGETLB, pagemap_wp, pagemap_wp_bit, stress, uffd_test
 
 MEM_MARKER = ("shmem", "shmem-private", "hugetlb", "hugetlb-private")  # zap leaves a pte marker
 
 
-WRITES = 6000
+WRITES = stress(6000, minimum=500)
 
 
 # --- 6ce64428d620: memory corruption due to writeprotect ------------------------------------------
@@ -155,7 +155,7 @@ def test_fork_special_cases(ctx, memtype, swap, with_event):
     require_pageout(region, PAGE_SIZE, PAGE_SIZE)  # page 1 swapped, page 0 present
 
     def run() -> int:
-        bits = pagemap.uffd_wp(region.address, region.length)
+        bits = pagemap_wp(region.address, region.length)
         if bits != [with_event] * 2:
             return 10
         for i in range(2):
@@ -300,8 +300,8 @@ def test_hugetlb_fork(ctx, memtype, with_event):
     addr = region.page(0) + 8
 
     def run() -> int:
-        present = pagemap.entry(region.page(0)).uffd_wp
-        marker = pagemap.entry(region.page(1)).uffd_wp
+        present = pagemap_wp_bit(region.page(0))
+        marker = pagemap_wp_bit(region.page(1))
         if present != with_event or (with_event and not marker) or (marker and not with_event):
             return 10
         native.store_u64(addr, 0xBB)

@@ -38,6 +38,7 @@ from .uffdtest import (
     MINOR,
     MISSING,
     WP,
+    pagemap_wp_bit,
     uffd_test,
 )
 
@@ -88,7 +89,7 @@ def test_copy_wp_proactive_then_write_faults(ctx, memtype):
     data = pattern(region, 3)
     uffd.copy(region.address, data, wp=True)
     entry = pagemap.entry(region.address)
-    assert entry.present and entry.uffd_wp
+    assert entry.present and pagemap_wp_bit(region.address)
     assert region.read() == data
     store = ctx.store(region.address, 1)
     msg = ctx.fault(uffd)

@@ -23,9 +23,13 @@ from uffdwp.snapshot import Snapshot, SnapshotError, load, restore, take, verify
 from uffdwp.snapshot.check import WriterLog, check_chain, check_image, fill_initial, value_base
 from uffdwp.snapshot.image import FLAG_POPULATED, RegionInfo
 
-from .uffdtest import MEM_ALL, uffd_test
+from .uffdtest import MEM_ALL, stress, uffd_test
 
+# Without a userfaultfd every case here skips, saying why (the `supported` fixture).
+pytestmark = pytest.mark.usefixtures("supported")
 MIB = 1 << 20
+# Region size of the writer cases: whole huge pages, smaller where the CPU is emulated.
+CASE_BYTES = stress(8, minimum=2) * 2 * MIB
 PATTERNS = {"random": Pattern.RANDOM, "sequential": Pattern.SEQUENTIAL,
             "hotspot": Pattern.HOTSPOT}
 
@@ -104,7 +108,7 @@ def run_case(regions, tmp_path, pattern: Pattern, per_region: int = 2, **options
 @uffd_test(mem=MEM_ALL, timeout=60)
 @pytest.mark.parametrize("pattern", list(PATTERNS))
 def test_image_equals_memory_at_freeze(memtype, pattern, tmp_path):
-    region = alloc(memtype, 16 * MIB)
+    region = alloc(memtype, CASE_BYTES)
     with region:
         result, image, report = run_case([region], tmp_path, PATTERNS[pattern])
         s = result.stats
@@ -123,13 +127,17 @@ def test_image_equals_memory_at_freeze(memtype, pattern, tmp_path):
 @uffd_test(mem=("anon", "shmem"), timeout=60)
 def test_faulted_pages_are_saved_first(memtype, tmp_path):
     """Writers that fault get their page saved out of order and are woken."""
-    region = alloc(memtype, 64 * MIB)
+    region = alloc(memtype, 4 * CASE_BYTES)
     with region:
-        result, _, _ = run_case([region], tmp_path, Pattern.RANDOM, per_region=2)
-        s = result.stats
-        assert s.faults > 0 and s.fault_pages > 0, s
-        # service latency (message read -> unprotect) was measured for every saved fault
-        assert sum(s.service_hist) == s.fault_pages
+        for _ in range(3):  # a loaded machine may not run the writers during a snapshot
+            result, _, _ = run_case([region], tmp_path, Pattern.RANDOM, per_region=2)
+            s = result.stats
+            # service latency (message read -> unprotect) was measured for every saved fault
+            assert sum(s.service_hist) == s.fault_pages
+            assert s.fault_pages <= s.faults
+            if s.fault_pages:
+                return
+        pytest.fail(f"writers never faulted during three snapshots: {s}")
 
 
 @pytest.mark.timeout(60)
@@ -156,7 +164,7 @@ def test_every_memory_type_in_one_snapshot(tmp_path, supported):
 def test_population_path(memtype, tmp_path):
     """Without WP_UNPOPULATED (before 6.4) untouched pages must be populated before protecting;
     forced here, on never-touched memory, with writers storing into it."""
-    region = alloc(memtype, 16 * MIB)
+    region = alloc(memtype, CASE_BYTES)
     with region:
         path = tmp_path / "snap.img"
         initial = [bytearray(region.length)]  # never touched: zero
@@ -180,7 +188,7 @@ def test_without_population_writes_escape(tmp_path, supported):
     if not supported & Feature.PAGEFAULT_FLAG_WP:
         pytest.skip("feature PAGEFAULT_FLAG_WP absent")
     for attempt in range(5):
-        with memory.allocate("anon", 64 * MIB) as region:
+        with memory.allocate("anon", 4 * CASE_BYTES) as region:
             path = tmp_path / f"snap{attempt}.img"
             with writers_on([region], 2, Pattern.RANDOM) as writers:
                 result = take([region], f"file:{path}", timeout=30, populate=False,
@@ -266,10 +274,10 @@ def test_exec_target(tmp_path):
     assert bytes(image.contents[0]) == expected
 
 
-@pytest.mark.timeout(60)
-def test_fd_target_and_restore(tmp_path):
+@uffd_test(mem=("shmem",), timeout=60)
+def test_fd_target_and_restore(tmp_path, memtype):
     path = tmp_path / "snap.img"
-    with memory.allocate("shmem", 8 * MIB) as region:
+    with memory.allocate(memtype, 8 * MIB) as region:
         fill_initial(RegionInfo(region.address, region.length, region.page_size))
         expected = region.read()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -356,7 +364,7 @@ def test_abort_dying_exec_command(tmp_path):
     err = failing_snapshot(f"exec:head -c 300000 > {out}; kill -9 $$", tmp_path)
     assert err.errno == 32
     assert "SIGKILL" in err.partial
-    with pytest.raises(Exception, match="no end record|truncated|incomplete"):
+    with pytest.raises(Exception, match=r"no end record|truncated|incomplete"):
         verify(out)  # what the command stored can never pass for a complete image
 
 

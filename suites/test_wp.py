@@ -32,6 +32,7 @@ from .uffdtest import (
     MINOR,
     MISSING,
     WP,
+    pagemap_wp,
     uffd_test,
 )
 
@@ -57,7 +58,7 @@ def fault_addresses(addr: int, region) -> set[int]:
 
 
 def wp_bits(region) -> list[bool]:
-    return pagemap.uffd_wp(region.address, region.length, region.page_size)
+    return pagemap_wp(region.address, region.length, region.page_size)
 
 
 def no_message(ctx, uffd, timeout: float = 0.1) -> None:

@@ -13,6 +13,9 @@ mainline release that brought it. Nothing is gated on version strings.
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -22,11 +25,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from uffdwp import kernel_facts as kf
-from uffdwp import native
+from uffdwp import native, pagemap
+from uffdwp._ffi import lib
 from uffdwp.errors import MemoryUnavailableError, UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
-from uffdwp.memory import MEMORY_TYPES, Region, allocate
+from uffdwp.memory import MEMORY_TYPES, PAGE_SIZE, Region, allocate
 from uffdwp.messages import Message, PageFault
+from uffdwp.probe import version_tuple
 from uffdwp.uffd import Userfaultfd
 
 MEM_ALL = MEMORY_TYPES
@@ -37,6 +42,16 @@ MEM_FILE = ("shmem", "shmem-private", "hugetlb")  # backed by a memfd (page cach
 MEM_SHARED = ("shmem", "hugetlb")
 MEM_PRIVATE = ("anon", "shmem-private", "hugetlb-private")
 MEM_NOT_HUGETLB = ("anon", "shmem", "shmem-private")
+
+# Stress sizes shrink where the CPU is emulated (the matrix sets this in TCG guests): the
+# checks stay the same, only the amount of work changes.
+STRESS_SCALE = float(os.environ.get("UFFDWP_STRESS_SCALE", "1"))
+
+
+def stress(count: int, minimum: int = 1) -> int:
+    """A stress test's *count* (writes, cycles) scaled for this machine."""
+    return max(minimum, int(count * STRESS_SCALE))
+
 
 WP = RegisterMode.WP
 MISSING = RegisterMode.MISSING
@@ -94,6 +109,57 @@ def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int 
         return pytest.mark.timeout(timeout)(fn)
 
     return decorate
+
+
+@functools.lru_cache(maxsize=1)
+def pagemap_reports_wp() -> bool:
+    """Whether /proc/pid/pagemap shows the uffd-wp bit here. It has no feature bit, so probe it:
+    protect one populated anonymous page and look. A kernel at or after the release that brought
+    the bit must show it (there a missing bit is a failure, not a skip)."""
+    fact = next(f for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
+    if version_tuple(os.uname().release) >= version_tuple(fact.since):
+        return True
+    with allocate("anon", pages=1) as region, Userfaultfd.create(Feature.PAGEFAULT_FLAG_WP) as uffd:
+        region.fill(1)
+        uffd.register(region.address, region.length, WP)
+        uffd.writeprotect(region.address, region.length)
+        return pagemap.entry(region.address).uffd_wp
+
+
+def require_pagemap_wp() -> None:
+    """Skip the rest of a test that reads the uffd-wp bit where pagemap cannot show it."""
+    if not pagemap_reports_wp():
+        fact = next(f for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
+        pytest.skip(f"pagemap uffd-wp bit 57 not reported by this kernel "
+                    f"(PM_UFFD_WP, mainline {fact.since})")
+
+
+def pagemap_wp(address: int, length: int, page_size: int = PAGE_SIZE,
+            pid: int | str = "self") -> list[bool]:
+    """The uffd-wp bit per page (see pagemap.uffd_wp); skips where pagemap has no such bit."""
+    require_pagemap_wp()
+    return pagemap.uffd_wp(address, length, page_size, pid)
+
+
+def pagemap_wp_bit(address: int, pid: int | str = "self") -> bool:
+    require_pagemap_wp()
+    return pagemap.entry(address, pid).uffd_wp
+
+
+@functools.lru_cache(maxsize=1)
+def user_mode_only_accepted() -> bool:
+    """UFFD_USER_MODE_ONLY has no feature bit: kernels before it reject the flag with EINVAL."""
+    fd = lib.uffdwp_open_syscall(os.O_CLOEXEC | kf.UFFD_USER_MODE_ONLY)
+    if fd >= 0:
+        os.close(fd)
+    return fd != -errno.EINVAL
+
+
+def require_user_mode_only() -> None:
+    if not user_mode_only_accepted():
+        fact = next(f for f in kf.ACCESS_FACTS if f.name == "UFFD_USER_MODE_ONLY")
+        pytest.skip(f"open flag UFFD_USER_MODE_ONLY (mainline {fact.since}) rejected with "
+                    "EINVAL by this kernel")
 
 
 class StoreThread:
@@ -154,6 +220,8 @@ class Ctx:
         return Feature(want | (self.supported & Feature.THREAD_ID))
 
     def uffd(self, extra: int = 0, features: int | None = None, **open_args) -> Userfaultfd:
+        if open_args.get("user_mode_only"):
+            require_user_mode_only()
         uffd = Userfaultfd.create(self.features(extra) if features is None else features,
                                   **open_args)
         self._uffds.append(uffd)

@@ -96,7 +96,10 @@ def test_native_writer_matches_python_reader(tmp_path):
 
 def test_every_truncation_is_detected(sample):
     data, _ = sample
-    for cut in range(len(data)):
+    # every byte of the header, the first records and the end; sampled in between
+    cuts = sorted(set(range(400)) | set(range(400, len(data), 61)) |
+                  set(range(len(data) - 100, len(data))))
+    for cut in cuts:
         with pytest.raises(ImageError) as info:
             verify(io.BytesIO(data[:cut]))
         assert info.value.kind in ("truncated", "incomplete", "format")
@@ -107,13 +110,13 @@ def test_truncation_message_names_the_cause(sample):
     with pytest.raises(ImageError, match="no end record"):
         verify(io.BytesIO(data[:-REC_SIZE]))
     with pytest.raises(ImageError, match="ends inside a record"):
-        verify(io.BytesIO(data[:ImageHeader([RegionInfo(0, PS, PS)] * 2).size + REC_SIZE + 5]))
+        verify(io.BytesIO(data[:ImageHeader([RegionInfo(0, PS, PS)] * 2).size + 2 * REC_SIZE + 5]))
 
 
 def test_every_flipped_byte_is_detected(sample):
     data, _ = sample
     rng = random.Random(5)
-    offsets = list(range(0, len(data), 97)) + [len(data) - 1, 8, 20]
+    offsets = [*range(0, len(data), 97), len(data) - 1, 8, 20]
     for off in offsets:
         bad = bytearray(data)
         bad[off] ^= 1 << rng.randrange(8)
@@ -126,7 +129,7 @@ def _records(data: bytes) -> list[tuple[int, int]]:
     header = ImageHeader.read_from(io.BytesIO(data))
     out, off = [], header.size
     while off < len(data):
-        _, type_, region, count, *_ = im.REC.unpack_from(data, off)
+        _, type_, _, count, *_ = im.REC.unpack_from(data, off)
         length = REC_SIZE + (count * PS if type_ == im.REC_PAGES else 0)
         out.append((off, length))
         off += length
@@ -137,7 +140,7 @@ def test_dropped_record_is_detected(sample):
     data, _ = sample
     recs = _records(data)
     off, length = recs[3]
-    with pytest.raises(ImageError, match="records|missing|not in the image"):
+    with pytest.raises(ImageError, match=r"records|missing|not in the image"):
         verify(io.BytesIO(data[:off] + data[off + length:]))
 
 
@@ -146,7 +149,7 @@ def test_swapped_records_are_detected(sample):
     recs = _records(data)
     (o1, l1), (o2, l2) = recs[1], recs[2]
     swapped = data[:o1] + data[o2:o2 + l2] + data[o1:o1 + l1] + data[o2 + l2:]
-    with pytest.raises(ImageError, match="order|records"):
+    with pytest.raises(ImageError, match=r"order|records"):
         verify(io.BytesIO(swapped))
 
 
@@ -194,7 +197,7 @@ def test_missing_pages_are_incomplete():
         raw = im.pack_record(im.REC_ZERO if zero else im.REC_PAGES, 0, p, 1,
                              0 if zero else crc32c(page))
         out.write(raw if zero else raw + page)
-        chain, n = crc32c(raw, chain), n + 1
+        chain, n = crc32c(raw[:28], chain), n + 1
     out.write(im.pack_record(im.REC_END, im.END_REGION, 3, n, chain))
     with pytest.raises(ImageError) as info:
         verify(io.BytesIO(out.getvalue()))
@@ -219,3 +222,35 @@ def test_rewrites_flag_lets_the_last_record_win(tmp_path):
     summary = verify(path)
     assert summary.rewritten_pages == 1
     assert bytes(load(path).contents[0]) == bytes(buf)
+
+
+def test_cli_verify_exit_status(sample, tmp_path, capsys):
+    import argparse
+
+    from uffdwp.snapshot import command
+
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    data, _ = sample
+    good, bad = tmp_path / "good.img", tmp_path / "bad.img"
+    good.write_bytes(data)
+    bad.write_bytes(data[:-40])
+    args = parser.parse_args(["image", "verify", str(good)])
+    assert args.func(args) == 0
+    args = parser.parse_args(["image", "verify", str(bad)])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "truncated" in err and "Traceback" not in err
+    args = parser.parse_args(["image", "info", str(bad)])
+    assert args.func(args) == 0
+    assert "NO (partial image)" in capsys.readouterr().out
+
+
+def test_wrlat_histogram():
+    from uffdwp import wrlat
+
+    hist = wrlat.log2_histogram_us([500, 1500, 3000, 3500, 9000, 150_000])
+    assert hist[0] == 1 and hist[1] == 1 and hist[2] == 2 and hist[4] == 1 and hist[8] == 1
+    text = wrlat.format_histogram(hist)
+    assert "usecs" in text and "128 -> 255" in text
+    assert "p50" in wrlat.summary_line([1000, 2000, 3000])

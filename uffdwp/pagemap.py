@@ -48,10 +48,11 @@ def entry(address: int, pid: int | str = "self") -> PagemapEntry:
     return entries(address, 1, pid)[0]
 
 
-def uffd_wp(address: int, length: int, page_size: int = PAGE_SIZE) -> list[bool]:
+def uffd_wp(address: int, length: int, page_size: int = PAGE_SIZE,
+            pid: int | str = "self") -> list[bool]:
     """The uffd-wp bit (57) of the first base page of each *page_size* page in the range."""
     step = page_size // PAGE_SIZE
-    ents = entries(address, length // PAGE_SIZE)
+    ents = entries(address, length // PAGE_SIZE, pid)
     return [e.uffd_wp for e in ents[::step]]
 
 

@@ -54,6 +54,7 @@ ConfigureWithoutCarrier=yes
 NET
 chroot "$root" systemctl enable systemd-networkd ssh >/dev/null 2>&1 || true
 echo "uffdwp-box" > "$root/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 uffdwp-box\n' > "$root/etc/hosts"  # sudo resolves it
 echo "/dev/vda / ext4 defaults 0 1" > "$root/etc/fstab"
 install -m 0755 vms/guest/vagrant-run.sh "$root/usr/local/sbin/uffdwp-vagrant-run"
 rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*
@@ -71,4 +72,10 @@ tar -C "$work" -czf "$box" metadata.json box.img --transform 's/Vagrantfile.box/
     Vagrantfile.box
 rm -f "$work/box.img"
 vagrant box add --force --name uffdwp-debian "$box"
+# vagrant-libvirt uploads a box into libvirt's pool once per box version/timestamp: drop the
+# volumes of earlier builds (ignored when libvirtd is not running)
+if command -v virsh >/dev/null && virsh -q pool-info default >/dev/null 2>&1; then
+    virsh -q vol-list default | awk '{print $1}' | grep '^uffdwp-debian_vagrant_box_image_' |
+        while read -r vol; do virsh -q vol-delete --pool default "$vol" >/dev/null || true; done
+fi
 echo "box built: $box"

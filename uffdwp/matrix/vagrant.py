@@ -2,19 +2,26 @@
 python-vagrant. Lowest-priority runner: QEMU direct boot is the default and the faster one.
 
 Per kernel: the kernel is fetched and its initramfs built as for QEMU; vms/work/
-vagrant-kernels.json tells the Vagrantfile which kernel/initrd/port/output dir each machine uses;
-`vagrant up`, then `vagrant ssh -c 'sudo uffdwp-vagrant-run'` runs the suites through the same
-.guest/run.sh, `vagrant destroy -f` afterwards (also on failure or timeout).
-Needs: ci/install-matrix-deps.sh --vagrant, libvirtd + virtlogd running, vms/build-box.sh.
+vagrant-kernels.json tells the Vagrantfile which kernel/initrd/port/output dir each machine uses.
+Through python-vagrant: `up` (output to <kernel>/vagrant.log), `status` and `ssh-config` (SSH must
+be on 127.0.0.1: a QEMU user-mode NIC forwarded there, no private-range network anywhere), then
+`ssh --command 'sudo uffdwp-vagrant-run'` runs the suites through the same .guest/run.sh; their
+results land in the per-kernel directory over 9p. `destroy` afterwards, also on failure or
+timeout (a watchdog kills the libvirt domain, which ends a hanging `up` or `ssh`).
+Needs: ci/install-matrix-deps.sh --vagrant, vms/build-box.sh; libvirtd and virtlogd are started
+here if they are not running (and stopped again afterwards).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -29,20 +36,159 @@ from .runner import prepare
 
 SPEC_FILE = REPO_ROOT / "vms" / "work" / "vagrant-kernels.json"
 BASE_PORT = 2310
+SSH_HOST = "127.0.0.1"
+PROVIDER = "libvirt"
+LIBVIRT_URI = "qemu:///system"
 
 
 def machine_name(kernel: str) -> str:
     return "k" + kernel.replace(".", "_")
 
 
-def ensure_libvirt(console: Console) -> None:
-    """libvirtd and virtlogd started by hand: machines of this kind run no init system."""
-    for daemon in ("virtlogd", "libvirtd"):
-        running = subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode == 0
-        if not running and shutil.which(daemon):
-            console.print(f"starting {daemon} -d")
-            subprocess.run([daemon, "-d"], check=False)
-    time.sleep(1)
+def domain_name(machine: str) -> str:
+    """vagrant-libvirt names the domain <project dir>_<machine>."""
+    return f"{REPO_ROOT.name}_{machine}"
+
+
+def _virsh(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["virsh", "-c", LIBVIRT_URI, *args], capture_output=True, text=True)
+
+
+def _libvirt_ready() -> bool:
+    return shutil.which("virsh") is not None and _virsh("-q", "version").returncode == 0
+
+
+QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+ROOT_QEMU_CONF = REPO_ROOT / "vms" / "work" / "libvirt-qemu.conf"
+_USER_LINE = re.compile(r"^\s*(user|group)\s*=")
+
+
+def root_qemu_conf(original: str) -> str:
+    """qemu.conf with QEMU run as root: the guest reads the host's / over 9p, and this checkout's
+    python (a pyenv under /root, mode 0700) is out of reach of libvirt's default libvirt-qemu."""
+    kept = [ln for ln in original.splitlines() if not _USER_LINE.match(ln)]
+    return "\n".join([*kept, "# uffdwp: QEMU as root (9p share of the host's /)",
+                      'user = "+0"', 'group = "+0"']) + "\n"
+
+
+def qemu_runs_as_root(pid: int) -> bool:
+    """Whether the libvirtd with this pid runs QEMU as root: its own view of qemu.conf (through
+    /proc/PID/root, so a private bind mount counts) sets user = "+0", "0" or "root"."""
+    try:
+        text = Path(f"/proc/{pid}/root{QEMU_CONF}").read_text()
+    except OSError:
+        return False
+    users = [ln.split("=", 1)[1].strip().strip('"') for ln in text.splitlines()
+             if re.match(r"^\s*user\s*=", ln)]
+    return bool(users) and users[-1] in ("+0", "0", "root")
+
+
+def _pids(name: str) -> list[int]:
+    p = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
+    return [int(x) for x in p.stdout.split()]
+
+
+def ensure_libvirt(console: Console) -> list[Path]:
+    """virtlogd and libvirtd started by hand when not running (machines of this kind run no init
+    system). libvirtd is started in a private mount namespace where qemu.conf runs QEMU as root
+    (see root_qemu_conf); /etc is left as it is. Returns the pid files of the daemons started
+    here, for stop_libvirt()."""
+    started = []
+    if not _pids("virtlogd") and shutil.which("virtlogd"):
+        pidfile = Path("/run/uffdwp-virtlogd.pid")
+        console.print("starting virtlogd -d")
+        if subprocess.run(["virtlogd", "-d", "-p", str(pidfile)]).returncode == 0:
+            started.append(pidfile)
+    running = _pids("libvirtd")
+    if running:
+        if not any(qemu_runs_as_root(p) for p in running):
+            raise SystemExit(
+                f"libvirtd (pid {running[0]}) runs QEMU as libvirt-qemu, which cannot read this "
+                "checkout's python over 9p: stop it and let `uffdwp matrix --via vagrant` start "
+                f'its own, or set user = "+0" and group = "+0" in {QEMU_CONF}')
+    elif shutil.which("libvirtd"):
+        pidfile = Path("/run/uffdwp-libvirtd.pid")
+        ROOT_QEMU_CONF.parent.mkdir(parents=True, exist_ok=True)
+        ROOT_QEMU_CONF.write_text(root_qemu_conf(QEMU_CONF.read_text()))
+        os.chmod(ROOT_QEMU_CONF, 0o600)
+        console.print("starting libvirtd -d (QEMU as root, private qemu.conf)")
+        p = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             'mount --bind "$1" "$2" && exec libvirtd -d -p "$3"', "sh",
+             str(ROOT_QEMU_CONF), str(QEMU_CONF), str(pidfile)])
+        if p.returncode == 0:
+            started.append(pidfile)
+    for _ in range(100):
+        if _libvirt_ready():
+            break
+        time.sleep(0.1)
+    return started
+
+
+def stop_libvirt(pidfiles: list[Path], console: Console) -> None:
+    """Stop the daemons ensure_libvirt() started (libvirtd before virtlogd), by their pids."""
+    for pidfile in reversed(pidfiles):
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, 15)
+            for _ in range(50):  # up to 5 s for it to go
+                time.sleep(0.1)
+                os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        console.print(f"stopped {pidfile.stem.removeprefix('uffdwp-')} (pid {pid})")
+        pidfile.unlink(missing_ok=True)
+
+
+def kill_domain(machine: str) -> None:
+    """A domain vagrant lost track of would keep running: remove it through libvirt."""
+    dom = domain_name(machine)
+    _virsh("destroy", dom)
+    _virsh("undefine", dom, "--remove-all-storage", "--nvram")
+    _virsh("undefine", dom, "--remove-all-storage")
+
+
+@contextmanager
+def _watchdog(seconds: float, machine: str):
+    """Kill the machine's domain after `seconds`: a hanging `vagrant up` or `vagrant ssh` then
+    fails instead of blocking the matrix. Yields a dict whose "fired" says whether it did."""
+    state = {"fired": False}
+
+    def fire() -> None:
+        state["fired"] = True
+        _virsh("destroy", domain_name(machine))
+
+    t = threading.Timer(max(seconds, 1.0), fire)
+    t.daemon = True
+    t.start()
+    try:
+        yield state
+    finally:
+        t.cancel()
+
+
+def _file_cm(path: Path):
+    """python-vagrant out_cm/err_cm: append the vagrant command's output to `path`."""
+    @contextmanager
+    def cm():
+        with open(path, "a") as fh:
+            yield fh
+    return cm
+
+
+def check_ssh_target(conf: dict) -> None:
+    """SSH must go to the 127.0.0.1 forward, never to an address of a network."""
+    host = conf.get("HostName")
+    if host != SSH_HOST:
+        raise RuntimeError(f"vagrant ssh-config gives HostName {host!r}, not {SSH_HOST}: refusing")
+
+
+def write_spec(machines: dict) -> None:
+    SPEC_FILE.parent.mkdir(parents=True, exist_ok=True)
+    SPEC_FILE.write_text(json.dumps(machines, indent=1))
 
 
 def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command: str | None, *,
@@ -53,7 +199,16 @@ def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command:
     console = console or Console()
     if not shutil.which("vagrant"):
         raise SystemExit("vagrant not installed: ci/install-matrix-deps.sh --vagrant")
-    ensure_libvirt(console)
+    started_daemons = ensure_libvirt(console)
+    try:
+        return _run(vagrant, specs, report_dir, guest_command, timeout, console, accel)
+    finally:
+        stop_libvirt(started_daemons, console)
+
+
+def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
+    if not _libvirt_ready():
+        raise SystemExit(f"libvirt not reachable at {LIBVIRT_URI}: are libvirtd/virtlogd running?")
     guest_command = guest_command or default_guest_command()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.monotonic()
@@ -73,9 +228,7 @@ def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command:
         machines[t.spec.name] = {"vmlinuz": str(t.kernel.vmlinuz), "initrd": str(t.initrd),
                                  "port": BASE_PORT + i, "out": str(out),
                                  "accel": "kvm" if acc == "kvm" else "qemu"}
-    SPEC_FILE.parent.mkdir(parents=True, exist_ok=True)
-    SPEC_FILE.write_text(json.dumps(machines, indent=1))
-    v = vagrant.Vagrant(root=str(REPO_ROOT), quiet_stdout=True, quiet_stderr=True)
+    write_spec(machines)
     outcomes = []
     for t in targets:
         oc = KernelOutcome(name=t.spec.name, via="vagrant", status="boot-failed", note=t.note)
@@ -86,38 +239,57 @@ def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command:
             continue
         out = report_dir / t.spec.name
         name = machine_name(t.spec.name)
+        # vagrant's own output goes to the kernel's directory: its errors are the only
+        # explanation of a failed `up`
+        vlog = out / "vagrant.log"
+        v = vagrant.Vagrant(root=str(REPO_ROOT), out_cm=_file_cm(vlog), err_cm=_file_cm(vlog),
+                            env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
         k0 = time.monotonic()
-        with console.status(f"{t.spec.name}: vagrant up"):
-            try:
-                # vagrant's own output goes to the kernel's directory: its errors are the
-                # only explanation of a failed `up`
-                with open(out / "vagrant.log", "w") as vlog:
-                    subprocess.run(["vagrant", "up", name, "--provider=libvirt"], cwd=REPO_ROOT,
-                                   stdout=vlog, stderr=subprocess.STDOUT, check=True,
-                                   timeout=timeout)
-                console.print(f"{t.spec.name}: up in {time.monotonic() - k0:.0f} s; running suites")
-                p = subprocess.run(
-                    ["vagrant", "ssh", name, "-c", "sudo /usr/local/sbin/uffdwp-vagrant-run"],
-                    cwd=REPO_ROOT, capture_output=True, text=True,
-                    timeout=max(30.0, timeout - (time.monotonic() - k0)))
-                (out / "console.log").write_text(p.stdout + p.stderr)
-                rc = read_exit_status(out)
-                oc.exit_status = rc if rc is not None else p.returncode
-                oc.status = "ok" if oc.exit_status == 0 else "failed"
-            except subprocess.TimeoutExpired:
-                oc.status, oc.detail = "timeout", f"killed after {timeout:.0f} s"
-            except subprocess.CalledProcessError as e:
-                oc.detail = f"vagrant up failed ({e.returncode}): see {t.spec.name}/vagrant.log"
-            finally:
+        step = "vagrant up"
+        try:
+            with _watchdog(timeout, name) as dog:
+                with console.status(f"{t.spec.name}: vagrant up"), open(vlog, "a") as log:
+                    for line in v.up(vm_name=name, provider=PROVIDER, stream_output=True):
+                        log.write(f"[{time.monotonic() - k0:6.1f} s] {line}")
+                        log.flush()
+                up_s = time.monotonic() - k0
+                step = "vagrant status"
+                state = v.status(vm_name=name)[0].state
+                if state != "running":
+                    raise RuntimeError(f"machine {name} is {state!r} after vagrant up")
+                step = "vagrant ssh-config"
+                conf = v.conf(vm_name=name)
+                check_ssh_target(conf)
+                console.print(f"{t.spec.name}: up in {up_s:.0f} s (ssh {conf['HostName']}:"
+                              f"{conf['Port']}); running suites")
+                step = "vagrant ssh"
+                r0 = time.monotonic()
+                rc_ssh = 0
                 try:
-                    v.destroy(vm_name=name)
+                    text = v.ssh(vm_name=name, command="sudo /usr/local/sbin/uffdwp-vagrant-run")
                 except subprocess.CalledProcessError as e:
-                    oc.detail += f"\nvagrant destroy failed: {e}"
-                # a domain vagrant lost track of would keep running: remove it through libvirt
-                dom = f"{REPO_ROOT.name}_{name}"
-                subprocess.run(["virsh", "destroy", dom], capture_output=True)
-                subprocess.run(["virsh", "undefine", dom, "--remove-all-storage"],
-                               capture_output=True)
+                    text, rc_ssh = e.output.decode(errors="replace") if isinstance(
+                        e.output, bytes) else (e.output or ""), e.returncode
+                (out / "console.log").write_text(text)
+                console.print(f"{t.spec.name}: suites ran in {time.monotonic() - r0:.0f} s")
+            if dog["fired"]:
+                raise TimeoutError
+            rc = read_exit_status(out)
+            oc.exit_status = rc if rc is not None else rc_ssh
+            oc.status = "ok" if oc.exit_status == 0 else "failed"
+        except TimeoutError:
+            oc.status, oc.detail = "timeout", f"killed after {timeout:.0f} s (during {step})"
+        except (subprocess.CalledProcessError, RuntimeError) as e:
+            if dog["fired"]:
+                oc.status, oc.detail = "timeout", f"killed after {timeout:.0f} s (during {step})"
+            else:
+                oc.detail = f"{step} failed: {e}; see {t.spec.name}/vagrant.log"
+        finally:
+            try:
+                v.destroy(vm_name=name)
+            except subprocess.CalledProcessError as e:
+                oc.detail = (oc.detail or "") + f"\nvagrant destroy failed: {e}"
+            kill_domain(name)
         oc.seconds = time.monotonic() - k0
         oc.record = load_kernel_dir(out)
         oc.status = final_status(oc.status, oc.record)

@@ -33,6 +33,7 @@ struct uffdsnap_config {
 	uint64_t slot_bytes;   /* ring slot size (grown to hold one chunk) */
 	uint32_t n_slots;      /* ring slots */
 	uint32_t reserve_slots; /* slots the linear pass leaves to faulted pages */
+	int32_t engine_priority; /* 0 inherit; > 0 SCHED_FIFO priority; < 0 a nice value */
 };
 
 enum uffdsnap_state {
@@ -75,6 +76,7 @@ struct uffdsnap_stats {
 	uint64_t service_total_ns;
 	uint64_t service_hist[64];     /* log2 buckets in ns */
 	uint64_t ring_waits;           /* times the engine waited for output */
+	int32_t priority_applied;      /* 1 SCHED_FIFO, 2 nice, 0 inherited (or refused) */
 	int32_t state;
 	int32_t error;
 	int32_t error_phase;

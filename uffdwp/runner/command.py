@@ -191,24 +191,28 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     proc = session.start(cmd, log)
     with make_progress(console, kernel["release"]) as progress:
+
+        def consume(event: dict) -> None:
+            if event["event"] == "collected" and not collected:
+                collected.extend(event["nodeids"])
+                progress.collected(collected)
+            elif event["event"] == "test" and event["nodeid"] not in tests:
+                # (a node id reported twice — xdist re-running after a crash — keeps the first)
+                if event["nodeid"] not in collected:
+                    progress.expect(1)  # a collection error: not among the collected ids
+                test = tests[event["nodeid"]] = _classify(event, kv)
+                if event.get("message"):
+                    details[test["nodeid"]] = event["message"]
+                progress.update(test)
+
         try:
             for event in session.follow(proc, events, on_idle=progress.idle):
-                if event["event"] == "collected":
-                    collected = list(event["nodeids"])
-                    progress.collected(collected)
-                elif event["event"] == "test":
-                    if event["nodeid"] not in collected:
-                        progress.expect(1)  # a collection error: not among the collected ids
-                    test = _classify(event, kv)
-                    if test["nodeid"] in tests:
-                        continue  # reported twice (xdist re-ran it after a crash): keep the first
-                    tests[test["nodeid"]] = test
-                    if event.get("message"):
-                        details[test["nodeid"]] = event["message"]
-                    progress.update(test)
+                consume(event)
         except KeyboardInterrupt:
             interrupted = True
             _stop(proc)
+            for event in session.follow(proc, events):  # what finished while pytest stopped
+                consume(event)
     pytest_rc = proc.wait()
 
     # Collected but never reported: pytest stopped (crash, ^C, -x) before running them.

@@ -72,6 +72,7 @@ class SnapshotStats:
     service_total_ns: int
     service_hist: tuple[int, ...]
     ring_waits: int
+    priority_applied: int
     state: int
     error: int
     error_phase: int
@@ -84,7 +85,8 @@ class SnapshotStats:
                    s.data_pages, s.faults, s.faults_already_saved, s.records,
                    s.bytes_committed, s.bytes_written, s.t_start_ns, s.t_protect_ns, s.t_frozen_ns,
                    s.t_saved_ns, s.t_end_ns, s.populate_ns, s.protect_ns, s.service_max_ns,
-                   s.service_total_ns, tuple(s.service_hist), s.ring_waits, s.state, s.error,
+                   s.service_total_ns, tuple(s.service_hist), s.ring_waits, s.priority_applied,
+                   s.state, s.error,
                    s.error_phase)
 
     @property
@@ -163,13 +165,16 @@ class Snapshot:
                          WP_UNPOPULATED; True: always (and do not ask for WP_UNPOPULATED: the
                          pre-6.4 path, testable on any kernel); False: never.
     use_wp_unpopulated:  None: when the kernel offers it and populate is not forced.
+    engine_priority:     0 inherit; > 0 run the engine thread SCHED_FIFO at that priority
+                         (falls back to nice -10); < 0 that nice value. A faulting writer
+                         waits until the engine runs: on a busy machine that is a time slice.
     progress:            called with a Progress every *progress_interval* s while wait() runs.
     """
 
     def __init__(self, regions: Sequence[RegionLike], target: str | Target, *,
                  populate: bool | None = None, use_wp_unpopulated: bool | None = None,
                  chunk_bytes: int = 128 << 10, slot_bytes: int = 1 << 20, n_slots: int = 32,
-                 reserve_slots: int = 8,
+                 reserve_slots: int = 8, engine_priority: int = 0,
                  progress: Callable[[Progress], None] | None = None,
                  progress_interval: float = 0.1) -> None:
         if not regions:
@@ -178,7 +183,7 @@ class Snapshot:
         self.target = parse_target(target)
         self.populate_opt = populate
         self.use_wp_unpopulated = use_wp_unpopulated
-        self.tuning = (chunk_bytes, slot_bytes, n_slots, reserve_slots)
+        self.tuning = (chunk_bytes, slot_bytes, n_slots, reserve_slots, engine_priority)
         self.progress = progress
         self.progress_interval = progress_interval
         self.uffd: Userfaultfd | None = None
@@ -246,7 +251,7 @@ class Snapshot:
         return self
 
     def _start_native(self, out_fd: int) -> None:
-        chunk_bytes, slot_bytes, n_slots, reserve = self.tuning
+        chunk_bytes, slot_bytes, n_slots, reserve, priority = self.tuning
         regions = ffi.new("struct uffdsnap_region[]",
                           [(r.address, r.length, r.page_size) for r in self.regions])
         header_bytes = self.header.encode()
@@ -256,7 +261,8 @@ class Snapshot:
             "out_nonblock": int(self.target.nonblock), "populate": int(self.populated),
             "protect": 1, "n_regions": len(self.regions), "regions": regions,
             "prefix": prefix, "prefix_len": len(prefix), "chunk_bytes": chunk_bytes,
-            "slot_bytes": slot_bytes, "n_slots": n_slots, "reserve_slots": reserve})
+            "slot_bytes": slot_bytes, "n_slots": n_slots, "reserve_slots": reserve,
+            "engine_priority": priority})
         self._keep = [regions, header_bytes, prefix, cfg]
         err = ffi.new("int *")
         h = lib.uffdsnap_start(cfg, err)

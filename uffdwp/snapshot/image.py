@@ -12,7 +12,9 @@ Layout (all integers little-endian)::
              PAGES: followed by count * page_size bytes (data_crc is their crc32c)
              ZERO:  count zero pages, no bytes
     end      type END, region 0xffffffff, first_page = pages recorded, count = records,
-             data_crc = crc32c of every record header before it, in order
+             data_crc = crc32c of the first 28 bytes of every record header before it, in
+             order (not whole headers: a CRC over a message followed by its own CRC is a
+             constant, so such a chain would not notice records dropped or swapped)
 
 A snapshot writes each page exactly once (in any order: faulted pages come early). Only an image
 whose end record matches its records is complete: a partial image (aborted snapshot, truncated
@@ -135,7 +137,8 @@ class ImageHeader:
             if ps == 0 or length % ps:
                 raise ImageError("corrupt", f"region {i}: length {length} is not a multiple "
                                             f"of page size {ps}", _FIXED.size + i * _REGION.size)
-            regions.append(RegionInfo(addr, length, ps, name.rstrip(b"\0").decode(errors="replace")))
+            memtype = name.rstrip(b"\0").decode(errors="replace")
+            regions.append(RegionInfo(addr, length, ps, memtype))
         return cls(regions, flags, created, version)
 
 
@@ -197,7 +200,7 @@ class VerifyResult:
 
 def _open(source: str | os.PathLike | BinaryIO) -> tuple[BinaryIO, bool]:
     if isinstance(source, (str, os.PathLike)):
-        return open(source, "rb", buffering=1 << 20), True  # noqa: SIM115 - closed by caller
+        return open(source, "rb", buffering=1 << 20), True
     return source, False
 
 
@@ -240,7 +243,7 @@ def _scan(f: BinaryIO, sink: Sequence[bytearray | memoryview] | None) -> VerifyR
                 raise ImageError("corrupt", "data after the end record", offset)
             result.image_bytes = offset
             return result
-        chain = crc32c(raw, chain)
+        chain = crc32c(raw[:28], chain)  # without the header's own CRC (see above)
         result.records += 1
         if rec.region >= len(header.regions):
             raise ImageError("corrupt", f"record for region {rec.region} of "
@@ -299,9 +302,8 @@ def _check_end(rec: Record, chain: int, result: VerifyResult, seen: list[bytearr
         raise ImageError("corrupt", f"end record says {rec.count} records, found "
                                     f"{result.records} (or their order/content changed)",
                          rec.offset)
-    recorded = result.pages - result.rewritten_pages
-    if rec.first != recorded:
-        raise ImageError("corrupt", f"end record says {rec.first} pages, found {recorded}",
+    if rec.first != result.pages:
+        raise ImageError("corrupt", f"end record says {rec.first} pages, found {result.pages}",
                          rec.offset)
     for i, marks in enumerate(seen):
         missing = marks.find(0)
@@ -423,7 +425,7 @@ def build_image(regions: Sequence[tuple[RegionInfo, bytes | bytearray]], flags: 
             else:
                 raw = pack_record(REC_PAGES, i, p, 1, crc32c(page))
                 out.write(raw + page)
-            chain = crc32c(raw, chain)
+            chain = crc32c(raw[:28], chain)
             records += 1
             pages += 1
     out.write(pack_record(REC_END, END_REGION, pages, records, chain))

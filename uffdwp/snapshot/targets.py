@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import stat
 import subprocess
@@ -159,17 +158,27 @@ class FdTarget(Target):
 
     def open(self) -> int:
         try:
-            flags = os.get_blocking(self.fd)
+            self.was_blocking = os.get_blocking(self.fd)
+            mode = os.fstat(self.fd).st_mode
         except OSError as exc:
             raise TargetError(f"fd:{self.fd} is not an open descriptor: {exc.strerror}") from exc
-        self.nonblock = not flags
+        # A pipe or socket whose reader stops would block write(2) for ever, and no abort could
+        # end it: write to those without blocking (and wait in poll()) for the snapshot.
+        if self.was_blocking and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            os.set_blocking(self.fd, False)
+        self.nonblock = not os.get_blocking(self.fd)
         return self.fd
 
     def commit(self) -> None:
-        pass
+        self._restore()
 
     def discard(self) -> str:
+        self._restore()
         return f"fd {self.fd} received a partial image (no end record: it will not verify)"
+
+    def _restore(self) -> None:
+        with contextlib.suppress(OSError):
+            os.set_blocking(self.fd, self.was_blocking)
 
 
 def _describe(status: int | None) -> str:
@@ -201,10 +210,6 @@ def parse_target(spec: str | Target) -> Target:
         return FdTarget(int(rest))
     except ValueError:
         raise TargetError(f"fd target needs a number: fd:N, not {spec!r}") from None
-
-
-def quote_exec(command: str) -> str:
-    return "exec:" + shlex.quote(command)
 
 
 __all__ = ["ExecTarget", "FdTarget", "FileTarget", "Target", "TargetError", "parse_target"]

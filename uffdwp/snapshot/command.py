@@ -1,0 +1,403 @@
+"""CLI: `snapshot demo`, `image info|verify|extract`, `wrlat`, `bench snapshot|roundtrip`.
+
+uffdwp/cli.py calls register(subparsers). Each handler returns an exit status; expected errors
+print one clear line saying what to do (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..errors import MemoryUnavailableError, UffdError
+from ..memory import MEMORY_TYPES
+from ..native import Pattern
+
+EXIT_FAIL, EXIT_USAGE, EXIT_UNSUPPORTED = 1, 2, 3
+
+
+def _err(msg: str) -> None:
+    print(f"uffdwp: error: {msg}", file=sys.stderr)
+
+
+def _size(text: str) -> int:
+    from .demo import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> int:
+    if text in ("max", "0"):
+        return 0
+    if text == "idle":
+        return -1
+    try:
+        return int(float(text.replace(",", "").replace("_", "")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (stores/s, 'idle' or "
+                                         "'max')") from None
+
+
+def register(subparsers) -> None:
+    _register_snapshot(subparsers)
+    _register_image(subparsers)
+    _register_wrlat(subparsers)
+    _register_bench(subparsers)
+
+
+# --- snapshot ----------------------------------------------------------------------------------
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=_size, default=_size("1G"), help="region size (1G, 256M…)")
+    p.add_argument("--writers", type=int, default=2, help="native writer threads")
+    p.add_argument("--write-rate", type=_rate, default=0,
+                   help="stores/s per writer (0 or 'max': as fast as they can)")
+    p.add_argument("--pattern", choices=[x.name.lower() for x in Pattern], default="random")
+    p.add_argument("--memtype", choices=MEMORY_TYPES, default="anon")
+    p.add_argument("--populate", action=argparse.BooleanOptionalAction, default=None,
+                   help="read-populate before protecting (default: only without "
+                        "WP_UNPOPULATED); --populate forces the pre-6.4 path")
+    p.add_argument("--engine-priority", type=int, default=0,
+                   help="engine thread: >0 SCHED_FIFO priority, <0 nice value, 0 inherit")
+
+
+def _register_snapshot(subparsers) -> None:
+    p = subparsers.add_parser("snapshot", help="background snapshot with UFFD-WP")
+    sub = p.add_subparsers(dest="snapshot_command", required=True)
+    d = sub.add_parser("demo", help="snapshot a region under native writers, check the image",
+                       description="Native writers store into a region while it is "
+                       "snapshotted; the image is then checked against the initial content "
+                       "plus each writer's logged stores up to its cut.")
+    _demo_args(d)
+    d.add_argument("--to", dest="target", default="file:/tmp/uffdwp-demo.img",
+                   help="file:PATH, exec:CMD or fd:N")
+    d.add_argument("--stats-json", help="save engine and writer statistics here (for wrlat)")
+    d.add_argument("--no-verify", action="store_true", help="skip the check of the image")
+    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--json", action="store_true", help="print the result as JSON")
+    d.set_defaults(func=cmd_demo)
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return None, None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("snapshot"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                   TextColumn("{task.fields[faults]} pages saved first"),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
+    task = bar.add_task("snapshot", total=1, faults=0, rate="")
+
+    def update(p) -> None:
+        bar.update(task, total=p.pages_total, completed=p.pages_saved, faults=p.fault_pages,
+                   rate=f"{p.throughput / (1 << 20):.0f} MiB/s out")
+    return bar, update
+
+
+def _run_demo(args, verify: bool = True):
+    from .demo import run_demo
+
+    show = not getattr(args, "no_progress", False) and sys.stderr.isatty()
+    bar, update = _progress_bar(show)
+    try:
+        if bar:
+            bar.start()
+        return run_demo(args.size, args.target, writers=args.writers, rate=args.write_rate,
+                        pattern=Pattern[args.pattern.upper()], memtype=args.memtype,
+                        populate=args.populate, verify=verify, progress=update,
+                        engine_priority=args.engine_priority)
+    finally:
+        if bar:
+            bar.stop()
+
+
+def _demo_report(res) -> str:
+    from ..wrlat import summary_line
+
+    s = res.snapshot.stats
+    mib = 1 << 20
+    lines = [
+        f"snapshot of {res.params['size'] / mib:.0f} MiB {res.params['memtype']} to "
+        f"{res.params['target']}: {res.snapshot.duration_s:.3f} s "
+        f"(freeze {s.protect_ns / 1e6:.1f} ms"
+        + (f", populate {s.populate_ns / 1e6:.1f} ms" if res.snapshot.populated else "") + ")",
+        f"image {res.snapshot.image_bytes / mib:.1f} MiB for {res.nonzero_bytes / mib:.1f} MiB "
+        f"non-zero memory (ratio {res.snapshot.image_bytes / max(1, res.nonzero_bytes):.4f}); "
+        f"{s.zero_pages} zero pages recorded without bytes",
+        f"pages: {s.linear_pages} in the linear pass, {s.fault_pages} saved first for a "
+        f"faulting writer ({s.faults} fault messages)",
+        f"writers: {res.params['writers']} x {res.params['rate'] or 'max'} stores/s; "
+        + summary_line(res.fault_stalls_ns),
+        f"check: {res.check_note}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_demo(args) -> int:
+    from .engine import SnapshotError
+    from .targets import TargetError
+
+    try:
+        res = _run_demo(args, verify=not args.no_verify)
+    except (SnapshotError, TargetError, MemoryUnavailableError, UffdError, OSError,
+            ValueError) as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    if args.stats_json:
+        res.save(args.stats_json)
+    if args.json:
+        print(json.dumps(res.as_dict(), indent=1))
+    else:
+        print(_demo_report(res))
+        if args.stats_json:
+            print(f"statistics saved to {args.stats_json} (uffdwp wrlat --stats "
+                  f"{args.stats_json})")
+    return 0 if res.check is None or res.check.ok else EXIT_FAIL
+
+
+# --- image -------------------------------------------------------------------------------------
+def _register_image(subparsers) -> None:
+    p = subparsers.add_parser("image", help="inspect and check snapshot images")
+    sub = p.add_subparsers(dest="image_command", required=True)
+    i = sub.add_parser("info", help="header, regions and record counts")
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_image_info)
+    v = sub.add_parser("verify", help="check every checksum and that the image is complete")
+    v.add_argument("file")
+    v.set_defaults(func=cmd_image_verify)
+    x = sub.add_parser("extract", help="write the memory of one region (raw bytes) to a file")
+    x.add_argument("file")
+    x.add_argument("--region", type=int, default=0)
+    x.add_argument("-o", "--output", required=True)
+    x.set_defaults(func=cmd_image_extract)
+
+
+def _open_image_error(exc: Exception, path: str) -> int:
+    from .image import ImageError
+
+    if isinstance(exc, ImageError):
+        _err(f"{path}: {exc}")
+        return EXIT_FAIL
+    if isinstance(exc, OSError):
+        _err(f"{path}: {exc.strerror or exc}")
+        return EXIT_FAIL
+    raise exc
+
+
+def cmd_image_info(args) -> int:
+    from .image import ImageError, ImageHeader, iter_records
+
+    try:
+        with open(args.file, "rb") as f:
+            header = ImageHeader.read_from(f)
+        counts: dict[str, int] = {}
+        pages: dict[str, int] = {}
+        complete = False
+        for rec in iter_records(args.file):
+            counts[rec.name] = counts.get(rec.name, 0) + 1
+            if rec.name != "END":
+                pages[rec.name] = pages.get(rec.name, 0) + rec.count
+            complete = complete or rec.name == "END"
+    except (ImageError, OSError) as exc:
+        return _open_image_error(exc, args.file)
+    info = {"file": args.file, "bytes": os.path.getsize(args.file), "version": header.version,
+            "flags": header.flags, "created_ns": header.created_ns,
+            "regions": [r.__dict__ for r in header.regions], "records": counts,
+            "pages": pages, "end_record": complete}
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{args.file}: uffdwp snapshot image v{header.version}, {info['bytes']} bytes, "
+          f"flags {header.flags:#x}")
+    for n, r in enumerate(header.regions):
+        print(f"  region {n}: {r.memtype:<16} {r.address:#x} {r.length / (1 << 20):.1f} MiB, "
+              f"page size {r.page_size}")
+    print(f"  records: {counts}; pages: {pages}; "
+          f"end record: {'yes' if complete else 'NO (partial image)'}")
+    print("  (`uffdwp image verify` checks checksums and completeness)")
+    return 0
+
+
+def cmd_image_verify(args) -> int:
+    from .image import ImageError, verify
+
+    try:
+        r = verify(args.file)
+    except (ImageError, OSError) as exc:
+        return _open_image_error(exc, args.file)
+    print(f"{args.file}: OK: {len(r.header.regions)} region(s), {r.pages} pages "
+          f"({r.data_pages} with data, {r.zero_pages} zero), {r.records} records, "
+          f"{r.image_bytes} bytes")
+    return 0
+
+
+def cmd_image_extract(args) -> int:
+    from .image import ImageError, load
+
+    try:
+        image = load(args.file)
+    except (ImageError, OSError) as exc:
+        return _open_image_error(exc, args.file)
+    if not 0 <= args.region < len(image.contents):
+        _err(f"{args.file} has {len(image.contents)} region(s); --region {args.region} is "
+             "not one of them")
+        return EXIT_USAGE
+    Path(args.output).write_bytes(image.contents[args.region])
+    print(f"region {args.region}: {len(image.contents[args.region])} bytes -> {args.output}")
+    return 0
+
+
+# --- wrlat -------------------------------------------------------------------------------------
+def _register_wrlat(subparsers) -> None:
+    p = subparsers.add_parser("wrlat", help="histogram of writer waits on UFFD-WP faults",
+                              description="Like QEMU's userfaultfd-wrlat.py: how long writers "
+                              "waited on write-protect faults. --demo runs a snapshot under "
+                              "native writers and uses their own timings; --stats reads what "
+                              "`snapshot demo --stats-json` saved; --pid traces any process "
+                              "(kprobes on handle_userfault with bpftrace).")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--demo", action="store_true")
+    src.add_argument("--stats", metavar="FILE")
+    src.add_argument("--pid", type=int)
+    _demo_args(p)
+    p.add_argument("--to", dest="target", default="file:/dev/null")
+    p.add_argument("--duration", type=int, default=10, help="seconds to trace (--pid)")
+    p.set_defaults(func=cmd_wrlat, size=_size("256M"))
+
+
+def cmd_wrlat(args) -> int:
+    from .. import wrlat
+    from .engine import SnapshotError
+    from .targets import TargetError
+
+    if args.pid is not None:
+        reason = wrlat.kprobe_support()
+        if reason:
+            _err(f"cannot trace pid {args.pid}: {reason}")
+            return EXIT_UNSUPPORTED
+        status, out = wrlat.trace_pid(args.pid, args.duration)
+        print(out)
+        return status
+    if args.stats:
+        try:
+            stalls, _ = wrlat.stalls_from_stats(args.stats)
+        except (OSError, ValueError) as exc:
+            _err(str(exc))
+            return EXIT_FAIL
+    else:
+        try:
+            res = _run_demo(args, verify=False)
+        except (SnapshotError, TargetError, MemoryUnavailableError, UffdError, OSError) as exc:
+            _err(str(exc))
+            return EXIT_FAIL
+        stalls = res.fault_stalls_ns
+    print(wrlat.format_histogram(wrlat.log2_histogram_us(stalls)))
+    print(wrlat.summary_line(stalls))
+    return 0
+
+
+# --- bench -------------------------------------------------------------------------------------
+def _register_bench(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="snapshot benchmarks")
+    sub = p.add_subparsers(dest="bench_command", required=True)
+    s = sub.add_parser("snapshot", help="UFFD-WP vs precopy vs fork vs stop-the-world")
+    s.add_argument("--size", type=_size, default=_size("1G"))
+    s.add_argument("--rates", type=_rate, nargs="+",
+                   default=None, help="stores/s per writer ('idle', numbers, 'max')")
+    s.add_argument("--writers", type=int, default=1)
+    s.add_argument("--methods", nargs="+", default=None,
+                   choices=["uffd-wp", "precopy", "fork", "stop"])
+    s.add_argument("--dir", help="target directory for the images (default: a temp dir)")
+    s.add_argument("--plots", default="bench-plots", help="directory for the PNG plots")
+    s.add_argument("--no-plots", action="store_true")
+    s.add_argument("--engine-priority", type=int, default=0)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench_snapshot)
+    r = sub.add_parser("roundtrip", help="native handler write-fault round trip")
+    r.add_argument("--pages", type=int, default=4096)
+    r.add_argument("--rounds", type=int, default=5)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_bench_roundtrip)
+
+
+def _table(result) -> str:
+    from ..benchsnap import rate_name
+
+    head = (f"{'method':<8} {'rate':>10} {'time s':>8} {'img/nz':>7} {'max stall us':>13} "
+            f"{'flt p50':>8} {'flt p99':>9} {'faults':>7} {'thr':>5}  note")
+    rows = [head, "-" * len(head)]
+    for r in [result.plain, *result.runs]:
+        rows.append(f"{r.method:<8} {rate_name(r.rate):>10} {r.seconds:>8.3f} "
+                    f"{r.size_ratio:>7.3f} {r.max_stall_us:>13.0f} {r.fault_p50_us:>8.1f} "
+                    f"{r.fault_p99_us:>9.1f} {r.faulting_stores:>7} "
+                    f"{r.throughput_ratio:>5.2f}  {r.note or ''}"
+                    + (f" rounds={r.rounds}" if r.rounds else ""))
+    return "\n".join(rows)
+
+
+def cmd_bench_snapshot(args) -> int:
+    from .. import benchsnap
+
+    kw = {}
+    if args.rates:
+        kw["rates"] = tuple(args.rates)
+    if args.methods:
+        kw["methods"] = tuple(args.methods)
+
+    def show(run) -> None:
+        if not args.json:
+            print(f"  {run.method} @ {benchsnap.rate_name(run.rate)}: {run.seconds:.3f} s",
+                  file=sys.stderr)
+
+    try:
+        result = benchsnap.bench_snapshot(args.size, n_writers=args.writers,
+                                          directory=args.dir,
+                                          engine_priority=args.engine_priority,
+                                          on_run=show, **kw)
+    except (MemoryUnavailableError, UffdError, OSError, RuntimeError) as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    plots = []
+    if not args.no_plots:
+        try:
+            plots = [str(p) for p in benchsnap.plot(result, args.plots)]
+        except ImportError:
+            _err("matplotlib is not installed: pip install matplotlib (or use --no-plots)")
+    if args.json:
+        print(json.dumps(result.as_dict() | {"plots": plots}, indent=1))
+        return 0
+    print(_table(result))
+    print("ratios: " + json.dumps(result.ratios(), indent=1))
+    print("columns: img/nz = image bytes / non-zero memory; flt p50/p99 = stall of stores that "
+          "waited >= 1 us (log2-bucket upper bounds, us); thr = writer stores/s during the "
+          "snapshot / undisturbed")
+    for p in plots:
+        print(f"plot: {p}")
+    return 0
+
+
+def cmd_bench_roundtrip(args) -> int:
+    from .. import benchsnap
+
+    try:
+        rt = benchsnap.bench_roundtrip(args.pages, args.rounds)
+    except (UffdError, OSError, TimeoutError) as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    if args.json:
+        print(json.dumps(rt.__dict__, indent=1))
+    else:
+        print(f"write fault -> wake-up (native Writer + FaultHandler, Policy.UNPROTECT), "
+              f"{rt.samples} faults: median {rt.median_us:.1f} us, p99 {rt.p99_us:.1f} us, "
+              f"max {rt.max_us:.1f} us; handler read->unprotect median "
+              f"{rt.handler_median_us:.1f} us")
+    return 0
+
+
+__all__ = ["register"]

@@ -1,0 +1,167 @@
+"""The snapshot demo: native writers store into a region while it is snapshotted, then the image
+is checked against an independent reference of the frozen state (see uffdwp.snapshot.check).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import memory
+from ..native import Pattern, Writer
+from .check import CheckReport, WriterLog, check_image, fill_initial, value_base
+from .engine import Progress, Snapshot, SnapshotResult
+from .image import RegionInfo, load
+from .targets import FileTarget, parse_target
+
+UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'1G', '256M', '64k', '4096' -> bytes."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in UNITS else (t, "")
+    try:
+        return int(float(num) * UNITS[unit])
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 1G, 256M, 64K)") from None
+
+
+@dataclass
+class WriterSummary:
+    writes: int
+    writes_during: int  # stores started between the freeze and the last page saved
+    max_stall_ns: int
+    histogram: list[int]  # log2 ns buckets, every store
+    fault_stalls_ns: list[int] = field(default_factory=list)  # stores stalled >= 1 µs in window
+
+
+@dataclass
+class DemoResult:
+    params: dict
+    snapshot: SnapshotResult
+    writers: list[WriterSummary]
+    check: CheckReport | None
+    check_note: str
+    nonzero_bytes: int
+    undisturbed_rate: float  # stores/s of all writers before the snapshot
+
+    @property
+    def fault_stalls_ns(self) -> list[int]:
+        return sorted(s for w in self.writers for s in w.fault_stalls_ns)
+
+    def as_dict(self) -> dict:
+        return {
+            "params": self.params,
+            "snapshot": self.snapshot.as_dict(),
+            "nonzero_bytes": self.nonzero_bytes,
+            "undisturbed_stores_per_s": self.undisturbed_rate,
+            "writers": [w.__dict__ for w in self.writers],
+            "check": None if self.check is None else {
+                "ok": self.check.ok, "cuts": self.check.cuts, "problems": self.check.problems,
+                "compared_bytes": self.check.compared_bytes},
+            "check_note": self.check_note,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.as_dict(), indent=1))
+
+
+STALL_FLOOR_NS = 1000  # a store slower than this during the snapshot waited on a WP fault
+
+
+def run_demo(size: int, target: str, *, writers: int = 2, rate: int = 0,
+             pattern: Pattern = Pattern.RANDOM, memtype: str = "anon",
+             populate: bool | None = None, verify: bool = True,
+             progress: Callable[[Progress], None] | None = None,
+             record_capacity: int = 1 << 22, engine_priority: int = 0) -> DemoResult:
+    """Snapshot *size* bytes of *memtype* under *writers* native writers (each *rate* stores/s,
+    0 = as fast as it can) to *target*, then check the image if it is a file."""
+    params = {"size": size, "target": str(target), "writers": writers, "rate": rate,
+              "pattern": pattern.name.lower(), "memtype": memtype, "populate": populate}
+    tgt = parse_target(target)
+    with memory.allocate(memtype, size) as region:
+        info = RegionInfo(region.address, region.length, region.page_size, memtype)
+        initial = fill_initial(info)
+        ws = [Writer(region.address, region.length, page_size=region.page_size,
+                     offset_in_page=8 * w, pattern=pattern, rate=rate, seed=w + 1,
+                     value_base=value_base(w), record_capacity=record_capacity)
+              for w in range(writers)]
+        try:
+            time.sleep(0.05)  # let the writers reach their pace; measure it undisturbed
+            c0, t0 = sum(w.stats.writes for w in ws), time.monotonic()
+            time.sleep(0.05)
+            undisturbed = (sum(w.stats.writes for w in ws) - c0) / (time.monotonic() - t0)
+            snap = Snapshot([region], tgt, populate=populate, progress=progress,
+                            engine_priority=engine_priority)
+            snap.start()
+            result = snap.wait()
+        finally:
+            for w in ws:
+                w.request_stop()
+            for w in ws:
+                w.wait(30)
+        s = result.stats
+        logs, summaries = [], []
+        for i, w in enumerate(ws):
+            logs.append(WriterLog.from_writer(w, 0, value_base(i), s.t_saved_ns or s.t_end_ns))
+            st = w.stats
+            summaries.append(_summary(logs[-1], st, s.t_protect_ns, s.t_saved_ns or s.t_end_ns))
+            logs[-1] = _until(logs[-1], s.t_frozen_ns)
+        for w in ws:
+            w.close()
+    check, note = None, ""
+    if not verify:
+        note = "not checked (--no-verify)"
+    elif isinstance(tgt, FileTarget) and not tgt.in_place:
+        check = check_image(load(tgt.path), [initial], logs, s.t_protect_ns, s.t_frozen_ns)
+        note = str(check)
+    else:
+        note = (f"not checked: the image went to {tgt}; run `uffdwp image verify` on what it "
+                "stored")
+    # non-zero memory at the freeze: the pages the engine had to store with their bytes
+    nonzero = s.data_pages * info.page_size
+    return DemoResult(params, result, summaries, check, note, nonzero, undisturbed)
+
+
+def _until(log: WriterLog, t_ns: int) -> WriterLog:
+    import bisect
+
+    k = bisect.bisect_right(log.t_start, t_ns)
+    return WriterLog(log.region, log.base, log.t_start[:k], log.stall[:k], log.address[:k],
+                     log.value[:k], log.writes)
+
+
+def _summary(log: WriterLog, st, t_begin: int, t_end: int) -> WriterSummary:
+    import bisect
+
+    lo = bisect.bisect_left(log.t_start, t_begin)
+    hi = bisect.bisect_right(log.t_start, t_end)
+    stalls = [s for s in log.stall[lo:hi] if s >= STALL_FLOOR_NS]
+    return WriterSummary(st.writes, hi - lo, st.max_stall_ns, list(st.histogram), stalls)
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    if not sorted_values:
+        return 0
+    return sorted_values[min(len(sorted_values) - 1, int(q * (len(sorted_values) - 1) + 0.5))]
+
+
+def hist_percentile(hist: list[int] | tuple[int, ...], q: float) -> int:
+    """Upper bound (ns) of the log2 bucket holding the q quantile."""
+    total = sum(hist)
+    if not total:
+        return 0
+    seen = 0
+    for i, c in enumerate(hist):
+        seen += c
+        if seen >= q * total:
+            return 1 << (i + 1)
+    return 1 << len(hist)
+
+
+__all__ = ["DemoResult", "WriterSummary", "hist_percentile", "parse_size", "percentile",
+           "run_demo"]
