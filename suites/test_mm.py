@@ -202,6 +202,8 @@ def child(fn):
 
 def child_write(address: int, value: int, expect_wp: bool | None = None):
     """The child's job: check its own pagemap bit 57 (exit 10 if not as expected), then store."""
+    if expect_wp is not None:
+        require_pagemap_wp()  # here, in the parent: a skip raised in the child would be lost
 
     def run() -> int:
         if expect_wp is not None and pagemap_wp_bit(address) != expect_wp:

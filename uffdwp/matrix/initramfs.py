@@ -25,6 +25,7 @@ GUEST_INIT = VMS_DIR / "guest" / "init"
 WANTED_MODULES = [
     "virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "overlay", "ext4",
     "crc32c_generic", "crc32c-intel", "virtio_rng",
+    "virtio_console",  # a module on 5.10 and 6.1: the Vagrant box's guest agent needs its channel
     "virtio_net",  # Vagrant machines reach SSH through a user-mode virtio NIC
 ]
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
