@@ -58,8 +58,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         memtype = _memtype(item)
         item.user_properties.append(("memtype", memtype or ""))
-        if spec.bug:
-            item.user_properties.append(("bug", spec.bug))
+        bug = spec.bug_for(memtype)
+        if bug:
+            item.user_properties.append(("bug", bug))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -81,9 +82,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     spec = _spec(item)
-    if report.failed and spec and spec.bug:
-        bug = kf.KNOWN_BUGS[spec.bug]
-        report.sections.append(("known bug", bug.describe()))
+    bug = spec.bug_for(_memtype(item)) if spec else None
+    if report.failed and bug:
+        report.sections.append(("known bug", kf.KNOWN_BUGS[bug].describe()))
 
 
 @pytest.fixture

@@ -474,7 +474,7 @@ def test_thp_pageout_keeps_protection(ctx, memtype, swap):
 
 
 # --- fork -----------------------------------------------------------------------------------------
-@uffd_test(mem=MEM_ALL)
+@uffd_test(mem=MEM_ALL, bug={"hugetlb": "hugetlb-fork", "hugetlb-private": "hugetlb-fork"})
 def test_fork_without_event_child_unprotected(ctx, memtype):
     """Without EVENT_FORK the child's memory is not registered: its copy has no bit 57 and it
     writes freely. The parent's page stays protected; private types keep the parent's data,
@@ -550,7 +550,7 @@ def _move(region: Region) -> tuple[int, int]:
     return old, region.remap(target)
 
 
-@uffd_test(mem=MEM_ALL)
+@uffd_test(mem=MEM_ALL, bug="mremap-clear")
 def test_mremap_without_event_leaves_no_wp_state(ctx, memtype):
     """Without EVENT_REMAP the moved VMA is no longer registered, and the fixed kernel clears the
     uffd-wp bits and markers that moved with it (0cef0bb836e3): no bit 57 at the new address, the

@@ -18,7 +18,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -91,16 +91,25 @@ class UffdSpec:
 
     features: Feature = Feature(0)
     modes: RegisterMode = WP
-    bug: str | None = None  # key of kernel_facts.KNOWN_BUGS this test reproduces
+    # key of kernel_facts.KNOWN_BUGS this test reproduces, or memory type -> key where the bug
+    # is specific to some types
+    bug: str | Mapping[str, str] | None = None
+
+    def bug_for(self, memtype: str | None) -> str | None:
+        if isinstance(self.bug, Mapping):
+            return self.bug.get(memtype or "")
+        return self.bug
 
 
 def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int = 0,
-              bug: str | None = None, timeout: float = 20):
+              bug: str | Mapping[str, str] | None = None, timeout: float = 20):
     """Declare a conformance test: memory types × modes × required features (+ known bug)."""
     if modes & MINOR and "anon" in mem:
         raise ValueError("MINOR mode does not apply to anonymous memory")
-    if bug is not None and bug not in kf.KNOWN_BUGS:
-        raise ValueError(f"unknown bug key {bug!r}")
+    keys = bug.values() if isinstance(bug, Mapping) else [bug] if bug else []
+    unknown = [k for k in keys if k not in kf.KNOWN_BUGS]
+    if unknown:
+        raise ValueError(f"unknown bug key(s) {unknown}")
     spec = UffdSpec(Feature(features), RegisterMode(modes), bug)
 
     def decorate(fn):

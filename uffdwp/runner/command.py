@@ -7,9 +7,11 @@ import datetime as dt
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,8 +178,10 @@ def run(args: argparse.Namespace) -> int:
         f"run-{_slug(kernel['release'])}-{started.strftime('%Y%m%d-%H%M%S')}")
     report = report.resolve()
     report.mkdir(parents=True, exist_ok=True)
-    events = report / "events.jsonl"
-    events.unlink(missing_ok=True)  # a reused directory: start the event log afresh
+    # The event log is followed while pytest appends to it: keep it on a local file system
+    # (a report directory on a guest's 9p share answers such reads with ENODATA), then copy it.
+    scratch = Path(tempfile.mkdtemp(prefix="uffdwp-run-"))
+    events = scratch / "events.jsonl"
     log = report / "pytest.log"
 
     if not api:
@@ -214,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
             for event in session.follow(proc, events):  # what finished while pytest stopped
                 consume(event)
     pytest_rc = proc.wait()
+    if events.exists():
+        shutil.move(str(events), report / "events.jsonl")
+    shutil.rmtree(scratch, ignore_errors=True)
 
     # Collected but never reported: pytest stopped (crash, ^C, -x) before running them.
     if interrupted:
