@@ -62,7 +62,7 @@ def qemu_command(vmlinuz: Path, initrd: Path, out: Path, accel: str, memory_mib:
 
 
 def make_scratch(path: Path, size: str = "4G") -> Path | None:
-    """A sparse ext4 image for the guest's /var/tmp (swap files need a real block device)."""
+    """A sparse ext4 image for the guest's /uffdwp-scratch (swap files need a real block device)."""
     if not shutil.which("mkfs.ext4"):
         return None
     path.parent.mkdir(parents=True, exist_ok=True)

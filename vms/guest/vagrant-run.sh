@@ -16,18 +16,18 @@ mkdir -p /mnt/uffdwp-rw/upper /mnt/uffdwp-rw/work
 mountpoint -q $R || mount -t overlay overlay \
     -o lowerdir=/mnt/uffdwp-lower,upperdir=/mnt/uffdwp-rw/upper,workdir=/mnt/uffdwp-rw/work $R \
     || exit 122
-for d in proc sys dev dev/shm dev/pts tmp run; do mkdir -p "$R/$d"; done
+for d in proc sys dev dev/shm dev/pts run; do mkdir -p "$R/$d"; done
 mountpoint -q $R/proc || mount -t proc proc $R/proc
 mountpoint -q $R/sys || mount -t sysfs sysfs $R/sys
 mountpoint -q $R/dev || mount -t devtmpfs devtmpfs $R/dev
 mountpoint -q $R/dev/shm || mount -t tmpfs -o mode=1777 shm $R/dev/shm
 mountpoint -q $R/dev/pts || mount -t devpts devpts $R/dev/pts
-mountpoint -q $R/tmp || mount -t tmpfs -o mode=1777 tmp $R/tmp
+# no tmpfs on /tmp: a checkout under /tmp on the host must stay visible at its path
 mkdir -p "$R$OUT"
 mountpoint -q "$R$OUT" || mount --bind /mnt/uffdwp-out "$R$OUT"
-# /var/tmp on the box's own disk (ext4): swap files work there
-mkdir -p /var/tmp/uffdwp "$R/var/tmp"
-mountpoint -q "$R/var/tmp" || mount --bind /var/tmp/uffdwp "$R/var/tmp"
+# scratch on the box's own disk (ext4): swap files work there (UFFDWP_SCRATCH points here)
+mkdir -p /var/tmp/uffdwp "$R/uffdwp-scratch"
+mountpoint -q "$R/uffdwp-scratch" || mount --bind /var/tmp/uffdwp "$R/uffdwp-scratch"
 chroot $R /bin/sh "$OUT/.guest/run.sh"
 rc=$?
 echo "$rc" > "/mnt/uffdwp-out/.guest/exit_status"
