@@ -68,7 +68,7 @@ export HOME=/root PATH={shlex.quote(path)} LANG=C.UTF-8 TMPDIR=/tmp
 export UFFDWP_MATRIX_KERNEL={shlex.quote(name)} UFFDWP_SCRATCH=/uffdwp-scratch
 export UFFDWP_STRESS_SCALE=0.2  # emulated CPU: smaller stress loads, same checks
 # in a VM the console is the only log: keep Python's output unbuffered
-export PYTHONUNBUFFERED=1 NO_COLOR=1
+export PYTHONUNBUFFERED=1 NO_COLOR=1 UFFDWP_PROGRESS=plain
 cd {shlex.quote(str(REPO_ROOT))} || exit 125
 uname -a > {shlex.quote(str(g / "uname"))}
 {shlex.quote(str(python))} {shlex.quote(str(VMS_DIR / "guest" / "probe_api.py"))} \\

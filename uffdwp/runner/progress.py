@@ -7,6 +7,7 @@ happen, and a summary line when nothing has been printed for a while.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
@@ -152,4 +153,6 @@ class LineProgress(_Base):
 
 
 def make_progress(console: Console, kernel: str) -> LiveProgress | LineProgress:
-    return LiveProgress(console, kernel) if console.is_terminal else LineProgress(console, kernel)
+    # A serial console is a terminal whose every redraw ends up in a log file: plain lines there.
+    live = console.is_terminal and os.environ.get("UFFDWP_PROGRESS") != "plain"
+    return LiveProgress(console, kernel) if live else LineProgress(console, kernel)
