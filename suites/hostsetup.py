@@ -20,8 +20,10 @@ WANT_HUGEPAGES = 96  # enough for two workers' hugetlb cases, fork CoW copies in
 SWAP_MB = 256
 STATE_DIR = Path(os.environ.get("UFFDWP_STATE_DIR", "/run/uffdwp" if os.geteuid() == 0
                                 else f"/tmp/uffdwp-{os.getuid()}"))
-# Swap needs a real disk: /run is tmpfs (and so is a guest's root overlay, hence UFFDWP_SCRATCH).
-SWAP_FILE = Path(os.environ.get("UFFDWP_SCRATCH", "/var/tmp")) / "uffdwp-swapfile"
+# Swap needs a real disk: /run is tmpfs, and so is a guest's root overlay, where UFFDWP_SCRATCH
+# names the scratch disk (a directory that does not exist here means: not in that guest).
+_SCRATCH = Path(os.environ.get("UFFDWP_SCRATCH", "/var/tmp"))
+SWAP_FILE = (_SCRATCH if _SCRATCH.is_dir() else Path("/var/tmp")) / "uffdwp-swapfile"
 _STATE = STATE_DIR / "state.json"
 _LOCK = STATE_DIR / "state.lock"
 
@@ -58,8 +60,9 @@ def join() -> None:
     with _locked_state() as state:
         if not state["pids"]:
             try:
-                state["old_hugepages"] = int(NR_HUGEPAGES.read_text())
-                if state["old_hugepages"] < WANT_HUGEPAGES:
+                # A run that crashed left its record of the original value: keep that one.
+                state.setdefault("old_hugepages", int(NR_HUGEPAGES.read_text()))
+                if int(NR_HUGEPAGES.read_text()) < WANT_HUGEPAGES:
                     NR_HUGEPAGES.write_text(str(WANT_HUGEPAGES))
             except OSError:
                 state.pop("old_hugepages", None)
