@@ -38,7 +38,7 @@ from .test_mm import (
     child_write,
     fork_with_event,
     in_thread,
-    wp_bits,
+    region_wp,
 )
 from .uffdtest import MEM_ALL, MEM_SHARED, pagemap_wp_bit, uffd_test
 
@@ -81,7 +81,7 @@ def test_remove_event_dontneed(ctx, memtype):
     ps = region.page_size
     msg, _ = event_from(uffd, region.madvise, MADV_DONTNEED, ps, 2 * ps)
     assert msg == RemoveEvent(region.page(1), region.page(3))
-    bits = wp_bits(region)
+    bits = region_wp(region)
     assert bits[0] and bits[3], "pages outside the removed range lost their protection"
     assert_blocks_hp(ctx, uffd, region, 3, 0x11)
     assert not uffd.read(4, 0.05)
@@ -96,7 +96,7 @@ def test_remove_event_madv_remove(ctx, memtype):
     msg, _ = event_from(uffd, region.madvise, MADV_REMOVE, ps, ps)
     assert msg == RemoveEvent(region.page(1), region.page(2))
     assert region.read(ps, 8) == bytes(8)
-    assert wp_bits(region)[0] and wp_bits(region)[2]
+    assert region_wp(region)[0] and region_wp(region)[2]
     assert_blocks_hp(ctx, uffd, region, 2, 0x12)
 
 
@@ -119,7 +119,7 @@ def test_unmap_event(ctx, memtype):
         msg, rc = event_from(uffd, munmap, region.page(2), 2 * ps)
         assert rc == 0
         assert msg == UnmapEvent(region.page(2), region.address + region.length)
-        assert wp_bits(Region(memtype, region.address, 2 * ps, ps)) == [True, True]
+        assert region_wp(Region(memtype, region.address, 2 * ps, ps)) == [True, True]
         assert_blocks_hp(ctx, uffd, region, 1, 0x21)
     finally:
         refill(region.page(2), 2 * ps)
@@ -159,7 +159,7 @@ def test_remap_event_payload(ctx, memtype):
     msg, new = event_from(uffd, _move, region)
     assert msg == RemapEvent(old, new, region.length)
     assert new == region.address != old
-    assert wp_bits(region) == [True, True]
+    assert region_wp(region) == [True, True]
     assert_blocks_hp(ctx, uffd, region, 0, 0x31)
     assert region.read(region.page_size, 8) == b"\x5a" * 8
 
@@ -183,7 +183,7 @@ def test_fork_event_gives_child_uffd(ctx, memtype):
         assert c.wait(5) == 0
     finally:
         c.kill()
-    assert wp_bits(region) == [True]
+    assert region_wp(region) == [True]
     expect = 0x41 if memtype in SHARED else 0x5A5A5A5A5A5A5A5A
     assert native.load_u64(region.address + 8) == expect
 

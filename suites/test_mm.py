@@ -46,8 +46,8 @@ from .uffdtest import (
     MEM_ALL,
     MEM_ANON,
     MEM_NOT_HUGETLB,
-    pagemap_wp,
     pagemap_wp_bit,
+    region_wp,
     require_pagemap_wp,
     uffd_test,
 )
@@ -74,10 +74,6 @@ def fill_pattern(region: Region) -> None:
 
 def load(address: int) -> int:
     return native.load_u64(address)
-
-
-def wp_bits(region: Region) -> list[bool]:
-    return pagemap_wp(region.address, region.length, region.page_size)
 
 
 def vma_field(address: int, name: str, pid: int | str = "self") -> int:
@@ -214,6 +210,32 @@ def child_write(address: int, value: int, expect_wp: bool | None = None):
     return run
 
 
+def require_fork_event(ctx, with_event: bool) -> None:
+    if with_event and not ctx.supported & Feature.EVENT_FORK:
+        pytest.skip("feature EVENT_FORK (mainline 4.11) absent on this kernel")
+
+
+def run_forked(ctx, uffd: Userfaultfd, region: Region, run, with_event: bool,
+               faults: tuple[int, ...] = (0,), exact: bool = False, timeout: float = 5) -> None:
+    """fork() a child doing *run*; it must exit 0. With EVENT_FORK each page index in *faults*
+    must fault WP on the child's new userfaultfd (at that page if *exact*) and is unprotected
+    through it; without, the child runs alone."""
+    if not with_event:
+        with child(run) as c:
+            assert c.wait(timeout) == 0, \
+                f"child exit {c.status} (10: wrong bit 57 in the child; None: stuck)"
+        return
+    c, cuffd = fork_with_event(ctx, uffd, region, run)
+    try:
+        for i in faults:
+            msg = ctx.fault(cuffd)
+            assert msg.is_wp and (not exact or msg.address == region.page(i)), msg
+            cuffd.unprotect(region.page(i), region.page_size)
+        assert c.wait(timeout) == 0, f"child exit {c.status}"
+    finally:
+        c.kill()
+
+
 def fork_with_event(ctx, uffd: Userfaultfd, region: Region, fn) -> tuple[Child, Userfaultfd]:
     """fork() while a native thread reads *uffd* (the forking thread waits for the FORK event to
     be read, and os.fork holds the GIL); returns the child and the child's new userfaultfd."""
@@ -303,7 +325,7 @@ def test_unprotect_swapped_page(ctx, memtype, swap):
     uffd.writeprotect(region.address, region.length)
     require_pageout(region)
     uffd.unprotect(region.page(0), PAGE_SIZE)
-    assert wp_bits(region) == [False, True]
+    assert region_wp(region) == [False, True]
     assert_writes_freely(ctx, region.page(0) + 8, 0x77)
     assert load(region.page(0)) == pattern(0)
     assert_blocks(ctx, uffd, region.page(1) + 8, 0x78)
@@ -318,9 +340,9 @@ def test_protect_while_swapped(ctx, memtype, swap):
     uffd = ctx.uffd()
     ctx.register(uffd, region)
     require_pageout(region)
-    assert wp_bits(region) == [False, False]
+    assert region_wp(region) == [False, False]
     uffd.writeprotect(region.address, region.length)
-    assert wp_bits(region) == [True, True]
+    assert region_wp(region) == [True, True]
     assert_blocks(ctx, uffd, region.page(0) + 8, 0x99)
     assert load(region.page(1)) == pattern(1)
 
@@ -333,7 +355,7 @@ def test_dontneed_anon_drops_page_and_protection(ctx, memtype):
     protected."""
     uffd, region = ctx.wp_region(3)
     region.madvise(MADV_DONTNEED, PAGE_SIZE, PAGE_SIZE)
-    assert wp_bits(region) == [True, False, True]
+    assert region_wp(region) == [True, False, True]
     assert not pagemap.entry(region.page(1)).present
     assert region.read(PAGE_SIZE, PAGE_SIZE) == bytes(PAGE_SIZE)
     assert_writes_freely(ctx, region.page(1) + 8, 0x55)
@@ -348,9 +370,9 @@ def test_dontneed_anon_with_wp_unpopulated(ctx, memtype):
     the next write fault."""
     uffd, region = ctx.wp_region(2)
     region.madvise(MADV_DONTNEED, 0, PAGE_SIZE)
-    assert wp_bits(region) == [False, True]
+    assert region_wp(region) == [False, True]
     uffd.writeprotect(region.page(0), PAGE_SIZE)
-    assert wp_bits(region) == [True, True]
+    assert region_wp(region) == [True, True]
     assert_blocks(ctx, uffd, region.page(0) + 8, 0x31)
     assert region.read(0, 8) == bytes(8)
 
@@ -363,7 +385,7 @@ def test_dontneed_file_and_hugetlb_keep_marker(ctx, memtype):
     uffd, region = ctx.wp_region(2)
     region.madvise(MADV_DONTNEED, 0, region.page_size)
     assert not pagemap.entry(region.page(0)).present
-    assert wp_bits(region) == [True, True], "zap dropped the uffd-wp marker"
+    assert region_wp(region) == [True, True], "zap dropped the uffd-wp marker"
     expect = b"\x5a" * 8 if memtype in SHARED else bytes(8)
     assert_blocks_hp(ctx, uffd, region, 0, 0x4242)
     assert region.read(0, 8) == expect
@@ -378,7 +400,7 @@ def test_unprotect_marker_then_write(ctx, memtype):
     uffd, region = ctx.wp_region(2)
     region.madvise(MADV_DONTNEED, 0, region.page_size)
     uffd.unprotect(region.page(0), region.page_size)
-    assert wp_bits(region) == [False, True]
+    assert region_wp(region) == [False, True]
     assert_writes_freely(ctx, region.page(0) + 8, 0x4343)
 
 
@@ -388,7 +410,7 @@ def _thp_protected(ctx):
     uffd = ctx.uffd()
     ctx.register(uffd, region)
     uffd.writeprotect(region.address, region.length)
-    assert all(wp_bits(region)), "protecting a THP left subpages without bit 57"
+    assert all(region_wp(region)), "protecting a THP left subpages without bit 57"
     return uffd, region
 
 
@@ -418,7 +440,7 @@ def test_thp_split_keeps_protection(ctx, memtype, how):
         uffd.unprotect(region.page(hole), PAGE_SIZE)
     else:
         region.madvise(MADV_DONTNEED, hole * PAGE_SIZE, PAGE_SIZE)
-    bits = wp_bits(region)
+    bits = region_wp(region)
     expect_hole = how == "mprotect"
     assert bits[hole] is expect_hole
     assert all(b for i, b in enumerate(bits) if i != hole), "split dropped uffd-wp on subpages"
@@ -455,7 +477,7 @@ def test_collapse_of_protected_ptes_refused_or_safe(ctx, memtype):
     except OSError as exc:
         assert exc.errno in (errno.EINVAL, errno.EAGAIN, errno.EBUSY), exc
         collapsed = False
-    assert all(wp_bits(region)), f"bit 57 lost (collapse {'done' if collapsed else 'refused'})"
+    assert all(region_wp(region)), f"bit 57 lost (collapse {'done' if collapsed else 'refused'})"
     for i in SAMPLE:
         assert_blocks(ctx, uffd, region.page(i) + 8, 0x400 + i)
         assert load(region.page(i)) == pattern(i)
@@ -467,7 +489,7 @@ def test_thp_pageout_keeps_protection(ctx, memtype, swap):
     writes after swap-in fault and the data is intact."""
     uffd, region = _thp_protected(ctx)
     require_pageout(region)
-    assert all(wp_bits(region)), "uffd-wp lost when the THP was swapped out"
+    assert all(region_wp(region)), "uffd-wp lost when the THP was swapped out"
     for i in SAMPLE:
         assert_blocks(ctx, uffd, region.page(i) + 8, 0x500 + i)
         assert load(region.page(i)) == pattern(i)
@@ -483,7 +505,7 @@ def test_fork_without_event_child_unprotected(ctx, memtype):
     addr = region.page(0) + 8
     with child(child_write(addr, 0xC41D, expect_wp=False)) as c:
         assert c.wait(5) == 0, f"child exit {c.status} (10: bit 57 set in child; None: stuck)"
-    assert wp_bits(region) == [True, True], "parent lost its protection"
+    assert region_wp(region) == [True, True], "parent lost its protection"
     assert load(addr) == (0xC41D if memtype in SHARED else 0x5A5A5A5A5A5A5A5A)
     assert_blocks_hp(ctx, uffd, region, 0, 0xAB)
 
@@ -506,7 +528,7 @@ def test_fork_with_event_child_protected(ctx, memtype):
         assert c.wait(5) == 0, f"child exit {c.status} (10: no bit 57 in child)"
     finally:
         c.kill()
-    assert wp_bits(region) == [True, True], "parent lost its protection"
+    assert region_wp(region) == [True, True], "parent lost its protection"
     assert load(addr) == (0xC41D if memtype in SHARED else 0x5A5A5A5A5A5A5A5A)
     assert not uffd.read(4, 0.05), "the child's fault reached the parent's userfaultfd"
 
@@ -516,8 +538,7 @@ def test_fork_with_event_child_protected(ctx, memtype):
 def test_fork_swapped_protected_page(ctx, memtype, swap, with_event):
     """fork() of a protected page that is swapped out (swap entry, or shmem marker): the child's
     entry has bit 57 exactly when EVENT_FORK keeps it registered (8f34f1eac382)."""
-    if with_event and not ctx.supported & Feature.EVENT_FORK:
-        pytest.skip("feature EVENT_FORK (mainline 4.11) absent on this kernel")
+    require_fork_event(ctx, with_event)
     region = ctx.region(2)
     fill_pattern(region)
     uffd = ctx.uffd(Feature.EVENT_FORK if with_event else 0)
@@ -525,19 +546,8 @@ def test_fork_swapped_protected_page(ctx, memtype, swap, with_event):
     uffd.writeprotect(region.address, region.length)
     require_pageout(region)
     addr = region.page(0)
-    run = child_write(addr, 0xD00D, expect_wp=with_event)
-    if with_event:
-        c, cuffd = fork_with_event(ctx, uffd, region, run)
-        try:
-            assert ctx.fault(cuffd).is_wp
-            cuffd.unprotect(region.page(0), PAGE_SIZE)
-            assert c.wait(5) == 0, f"child exit {c.status}"
-        finally:
-            c.kill()
-    else:
-        with child(run) as c:
-            assert c.wait(5) == 0, f"child exit {c.status} (10: stale bit 57 in the child)"
-    assert wp_bits(region) == [True, True]
+    run_forked(ctx, uffd, region, child_write(addr, 0xD00D, expect_wp=with_event), with_event)
+    assert region_wp(region) == [True, True]
     assert load(addr) == (0xD00D if memtype in SHARED else pattern(0))
     assert load(region.page(1)) == pattern(1)
 
@@ -558,9 +568,9 @@ def test_mremap_without_event_leaves_no_wp_state(ctx, memtype):
     stale protection."""
     uffd, region = ctx.wp_region(3)
     region.madvise(MADV_DONTNEED, region.page_size, region.page_size)  # a marker on file types
-    assert wp_bits(region) == [True, memtype != "anon", True], "precondition: protected"
+    assert region_wp(region) == [True, memtype != "anon", True], "precondition: protected"
     _move(region)
-    assert wp_bits(region) == [False] * 3, "uffd-wp state moved into an unregistered VMA"
+    assert region_wp(region) == [False] * 3, "uffd-wp state moved into an unregistered VMA"
     uffd2 = ctx.uffd()
     ctx.register(uffd2, region)
     for i in range(3):
@@ -580,7 +590,7 @@ def test_mremap_with_event_keeps_protection(ctx, memtype):
     assert not t.is_alive()
     assert out and not isinstance(out[0], BaseException), out
     assert msg.old_address == old and msg.new_address == region.address
-    assert wp_bits(region) == [True, True]
+    assert region_wp(region) == [True, True]
     assert_blocks_hp(ctx, uffd, region, 1, 0x700)
     assert region.read(0, 8) == b"\x5a" * 8
 
@@ -593,5 +603,5 @@ def test_mprotect_cycle_keeps_protection(ctx, memtype):
     uffd, region = ctx.wp_region(2)
     region.mprotect(PROT_READ)
     region.mprotect(PROT_READ | PROT_WRITE)
-    assert wp_bits(region) == [True, True]
+    assert region_wp(region) == [True, True]
     assert_blocks_hp(ctx, uffd, region, 1, 0x800)

@@ -33,13 +33,13 @@ from .test_mm import (
     child,
     child_write,
     fill_pattern,
-    fork_with_event,
     load,
     pattern,
+    require_fork_event,
     require_pageout,
+    run_forked,
     thp_region,
     vma_field,
-    wp_bits,
 )
 from .uffdtest import (
     MEM_ALL,
@@ -47,6 +47,7 @@ from .uffdtest import (
     MEM_HUGETLB,
     pagemap_wp,
     pagemap_wp_bit,
+    region_wp,
     require_pagemap_wp,
     stress,
     uffd_test,
@@ -138,7 +139,7 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
         assert res.returncode == 0, f"swapoff failed: {res.stderr.strip()}"
     if vma_field(region.address, "Swap"):
         pytest.skip("the pages went to another swap device than the test's own")
-    assert all(wp_bits(region)), "uffd-wp bit lost by swapoff"
+    assert all(region_wp(region)), "uffd-wp bit lost by swapoff"
     if memtype != "shmem":  # private pages are mapped back by unuse_pte()
         assert all(e.present for e in pagemap.entries(region.address, region.pages))
     for i in range(region.pages):
@@ -154,8 +155,7 @@ def test_fork_special_cases(ctx, memtype, swap, with_event):
     Without EVENT_FORK the child's copies carry no bit 57 and it writes both freely; with it both
     keep bit 57 and the child's write faults on its new userfaultfd. The child never hangs; the
     parent keeps its protection."""
-    if with_event and not ctx.supported & Feature.EVENT_FORK:
-        pytest.skip("feature EVENT_FORK (mainline 4.11) absent on this kernel")
+    require_fork_event(ctx, with_event)
     region = ctx.region(2)
     fill_pattern(region)
     uffd = ctx.uffd(Feature.EVENT_FORK if with_event else 0)
@@ -172,20 +172,8 @@ def test_fork_special_cases(ctx, memtype, swap, with_event):
             native.store_u64(region.page(i) + 8, 0xF00 + i)
         return 0
 
-    if with_event:
-        c, cuffd = fork_with_event(ctx, uffd, region, run)
-        try:
-            for i in range(2):
-                msg = ctx.fault(cuffd)
-                assert msg.is_wp and msg.address == region.page(i), msg
-                cuffd.unprotect(region.page(i), PAGE_SIZE)
-            assert c.wait(5) == 0, f"child exit {c.status}"
-        finally:
-            c.kill()
-    else:
-        with child(run) as c:
-            assert c.wait(5) == 0, f"child exit {c.status} (10: wrong bit 57 in the child)"
-    assert wp_bits(region) == [True, True], "the parent lost its protection"
+    run_forked(ctx, uffd, region, run, with_event, faults=(0, 1), exact=True)
+    assert region_wp(region) == [True, True], "the parent lost its protection"
     for i in range(2):
         assert load(region.page(i)) == pattern(i)
         assert load(region.page(i) + 8) == (0xF00 + i if memtype in SHARED else 0)
@@ -201,7 +189,7 @@ def _marker_region(ctx, memtype, extra=0):
     else:  # shmem/hugetlb: zapping a protected pte leaves a marker
         region.madvise(MADV_DONTNEED, 0, region.page_size)
     assert not pagemap.entry(region.page(0)).present
-    assert wp_bits(region) == [True, True]
+    assert region_wp(region) == [True, True]
     return uffd, region
 
 
@@ -212,24 +200,11 @@ def test_fork_pte_marker(ctx, memtype, with_event):
     child must not inherit the marker (its vma is not registered): no bit 57, its write goes through
     at once. With EVENT_FORK the marker is kept and the child's write faults on the new fd. The
     parent keeps its marker either way. (WP_UNPOPULATED is what puts markers on anon memory.)"""
-    if with_event and not ctx.supported & Feature.EVENT_FORK:
-        pytest.skip("feature EVENT_FORK (mainline 4.11) absent on this kernel")
+    require_fork_event(ctx, with_event)
     uffd, region = _marker_region(ctx, memtype, Feature.EVENT_FORK if with_event else 0)
     addr = region.page(0) + 8
-    run = child_write(addr, 0xAB, expect_wp=with_event)
-    if with_event:
-        c, cuffd = fork_with_event(ctx, uffd, region, run)
-        try:
-            msg = ctx.fault(cuffd)
-            assert msg.is_wp, msg
-            cuffd.unprotect(region.page(0), region.page_size)
-            assert c.wait(5) == 0, f"child exit {c.status}"
-        finally:
-            c.kill()
-    else:
-        with child(run) as c:
-            assert c.wait(5) == 0, f"child exit {c.status} (10: marker copied; None: stuck)"
-    assert wp_bits(region) == [True, True], "the parent lost its marker"
+    run_forked(ctx, uffd, region, child_write(addr, 0xAB, expect_wp=with_event), with_event)
+    assert region_wp(region) == [True, True], "the parent lost its marker"
     assert_blocks_hp(ctx, uffd, region, 0, 0xCD)
 
 
@@ -240,7 +215,7 @@ def test_hugetlb_wp_unpopulated_then_write(ctx, memtype):
     access is a write. It must fault WP (the private CoW shortcut used to map it writable), and
     after unprotect the write lands in a zeroed page."""
     uffd, region = ctx.wp_region(2, populate=False)
-    assert wp_bits(region) == [True, True]
+    assert region_wp(region) == [True, True]
     assert_blocks_hp(ctx, uffd, region, 0, 0x1234)
     assert region.read(0, 8) == bytes(8)
     assert region.read(region.page_size - 8, 8) == bytes(8)
@@ -289,7 +264,7 @@ def test_thp_migration_keeps_wp(ctx, memtype):
     status = _move_pages(region.address, 1, nodes[1])
     if status[0] < 0:
         status = _move_pages(region.address, 1, nodes[0])
-    assert all(wp_bits(region)), "uffd-wp bit lost by THP migration"
+    assert all(region_wp(region)), "uffd-wp bit lost by THP migration"
     for i in SAMPLE:
         assert_blocks(ctx, uffd, region.page(i) + 8, 0x900 + i)
         assert load(region.page(i)) == pattern(i)
@@ -302,11 +277,10 @@ def test_hugetlb_fork(ctx, memtype, with_event):
     """5a2f8d22ace4 (6.4): fork() of protected hugetlb memory, a present page and a marker. The
     child's copy keeps bit 57 exactly when EVENT_FORK registers it; without the event the child
     writes the present page freely and never hangs; with it the write faults on the child's fd."""
-    if with_event and not ctx.supported & Feature.EVENT_FORK:
-        pytest.skip("feature EVENT_FORK (mainline 4.11) absent on this kernel")
+    require_fork_event(ctx, with_event)
     uffd, region = ctx.wp_region(2, extra=Feature.EVENT_FORK if with_event else 0)
     region.madvise(MADV_DONTNEED, region.page_size, region.page_size)  # page 1: a marker
-    assert wp_bits(region) == [True, True]  # skips here where pagemap has no uffd-wp bit
+    assert region_wp(region) == [True, True]  # skips here where pagemap has no uffd-wp bit
     addr = region.page(0) + 8
 
     def run() -> int:
@@ -317,19 +291,8 @@ def test_hugetlb_fork(ctx, memtype, with_event):
         native.store_u64(addr, 0xBB)
         return 0
 
-    if with_event:
-        c, cuffd = fork_with_event(ctx, uffd, region, run)
-        try:
-            msg = ctx.fault(cuffd)
-            assert msg.is_wp, msg
-            cuffd.unprotect(region.page(0), region.page_size)
-            assert c.wait(10) == 0, f"child exit {c.status}"
-        finally:
-            c.kill()
-    else:
-        with child(run) as c:
-            assert c.wait(10) == 0, f"child exit {c.status} (10: wrong bit 57 in the child)"
-    assert wp_bits(region) == [True, True]
+    run_forked(ctx, uffd, region, run, with_event, timeout=10)
+    assert region_wp(region) == [True, True]
     assert load(addr) == (0xBB if memtype == "hugetlb" else 0x5A5A5A5A5A5A5A5A)
     assert_blocks_hp(ctx, uffd, region, 0, 0xCC)
 
@@ -353,7 +316,7 @@ def test_hugetlb_unshare_keeps_wp(ctx, memtype):
         finally:
             os.close(fd)
     assert written == PAGE_SIZE
-    assert wp_bits(region) == [True], "uffd-wp bit lost when the pinned page was unshared"
+    assert region_wp(region) == [True], "uffd-wp bit lost when the pinned page was unshared"
     assert_blocks_hp(ctx, uffd, region, 0, 0xDD)
     assert region.read(16, 8) == b"\x5a" * 8
 
@@ -364,7 +327,7 @@ def _move(region: Region) -> None:
 
 
 def _assert_no_wp_state(ctx, region: Region, uffd_old) -> None:
-    assert not any(wp_bits(region)), "stale uffd-wp bits in a VMA that is not registered"
+    assert not any(region_wp(region)), "stale uffd-wp bits in a VMA that is not registered"
     uffd2 = ctx.uffd()
     ctx.register(uffd2, region)  # WP mode, nothing protected: no write may fault
     for i in range(region.pages):
@@ -385,7 +348,7 @@ def test_mremap_clears_wp(ctx, memtype, state):
             ctx, memtype, Feature.WP_UNPOPULATED if memtype == "anon" else 0)
     else:
         uffd, region = ctx.wp_region(2)
-    assert all(wp_bits(region)), "precondition: the pages are protected before the move"
+    assert all(region_wp(region)), "precondition: the pages are protected before the move"
     _move(region)
     _assert_no_wp_state(ctx, region, uffd)
     if memtype in SHARED or state == "present":
@@ -401,7 +364,7 @@ def test_mremap_clears_wp_swapped(ctx, memtype, swap):
     ctx.register(uffd, region)
     uffd.writeprotect(region.address, region.length)
     require_pageout(region)
-    assert all(wp_bits(region)), "precondition: the pages are protected before the move"
+    assert all(region_wp(region)), "precondition: the pages are protected before the move"
     _move(region)
     _assert_no_wp_state(ctx, region, uffd)
     assert [load(region.page(i)) for i in range(2)] == [pattern(0), pattern(1)]
@@ -414,9 +377,9 @@ def test_mremap_clears_wp_thp(ctx, memtype):
     uffd = ctx.uffd()
     ctx.register(uffd, region)
     uffd.writeprotect(region.address, region.length)
-    assert all(wp_bits(region)), "precondition: the THP is protected before the move"
+    assert all(region_wp(region)), "precondition: the THP is protected before the move"
     _move(region)
-    assert not any(wp_bits(region)), "stale uffd-wp bits on the moved THP"
+    assert not any(region_wp(region)), "stale uffd-wp bits on the moved THP"
     uffd2 = ctx.uffd()
     ctx.register(uffd2, region)
     for i in SAMPLE:
@@ -458,7 +421,7 @@ def test_thp_split_zero_subpages_keep_wp(ctx, memtype):
     ctx.register(uffd, region)
     uffd.writeprotect(region.address, region.length)
     _split_by_partial_pageout(region)
-    bits = wp_bits(region)
+    bits = region_wp(region)
     lost = [i for i, b in enumerate(bits) if not b]
     assert not lost, f"uffd-wp lost on {len(lost)} subpages after the split (e.g. {lost[:5]})"
     for i in (zero[0], zero[len(zero) // 2], zero[-1], 1, 511):

@@ -26,8 +26,8 @@ from .test_wp import (
     assert_killed_by,
     expect_errno,
     no_message,
+    region_wp,
     run_in_child,
-    wp_bits,
 )
 from .uffdtest import (
     MEM_ALL,
@@ -67,7 +67,7 @@ def test_copy_wp_resolves_missing_into_protected_page(ctx, memtype):
     assert first.is_write and not first.is_wp and first.address == region.page(1)
     data = pattern(region, 7)
     assert uffd.copy(region.page(1), data, wp=True) == region.page_size
-    assert wp_bits(region) == [False, True]
+    assert region_wp(region) == [False, True]
     second = ctx.fault(uffd)
     assert second.is_wp and second.is_write and second.address == region.page(1)
     assert not store.finished(0.05)
@@ -107,7 +107,7 @@ def test_copy_without_wp_is_writable(ctx, memtype):
     ctx.register(uffd, region)
     data = pattern(region, 5)
     uffd.copy(region.address, data)
-    assert wp_bits(region) == [False]
+    assert region_wp(region) == [False]
     store = ctx.store(region.address + 16, 42)
     assert store.finished(RESUME)
     no_message(ctx, uffd, 0.05)
@@ -123,7 +123,7 @@ def test_copy_onto_present_page_eexist(ctx, memtype, wp):
     uffd, region = ctx.wp_region(1, fill=0x66, protect=wp)
     expect_errno(errno.EEXIST, uffd.copy, region.address, pattern(region, 1), wp=wp)
     assert region.read() == b"\x66" * region.length
-    assert wp_bits(region) == [wp]
+    assert region_wp(region) == [wp]
 
 
 @uffd_test(mem=MEM_ALL, modes=MISSING | WP)
@@ -175,7 +175,7 @@ def test_zeropage_resolves_missing_read(ctx, memtype):
     assert not ctx.fault(uffd).is_wp
     assert uffd.zeropage(region.address, region.length) == region.length
     assert loader.finished(RESUME) and loader.value == 0
-    assert wp_bits(region) == [False]
+    assert region_wp(region) == [False]
     uffd.writeprotect(region.address, region.length)
     store = ctx.store(region.address, 5)
     assert ctx.fault(uffd).is_wp
@@ -244,7 +244,7 @@ def test_continue_wp_maps_protected(ctx, memtype):
         assert msg.address == region.address
         assert _continue(uffd, region, wp=True) == region.length
         assert loader.finished(RESUME) and loader.value == 0x2B2B2B2B2B2B2B2B
-        assert wp_bits(region) == [True]
+        assert region_wp(region) == [True]
         store = ctx.store(region.address, 0x99)
         wp = ctx.fault(uffd)
         assert wp.is_wp and wp.is_write and wp.address == region.address
@@ -263,7 +263,7 @@ def test_continue_without_wp_is_writable(ctx, memtype):
     uffd, region, alias = _minor_setup(ctx, 0x1D)
     try:
         assert uffd.continue_(region.address, region.length) == region.length
-        assert wp_bits(region) == [False]
+        assert region_wp(region) == [False]
         store = ctx.store(region.address, 0x31)
         assert store.finished(RESUME)
         no_message(ctx, uffd, 0.05)
@@ -312,7 +312,7 @@ def test_poison_onto_present_page_eexist(ctx, memtype):
     page keeps its data and its protection."""
     uffd, region = ctx.wp_region(1, fill=0x6D)
     expect_errno(errno.EEXIST, uffd.poison, region.address, region.length)
-    assert wp_bits(region) == [True]
+    assert region_wp(region) == [True]
     assert region.read() == b"\x6d" * region.length
 
 
@@ -365,7 +365,7 @@ def test_sigbus_copy_wp_state(ctx, memtype):
     ctx.register(uffd, region)
     uffd.copy(region.page(0), pattern(region, 1), wp=True)
     uffd.copy(region.page(1), pattern(region, 2))
-    assert wp_bits(region) == [True, False]
+    assert region_wp(region) == [True, False]
     store = ctx.store(region.page(1), 0x5B)
     assert store.finished(RESUME)
     assert native.load_u64(region.page(0)) == int.from_bytes(pattern(region, 1)[:8], "little")
@@ -395,12 +395,12 @@ def test_move_write_protected_page(ctx, memtype):
     uABI change in favour of a future UFFDIO_MOVE_MODE_WP)."""
     uffd, region = _move_setup(ctx)
     uffd.writeprotect(region.page(0), region.page_size)
-    assert wp_bits(region)[0]
+    assert region_wp(region)[0]
     moved = uffd.move(region.page(2), region.page(0), region.page_size)
     assert moved == region.page_size
     assert page_bytes(region, 2) == pattern(region, 20)
     assert not pagemap.entry(region.page(0)).present
-    assert not wp_bits(region)[2]
+    assert not region_wp(region)[2]
     store = ctx.store(region.page(2), 0x77)
     assert store.finished(RESUME)
     no_message(ctx, uffd, 0.05)
@@ -414,7 +414,7 @@ def test_move_into_wp_range_then_protect(ctx, memtype):
     uffd, region = _move_setup(ctx)
     uffd.move(region.page(3), region.page(1), region.page_size)
     uffd.writeprotect(region.page(3), region.page_size)
-    assert wp_bits(region)[3]
+    assert region_wp(region)[3]
     store = ctx.store(region.page(3) + 8, 0x88)
     msg = ctx.fault(uffd)
     assert msg.is_wp and msg.address == region.page(3)
@@ -449,5 +449,5 @@ def test_move_onto_present_page_eexist(ctx, memtype):
     expect_errno(errno.EEXIST, uffd.move, region.page(1), region.page(0), region.page_size)
     assert page_bytes(region, 0) == pattern(region, 20)
     assert page_bytes(region, 1) == pattern(region, 21)
-    assert wp_bits(region)[1]
+    assert region_wp(region)[1]
 

@@ -150,6 +150,11 @@ def pagemap_wp(address: int, length: int, page_size: int = PAGE_SIZE,
     return pagemap.uffd_wp(address, length, page_size, pid)
 
 
+def region_wp(region: Region) -> list[bool]:
+    """The uffd-wp bit of each page of *region*; skips where pagemap has no such bit."""
+    return pagemap_wp(region.address, region.length, region.page_size)
+
+
 def pagemap_wp_bit(address: int, pid: int | str = "self") -> bool:
     require_pagemap_wp()
     return pagemap.entry(address, pid).uffd_wp

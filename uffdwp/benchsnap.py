@@ -31,7 +31,7 @@ from pathlib import Path
 from . import memory
 from ._ffi import ffi, lib
 from .kernel_facts import Feature, RegisterMode
-from .native import FaultHandler, Pattern, Policy, Writer
+from .native import FaultHandler, Pattern, Policy, Writer, hist_percentile, percentile
 from .pagemap import written_pages
 from .snapshot import Snapshot
 from .snapshot.check import fill_initial
@@ -65,19 +65,6 @@ class Run:
     @property
     def size_ratio(self) -> float:
         return self.image_bytes / self.nonzero_bytes if self.nonzero_bytes else 0.0
-
-
-def _hist_pct(hist: list[int], q: float) -> float:
-    """Upper bound in µs of the log2-ns bucket holding quantile q."""
-    total = sum(hist)
-    if not total:
-        return 0.0
-    seen = 0
-    for i, c in enumerate(hist):
-        seen += c
-        if seen >= q * total:
-            return (1 << (i + 1)) / 1000
-    return (1 << len(hist)) / 1000
 
 
 class _Writers:
@@ -252,10 +239,10 @@ def run_one(method: str, region: memory.Region, rate: int, n_writers: int,
     faulting = delta[FAULT_FLOOR_BUCKET:]
     during = (c1 - c0) / elapsed if elapsed > 0 else 0.0
     ratio = during / base_rate if base_rate else 1.0
+    floored = [0] * FAULT_FLOOR_BUCKET + faulting
     return Run(method, rate, seconds, size, nonzero, max_stall / 1000,
-               _hist_pct([0] * FAULT_FLOOR_BUCKET + faulting, 0.5),
-               _hist_pct([0] * FAULT_FLOOR_BUCKET + faulting, 0.99), sum(faulting), ratio,
-               rounds, note)
+               hist_percentile(floored, 0.5) / 1000, hist_percentile(floored, 0.99) / 1000,
+               sum(faulting), ratio, rounds, note)
 
 
 def plain_copy(region: memory.Region, directory: Path) -> Run:
@@ -407,14 +394,10 @@ def bench_roundtrip(pages: int = 4096, rounds: int = 5) -> RoundTrip:
                 service += [r.t_done_ns - r.t_read_ns for r in handler.records() if r.t_done_ns]
             stalls += [r.stall_ns for r in recs]
         uffd.unregister(region.address, region.length)
-    stalls.sort()
-    service.sort()
+    stalls.sort()  # for the max below
 
-    def pct(v: list[int], q: float) -> float:
-        return v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))] / 1000 if v else 0.0
-
-    return RoundTrip(len(stalls), pct(stalls, 0.5), pct(stalls, 0.99),
-                     stalls[-1] / 1000 if stalls else 0.0, pct(service, 0.5))
+    return RoundTrip(len(stalls), percentile(stalls, 0.5) / 1000, percentile(stalls, 0.99) / 1000,
+                     stalls[-1] / 1000 if stalls else 0.0, percentile(service, 0.5) / 1000)
 
 
 def save_json(obj, path: str | Path) -> None:

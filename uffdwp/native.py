@@ -223,12 +223,26 @@ def now_ns() -> int:
 
 
 def percentile(samples: Sequence[int], q: float) -> int:
-    """The *q* quantile (0..1) of *samples* by nearest rank."""
+    """The *q* quantile (0..1) of *samples* by nearest rank (0 for no samples)."""
     if not samples:
         return 0
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+def hist_percentile(hist: Sequence[int], q: float) -> int:
+    """Upper bound (ns) of the log2 bucket of a Writer histogram that holds the *q* quantile."""
+    total = sum(hist)
+    if not total:
+        return 0
+    seen = 0
+    for i, count in enumerate(hist):
+        seen += count
+        if seen >= q * total:
+            return 1 << (i + 1)
+    return 1 << len(hist)
 
 
 __all__ = ["FaultHandler", "FaultRecord", "HandlerStats", "Pattern", "Policy", "WriteRecord",
-           "Writer", "WriterStats", "load_u64", "now_ns", "percentile", "store_u64"]
+           "Writer", "WriterStats", "hist_percentile", "load_u64", "now_ns", "percentile",
+           "store_u64"]

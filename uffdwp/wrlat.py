@@ -18,6 +18,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from .native import percentile
+
 
 def log2_histogram_us(stalls_ns: Sequence[int]) -> list[int]:
     """Buckets of µs: bucket 0 holds [0, 1) µs, bucket i >= 1 holds [2^(i-1), 2^i) µs."""
@@ -48,13 +50,11 @@ def format_histogram(hist: Sequence[int], unit: str = "usecs", width: int = 40) 
 def summary_line(stalls_ns: Sequence[int]) -> str:
     if not stalls_ns:
         return "no writer waited on a write-protect fault"
-    s = sorted(stalls_ns)
-
     def pct(q: float) -> float:
-        return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] / 1000
+        return percentile(stalls_ns, q) / 1000
 
-    return (f"{len(s)} faulting stores: p50 {pct(0.5):.1f} us, p90 {pct(0.9):.1f} us, "
-            f"p99 {pct(0.99):.1f} us, max {s[-1] / 1000:.1f} us")
+    return (f"{len(stalls_ns)} faulting stores: p50 {pct(0.5):.1f} us, p90 {pct(0.9):.1f} us, "
+            f"p99 {pct(0.99):.1f} us, max {max(stalls_ns) / 1000:.1f} us")
 
 
 def stalls_from_stats(path: str | Path) -> tuple[list[int], dict]:

@@ -24,6 +24,7 @@
 
 #include "uffd_compat.h"
 #include "uffdwp_native.h"
+#include "uffdwp_internal.h"
 #include "snapshot_native.h"
 
 #ifndef MADV_POPULATE_READ
@@ -224,21 +225,7 @@ static void drop_pending_sigpipe(void)
 
 static int wp_range(int uffd, uint64_t start, uint64_t len, int protect)
 {
-	struct uffdio_writeprotect wp = { .range = { .start = start, .len = len },
-					  .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0 };
-	for (;;) {
-		int ret = ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
-		if (ret == 0)
-			return 0;
-		if (errno != EAGAIN && errno != EINTR) /* EAGAIN: mm changing under us; retry */
-			return -errno;
-	}
-}
-
-static int wake_range(int uffd, uint64_t start, uint64_t len)
-{
-	struct uffdio_range r = { .start = start, .len = len };
-	return ioctl(uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+	return uffdwp_writeprotect(uffd, start, len, protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0);
 }
 
 /* ----------------------------------------------------------------------------------------------
@@ -388,7 +375,7 @@ static void serve_fault(struct uffdsnap *s, uint64_t addr, uint64_t t_read)
 		/* saved and unprotected after the fault was queued: that unprotect woke it; wake
 		 * again in case the message outlived the wake-up */
 		atomic_fetch_add_explicit(&s->faults_already, 1, memory_order_relaxed);
-		wake_range(s->uffd, page, r->ps);
+		uffdwp_wake(s->uffd, page, r->ps);
 		return;
 	}
 	int zero = uffdsnap_is_zero((void *)(uintptr_t)page, r->ps);
@@ -503,7 +490,7 @@ static int release_all(struct uffdsnap *s)
 		int ret = wp_range(s->uffd, s->r[i].addr, s->r[i].len, 0);
 		if (ret < 0 && ret != -ENOENT)
 			failures++;
-		ret = wake_range(s->uffd, s->r[i].addr, s->r[i].len);
+		ret = uffdwp_wake(s->uffd, s->r[i].addr, s->r[i].len);
 		if (ret < 0 && ret != -ENOENT)
 			failures++;
 	}
@@ -849,11 +836,7 @@ void uffdsnap_get_stats(struct uffdsnap *s, struct uffdsnap_stats *out)
 
 int uffdsnap_wait(struct uffdsnap *s, int timeout_ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(timeout_ms % 1000) * 1000000ull;
-	ts.tv_sec += timeout_ms / 1000 + (time_t)(ns / 1000000000ull);
-	ts.tv_nsec = (long)(ns % 1000000000ull);
+	struct timespec ts = uffdwp_deadline(timeout_ms);
 	int ret = 0;
 	pthread_mutex_lock(&s->lock);
 	while (!s->finished && ret == 0)

@@ -15,6 +15,7 @@
 
 #include "uffd_compat.h"
 #include "uffdwp_native.h"
+#include "uffdwp_internal.h"
 
 /* ----------------------------------------------------------------------------------------------
  * wrappers
@@ -107,16 +108,30 @@ struct uffdwp_handler {
 	_Atomic int last_error;
 };
 
-static int writeprotect(int uffd, uint64_t start, uint64_t len, uint64_t mode)
+int uffdwp_writeprotect(int uffd, uint64_t start, uint64_t len, uint64_t mode)
 {
 	struct uffdio_writeprotect wp = { .range = { .start = start, .len = len }, .mode = mode };
-	return uffdwp_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
+	int ret;
+	do /* EAGAIN: the mm is changing under us (fork, mremap…); the call is safe to repeat */
+		ret = uffdwp_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
+	while (ret == -EAGAIN || ret == -EINTR);
+	return ret;
 }
 
-static int wake(int uffd, uint64_t start, uint64_t len)
+int uffdwp_wake(int uffd, uint64_t start, uint64_t len)
 {
 	struct uffdio_range r = { .start = start, .len = len };
 	return uffdwp_ioctl(uffd, UFFDIO_WAKE, &r);
+}
+
+struct timespec uffdwp_deadline(int timeout_ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(timeout_ms % 1000) * 1000000ull;
+	ts.tv_sec += timeout_ms / 1000 + (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	return ts;
 }
 
 /* The range the handler was given that holds addr, so a copy lands at the same offset. */
@@ -151,7 +166,7 @@ static int resolve_fault(struct uffdwp_handler *h, const struct uffd_msg *msg)
 				memcpy((void *)(uintptr_t)(h->copy_to + off), (void *)(uintptr_t)page,
 				       h->page_size);
 		}
-		return writeprotect(h->uffd, page, h->page_size, 0);
+		return uffdwp_writeprotect(h->uffd, page, h->page_size, 0);
 	}
 	if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
 		atomic_fetch_add(&h->minor_faults, 1);
@@ -345,10 +360,10 @@ int uffdwp_handler_stop(struct uffdwp_handler *h)
 	/* Leave nothing blocked: lift protection, then wake whoever still waits in a fault. */
 	for (size_t i = 0; i < h->n_ranges; i++) {
 		uint64_t start = h->ranges[2 * i], len = h->ranges[2 * i + 1];
-		int ret = writeprotect(h->uffd, start, len, 0);
+		int ret = uffdwp_writeprotect(h->uffd, start, len, 0);
 		if (ret < 0 && ret != -ENOENT && ret != -EINVAL)
 			failures++;
-		ret = wake(h->uffd, start, len);
+		ret = uffdwp_wake(h->uffd, start, len);
 		if (ret < 0 && ret != -ENOENT && ret != -EINVAL)
 			failures++;
 	}
@@ -522,11 +537,7 @@ size_t uffdwp_writer_records(struct uffdwp_writer *w, struct uffdwp_write_record
 
 int uffdwp_writer_wait(struct uffdwp_writer *w, int timeout_ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)(timeout_ms % 1000) * 1000000ull;
-	ts.tv_sec += timeout_ms / 1000 + (time_t)(ns / 1000000000ull);
-	ts.tv_nsec = (long)(ns % 1000000000ull);
+	struct timespec ts = uffdwp_deadline(timeout_ms);
 	int ret = 0;
 	pthread_mutex_lock(&w->lock);
 	while (atomic_load(&w->running) && ret == 0)

@@ -144,24 +144,4 @@ def _summary(log: WriterLog, st, t_begin: int, t_end: int) -> WriterSummary:
     return WriterSummary(st.writes, hi - lo, st.max_stall_ns, list(st.histogram), stalls)
 
 
-def percentile(sorted_values: list[int], q: float) -> int:
-    if not sorted_values:
-        return 0
-    return sorted_values[min(len(sorted_values) - 1, int(q * (len(sorted_values) - 1) + 0.5))]
-
-
-def hist_percentile(hist: list[int] | tuple[int, ...], q: float) -> int:
-    """Upper bound (ns) of the log2 bucket holding the q quantile."""
-    total = sum(hist)
-    if not total:
-        return 0
-    seen = 0
-    for i, c in enumerate(hist):
-        seen += c
-        if seen >= q * total:
-            return 1 << (i + 1)
-    return 1 << len(hist)
-
-
-__all__ = ["DemoResult", "WriterSummary", "hist_percentile", "parse_size", "percentile",
-           "run_demo"]
+__all__ = ["DemoResult", "WriterSummary", "parse_size", "run_demo"]
