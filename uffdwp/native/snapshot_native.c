@@ -25,203 +25,13 @@
 #include "uffd_compat.h"
 #include "uffdwp_native.h"
 #include "uffdwp_internal.h"
+#include "pagedata_native.h"
+#include "records.h"
 #include "snapshot_native.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22 /* 5.14 */
 #endif
-
-/* Image record header: 32 bytes, little-endian (uffdwp/snapshot/image.py mirrors it). */
-#define REC_MAGIC 0x43455253u /* "SREC" */
-#define REC_PAGES 1u
-#define REC_ZERO 2u
-#define REC_END 3u
-#define REC_HDR 32u
-
-struct rec_hdr {
-	uint32_t magic;
-	uint32_t type;
-	uint32_t region;
-	uint32_t count;
-	uint64_t first;
-	uint32_t data_crc;
-	uint32_t header_crc; /* crc32c of the 28 bytes before it */
-};
-_Static_assert(sizeof(struct rec_hdr) == REC_HDR, "record header is 32 bytes");
-
-/* ----------------------------------------------------------------------------------------------
- * CRC32C (Castagnoli): SSE4.2 where the CPU has it, else slicing by table.
- */
-static uint32_t crc_table[256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-static int crc_hw;
-
-static void crc_init(void)
-{
-	for (uint32_t i = 0; i < 256; i++) {
-		uint32_t c = i;
-		for (int k = 0; k < 8; k++)
-			c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-		crc_table[i] = c;
-	}
-#if defined(__x86_64__)
-	__builtin_cpu_init();
-	crc_hw = __builtin_cpu_supports("sse4.2");
-#endif
-}
-
-#if defined(__x86_64__)
-#include <nmmintrin.h>
-__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
-							     uint64_t n)
-{
-	uint64_t c = ~crc;
-	while (n && ((uintptr_t)p & 7)) {
-		c = _mm_crc32_u8((uint32_t)c, *p++);
-		n--;
-	}
-	while (n >= 8) {
-		uint64_t v;
-		memcpy(&v, p, 8);
-		c = _mm_crc32_u64(c, v);
-		p += 8;
-		n -= 8;
-	}
-	while (n--)
-		c = _mm_crc32_u8((uint32_t)c, *p++);
-	return ~(uint32_t)c;
-}
-#endif
-
-#if defined(__x86_64__)
-/* Copy and checksum in one pass: the bytes are in a register anyway, so the CRC costs next to
- * nothing over the copy, and the output thread is left with nothing but write(2). */
-__attribute__((target("sse4.2"))) static uint32_t copy_crc_hw(void *dst, const void *src,
-							      uint64_t n, uint32_t crc)
-{
-	uint64_t c = ~crc;
-	const uint8_t *p = src;
-	uint8_t *d = dst;
-	for (; n >= 32; n -= 32, p += 32, d += 32) {
-		uint64_t v[4];
-		memcpy(v, p, 32);
-		c = _mm_crc32_u64(c, v[0]);
-		c = _mm_crc32_u64(c, v[1]);
-		c = _mm_crc32_u64(c, v[2]);
-		c = _mm_crc32_u64(c, v[3]);
-		memcpy(d, v, 32);
-	}
-	for (; n; n--) {
-		*d++ = *p;
-		c = _mm_crc32_u8((uint32_t)c, *p++);
-	}
-	return ~(uint32_t)c;
-}
-#endif
-
-static uint32_t copy_crc(void *dst, const void *src, uint64_t n, uint32_t crc)
-{
-	pthread_once(&crc_once, crc_init);
-#if defined(__x86_64__)
-	if (crc_hw)
-		return copy_crc_hw(dst, src, n, crc);
-#endif
-	memcpy(dst, src, n);
-	return uffdsnap_crc32c(crc, dst, n);
-}
-
-uint32_t uffdsnap_crc32c(uint32_t crc, const void *buf, uint64_t len)
-{
-	pthread_once(&crc_once, crc_init);
-	const uint8_t *p = buf;
-#if defined(__x86_64__)
-	if (crc_hw)
-		return crc32c_hw(crc, p, len);
-#endif
-	uint32_t c = ~crc;
-	while (len--)
-		c = crc_table[(c ^ *p++) & 0xff] ^ (c >> 8);
-	return ~c;
-}
-
-int uffdsnap_is_zero(const void *buf, uint64_t len)
-{
-	const uint64_t *q = buf;
-	uint64_t words = len / 8, i = 0;
-	/* OR eight words at a time: the compiler vectorizes it; a non-zero page usually exits in
-	 * the first 64 bytes. */
-	for (; i + 8 <= words; i += 8)
-		if (q[i] | q[i + 1] | q[i + 2] | q[i + 3] | q[i + 4] | q[i + 5] | q[i + 6] | q[i + 7])
-			return 0;
-	for (; i < words; i++)
-		if (q[i])
-			return 0;
-	const uint8_t *b = (const uint8_t *)(q + words);
-	for (uint64_t k = 0; k < len % 8; k++)
-		if (b[k])
-			return 0;
-	return 1;
-}
-
-static void seal_header(struct rec_hdr *h, uint32_t *chain)
-{
-	h->magic = REC_MAGIC;
-	h->header_crc = uffdsnap_crc32c(0, h, offsetof(struct rec_hdr, header_crc));
-	/* The chain covers the 28 bytes before header_crc: a CRC over a message followed by its
-	 * own CRC is a constant, so chaining whole self-checked headers would prove nothing. */
-	if (chain)
-		*chain = uffdsnap_crc32c(*chain, h, offsetof(struct rec_hdr, header_crc));
-}
-
-/* write(2) everything, riding out EINTR and short writes; on a non-blocking fd wait in poll()
- * for room or for stop_fd (so an abort interrupts a stuck reader). */
-static int write_full(int fd, const void *buf, uint64_t len, int stop_fd)
-{
-	const uint8_t *p = buf;
-	while (len) {
-		ssize_t n = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
-		if (n > 0) {
-			p += n;
-			len -= (uint64_t)n;
-			continue;
-		}
-		if (n == 0)
-			return -EIO;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return -errno;
-		struct pollfd pf[2] = { { .fd = fd, .events = POLLOUT },
-					{ .fd = stop_fd, .events = POLLIN } };
-		if (poll(pf, stop_fd >= 0 ? 2 : 1, 1000) < 0 && errno != EINTR)
-			return -errno;
-		if (stop_fd >= 0 && pf[1].revents)
-			return -ECANCELED;
-		if (pf[0].revents & (POLLERR | POLLHUP) && !(pf[0].revents & POLLOUT))
-			return -EPIPE;
-	}
-	return 0;
-}
-
-/* A SIGPIPE raised by our own write must not kill the process: block it in this thread, and
- * consume the one a failed write left pending. */
-static void block_sigpipe(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
-static void drop_pending_sigpipe(void)
-{
-	sigset_t set;
-	struct timespec zero = { 0, 0 };
-	sigemptyset(&set);
-	sigaddset(&set, SIGPIPE);
-	while (sigtimedwait(&set, NULL, &zero) == SIGPIPE)
-		;
-}
 
 static int wp_range(int uffd, uint64_t start, uint64_t len, int protect)
 {
@@ -388,7 +198,7 @@ static void serve_fault(struct uffdsnap *s, uint64_t addr, uint64_t t_read)
 	}
 	struct rec_hdr *h = put_header(s, at, zero ? REC_ZERO : REC_PAGES, ri, idx, 1);
 	if (!zero) {
-		h->data_crc = copy_crc(at + REC_HDR, (void *)(uintptr_t)page, r->ps, 0);
+		h->data_crc = uffdwp_copy_crc(at + REC_HDR, (void *)(uintptr_t)page, r->ps, 0);
 		s->cur->used += r->ps;
 	}
 	r->saved[idx] = 1;
@@ -463,7 +273,7 @@ static int linear_step(struct uffdsnap *s)
 		}
 		run->count++;
 		if (type == REC_PAGES) {
-			run->data_crc = copy_crc(s->cur->buf + s->cur->used, page, r->ps,
+			run->data_crc = uffdwp_copy_crc(s->cur->buf + s->cur->used, page, r->ps,
 						 run->data_crc);
 			s->cur->used += r->ps;
 			atomic_fetch_add_explicit(&s->data_pages, 1, memory_order_relaxed);
@@ -619,7 +429,7 @@ static void seal_slot(struct uffdsnap *s, struct slot *sl, uint32_t *chain)
 	while (off < sl->used) {
 		struct rec_hdr *h = (struct rec_hdr *)(sl->buf + off);
 		uint64_t data = h->type == REC_PAGES ? (uint64_t)h->count * s->r[h->region].ps : 0;
-		seal_header(h, chain);
+		seal_record(h, chain);
 		off += REC_HDR + data;
 	}
 }
@@ -629,7 +439,7 @@ static void *output_main(void *arg)
 	struct uffdsnap *s = arg;
 	uint32_t chain = 0;
 	uint64_t pages = 0;
-	block_sigpipe();
+	block_sigpipe(NULL);
 	for (;;) {
 		pthread_mutex_lock(&s->lock);
 		while (s->written == s->committed && !s->producer_done &&
@@ -646,7 +456,7 @@ static void *output_main(void *arg)
 					     .first = atomic_load(&s->pages_saved),
 					     .count = (uint32_t)atomic_load(&s->records),
 					     .data_crc = chain };
-			seal_header(&h, NULL);
+			seal_record(&h, NULL);
 			int ret = write_full(s->out_fd, &h, REC_HDR,
 					     s->out_nonblock ? s->output_evfd : -1);
 			if (ret < 0) {
@@ -873,238 +683,3 @@ int uffdsnap_free(struct uffdsnap *s)
 	return -failures;
 }
 
-/* ----------------------------------------------------------------------------------------------
- * helpers for baselines and tests
- */
-int64_t uffdsnap_write_all(int fd, uint64_t addr, uint64_t len, uint64_t chunk)
-{
-	block_sigpipe();
-	if (!chunk)
-		chunk = 1 << 20;
-	for (uint64_t off = 0; off < len; off += chunk) {
-		uint64_t n = len - off < chunk ? len - off : chunk;
-		int ret = write_full(fd, (const void *)(uintptr_t)(addr + off), n, -1);
-		if (ret < 0) {
-			drop_pending_sigpipe();
-			return ret;
-		}
-	}
-	return (int64_t)len;
-}
-
-int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t page_size,
-			     const uint64_t *indices, uint64_t n, uint32_t *chain,
-			     uint64_t *records)
-{
-	const uint64_t cap = 4u << 20;
-	uint8_t *buf = malloc(cap + REC_HDR + page_size);
-	if (!buf)
-		return -ENOMEM;
-	block_sigpipe();
-	uint64_t used = 0, total = 0, count = 0;
-	struct rec_hdr *run = NULL;
-	uint64_t run_end = 0;
-	int64_t ret = 0;
-	for (uint64_t k = 0; k < n; k++) {
-		uint64_t i = indices[k];
-		const void *page = (const void *)(uintptr_t)(base + i * page_size);
-		uint32_t type = uffdsnap_is_zero(page, page_size) ? REC_ZERO : REC_PAGES;
-		if (used + REC_HDR + page_size > cap) { /* flush */
-			if (run)
-				seal_header(run, chain);
-			run = NULL;
-			int w = write_full(fd, buf, used, -1);
-			if (w < 0) {
-				ret = w;
-				goto out;
-			}
-			total += used;
-			used = 0;
-		}
-		if (!run || run->type != type || run_end != i) {
-			if (run)
-				seal_header(run, chain);
-			run = (struct rec_hdr *)(buf + used);
-			memset(run, 0, REC_HDR);
-			run->type = type;
-			run->region = region;
-			run->first = i;
-			used += REC_HDR;
-			count++;
-		}
-		if (type == REC_PAGES) {
-			memcpy(buf + used, page, page_size);
-			run->data_crc = uffdsnap_crc32c(run->data_crc, buf + used, page_size);
-			used += page_size;
-		}
-		run->count++;
-		run_end = i + 1;
-	}
-	if (run)
-		seal_header(run, chain);
-	if (used) {
-		int w = write_full(fd, buf, used, -1);
-		if (w < 0) {
-			ret = w;
-			goto out;
-		}
-		total += used;
-	}
-	ret = (int64_t)total;
-out:
-	if (ret < 0)
-		drop_pending_sigpipe();
-	if (records)
-		*records += count;
-	free(buf);
-	return ret;
-}
-
-int64_t uffdsnap_write_end(int fd, uint64_t pages, uint64_t records, uint32_t chain)
-{
-	struct rec_hdr h = { .type = REC_END, .region = 0xffffffffu, .first = pages,
-			     .count = (uint32_t)records, .data_crc = chain };
-	seal_header(&h, NULL);
-	int ret = write_full(fd, &h, REC_HDR, -1);
-	return ret < 0 ? (int64_t)ret : (int64_t)REC_HDR;
-}
-
-int64_t uffdsnap_soft_dirty(int pagemap_fd, uint64_t addr, uint64_t pages, uint64_t *out)
-{
-	const uint64_t batch = 65536;
-	uint64_t *buf = malloc(batch * 8);
-	if (!buf)
-		return -ENOMEM;
-	int64_t found = 0;
-	for (uint64_t done = 0; done < pages;) {
-		uint64_t n = pages - done < batch ? pages - done : batch;
-		off_t off = (off_t)((addr / 4096 + done) * 8);
-		ssize_t got = pread(pagemap_fd, buf, n * 8, off);
-		if (got <= 0) {
-			free(buf);
-			return got < 0 ? -errno : -EIO;
-		}
-		uint64_t entries = (uint64_t)got / 8;
-		for (uint64_t i = 0; i < entries; i++)
-			if (buf[i] & (1ull << 55)) /* PM_SOFT_DIRTY */
-				out[found++] = done + i;
-		done += entries;
-	}
-	free(buf);
-	return found;
-}
-
-/* ----------------------------------------------------------------------------------------------
- * causal chain writers
- */
-struct chain_thread {
-	pthread_t thread;
-	struct uffdsnap_chain *c;
-	uint32_t index;
-	int started;
-};
-
-struct uffdsnap_chain {
-	uint64_t *addrs;
-	uint32_t n_addrs, n_threads;
-	uint64_t max_steps;
-	_Atomic uint64_t step;
-	_Atomic int stop;
-	_Atomic uint32_t running;
-	struct chain_thread *threads;
-};
-
-static void *chain_main(void *arg)
-{
-	struct chain_thread *t = arg;
-	struct uffdsnap_chain *c = t->c;
-	for (;;) {
-		uint64_t i = atomic_load_explicit(&c->step, memory_order_acquire);
-		if (atomic_load_explicit(&c->stop, memory_order_relaxed) ||
-		    (c->max_steps && i >= c->max_steps))
-			break;
-		if (i % c->n_threads != t->index) {
-			sched_yield(); /* the other thread's turn: it may be blocked in a fault */
-			continue;
-		}
-		*(volatile uint64_t *)(uintptr_t)c->addrs[i % c->n_addrs] = i + 1;
-		atomic_store_explicit(&c->step, i + 1, memory_order_release);
-	}
-	atomic_fetch_sub(&c->running, 1);
-	return NULL;
-}
-
-struct uffdsnap_chain *uffdsnap_chain_start(const uint64_t *addrs, uint32_t n_addrs,
-					    uint32_t n_threads, uint64_t max_steps, int *err)
-{
-	if (!n_addrs || !n_threads) {
-		*err = -EINVAL;
-		return NULL;
-	}
-	struct uffdsnap_chain *c = calloc(1, sizeof(*c));
-	if (!c) {
-		*err = -ENOMEM;
-		return NULL;
-	}
-	c->addrs = malloc(n_addrs * sizeof(uint64_t));
-	c->threads = calloc(n_threads, sizeof(*c->threads));
-	if (!c->addrs || !c->threads) {
-		free(c->addrs);
-		free(c->threads);
-		free(c);
-		*err = -ENOMEM;
-		return NULL;
-	}
-	memcpy(c->addrs, addrs, n_addrs * sizeof(uint64_t));
-	c->n_addrs = n_addrs;
-	c->n_threads = n_threads;
-	c->max_steps = max_steps;
-	for (uint32_t i = 0; i < n_threads; i++) {
-		c->threads[i].c = c;
-		c->threads[i].index = i;
-		atomic_fetch_add(&c->running, 1);
-		int ret = pthread_create(&c->threads[i].thread, NULL, chain_main, &c->threads[i]);
-		if (ret) {
-			atomic_fetch_sub(&c->running, 1);
-			atomic_store(&c->stop, 1);
-			uffdsnap_chain_stop(c, 10000);
-			uffdsnap_chain_free(c);
-			*err = -ret;
-			return NULL;
-		}
-		c->threads[i].started = 1;
-	}
-	*err = 0;
-	return c;
-}
-
-uint64_t uffdsnap_chain_steps(struct uffdsnap_chain *c)
-{
-	return atomic_load(&c->step);
-}
-
-int uffdsnap_chain_stop(struct uffdsnap_chain *c, int timeout_ms)
-{
-	atomic_store(&c->stop, 1);
-	uint64_t deadline = uffdwp_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	while (atomic_load(&c->running)) {
-		if (uffdwp_now_ns() > deadline)
-			return -ETIMEDOUT;
-		usleep(1000);
-	}
-	for (uint32_t i = 0; i < c->n_threads; i++)
-		if (c->threads[i].started) {
-			pthread_join(c->threads[i].thread, NULL);
-			c->threads[i].started = 0;
-		}
-	return 0;
-}
-
-void uffdsnap_chain_free(struct uffdsnap_chain *c)
-{
-	if (uffdsnap_chain_stop(c, 60000) < 0)
-		return; /* threads still blocked: leak rather than free memory they use */
-	free(c->addrs);
-	free(c->threads);
-	free(c);
-}

@@ -94,31 +94,4 @@ void uffdsnap_abort(struct uffdsnap *s);
  * Returns 0 or minus the number of cleanup ioctls that failed. */
 int uffdsnap_free(struct uffdsnap *s);
 
-/* --- helpers (image checks, baselines for benchmarks, test writers) -------------------------- */
-uint32_t uffdsnap_crc32c(uint32_t crc, const void *buf, uint64_t len);
-int uffdsnap_is_zero(const void *buf, uint64_t len);
-/* write(2) all of [addr, addr+len) to fd in chunk-sized calls: bytes written or -errno. */
-int64_t uffdsnap_write_all(int fd, uint64_t addr, uint64_t len, uint64_t chunk);
-/* Write image records for the listed pages of one region (runs of consecutive indices become one
- * record, zero pages carry no bytes); *chain is the running CRC of record headers.
- * Returns bytes written or -errno; *records counts records written. */
-int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t page_size,
-			     const uint64_t *indices, uint64_t n, uint32_t *chain,
-			     uint64_t *records);
-/* The end record for a stream of records (so baselines produce a loadable image). */
-int64_t uffdsnap_write_end(int fd, uint64_t pages, uint64_t records, uint32_t chain);
-/* Soft-dirty pages of [addr, addr + pages*4096) from /proc/self/pagemap (fd): their indices go
- * to out (capacity pages); returns how many, or -errno. */
-int64_t uffdsnap_soft_dirty(int pagemap_fd, uint64_t addr, uint64_t pages, uint64_t *out);
-
-/* A causal chain of writes: step i is stored (value i+1) to addrs[i % n_addrs] by thread
- * i % n_threads, which waits until step i-1 is done. A consistent image shows a prefix. */
-struct uffdsnap_chain;
-struct uffdsnap_chain *uffdsnap_chain_start(const uint64_t *addrs, uint32_t n_addrs,
-					    uint32_t n_threads, uint64_t max_steps, int *err);
-uint64_t uffdsnap_chain_steps(struct uffdsnap_chain *c);
-/* Asks the threads to stop and joins them within timeout_ms: 0, or -ETIMEDOUT (still blocked). */
-int uffdsnap_chain_stop(struct uffdsnap_chain *c, int timeout_ms);
-void uffdsnap_chain_free(struct uffdsnap_chain *c);
-
 #endif

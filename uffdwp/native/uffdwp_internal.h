@@ -14,4 +14,7 @@ int uffdwp_wake(int uffd, uint64_t start, uint64_t len);
 /* The CLOCK_REALTIME instant timeout_ms from now, for pthread_cond_timedwait. */
 struct timespec uffdwp_deadline(int timeout_ms);
 
+/* memcpy of n bytes that also returns the CRC32C of them, continuing crc (pagedata_native.c). */
+uint32_t uffdwp_copy_crc(void *dst, const void *src, uint64_t n, uint32_t crc);
+
 #endif
