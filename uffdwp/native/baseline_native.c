@@ -21,7 +21,7 @@ int64_t uffdsnap_write_all(int fd, uint64_t addr, uint64_t len, uint64_t chunk)
 		chunk = 1 << 20;
 	for (uint64_t off = 0; off < len; off += chunk) {
 		uint64_t n = len - off < chunk ? len - off : chunk;
-		int ret = write_full(fd, (const void *)(uintptr_t)(addr + off), n, -1);
+		int ret = write_full(fd, (const void *)(uintptr_t)(addr + off), n, -1, 0);
 		if (ret < 0) {
 			drop_pending_sigpipe();
 			return ret;
@@ -51,7 +51,7 @@ int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t pa
 			if (run)
 				seal_record(run, chain);
 			run = NULL;
-			int w = write_full(fd, buf, used, -1);
+			int w = write_full(fd, buf, used, -1, 0);
 			if (w < 0) {
 				ret = w;
 				goto out;
@@ -81,7 +81,7 @@ int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t pa
 	if (run)
 		seal_record(run, chain);
 	if (used) {
-		int w = write_full(fd, buf, used, -1);
+		int w = write_full(fd, buf, used, -1, 0);
 		if (w < 0) {
 			ret = w;
 			goto out;
@@ -103,7 +103,7 @@ int64_t uffdsnap_write_end(int fd, uint64_t pages, uint64_t records, uint32_t ch
 	struct rec_hdr h = { .type = REC_END, .region = 0xffffffffu, .first = pages,
 			     .count = (uint32_t)records, .data_crc = chain };
 	seal_record(&h, NULL);
-	int ret = write_full(fd, &h, REC_HDR, -1);
+	int ret = write_full(fd, &h, REC_HDR, -1, 0);
 	return ret < 0 ? (int64_t)ret : (int64_t)REC_HDR;
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "pagedata_native.h"
+#include "uffdwp_native.h"
 #include "records.h"
 
 void seal_record(struct rec_hdr *h, uint32_t *chain)
@@ -21,14 +22,16 @@ void seal_record(struct rec_hdr *h, uint32_t *chain)
 		*chain = uffdsnap_crc32c(*chain, h, offsetof(struct rec_hdr, header_crc));
 }
 
-int write_full(int fd, const void *buf, uint64_t len, int stop_fd)
+int write_full(int fd, const void *buf, uint64_t len, int stop_fd, int stall_ms)
 {
 	const uint8_t *p = buf;
+	uint64_t last_progress = uffdwp_now_ns();
 	while (len) {
 		ssize_t n = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
 		if (n > 0) {
 			p += n;
 			len -= (uint64_t)n;
+			last_progress = uffdwp_now_ns();
 			continue;
 		}
 		if (n == 0)
@@ -39,12 +42,14 @@ int write_full(int fd, const void *buf, uint64_t len, int stop_fd)
 			return -errno;
 		struct pollfd pf[2] = { { .fd = fd, .events = POLLOUT },
 					{ .fd = stop_fd, .events = POLLIN } };
-		if (poll(pf, stop_fd >= 0 ? 2 : 1, 1000) < 0 && errno != EINTR)
+		if (poll(pf, stop_fd >= 0 ? 2 : 1, 200) < 0 && errno != EINTR)
 			return -errno;
 		if (stop_fd >= 0 && pf[1].revents)
 			return -ECANCELED;
 		if (pf[0].revents & (POLLERR | POLLHUP) && !(pf[0].revents & POLLOUT))
 			return -EPIPE;
+		if (stall_ms > 0 && uffdwp_now_ns() - last_progress > (uint64_t)stall_ms * 1000000ull)
+			return -ETIMEDOUT; /* the reader took nothing for that long: stopped or stuck */
 	}
 	return 0;
 }

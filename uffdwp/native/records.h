@@ -26,8 +26,9 @@ _Static_assert(sizeof(struct rec_hdr) == REC_HDR, "record header is 32 bytes");
 /* Fill in magic and header_crc; with chain, extend the running CRC of record headers. */
 void seal_record(struct rec_hdr *h, uint32_t *chain);
 /* write(2) everything, riding out EINTR and short writes; on a non-blocking fd wait in poll()
- * for room or for stop_fd (so an abort interrupts a stuck reader). 0 or -errno. */
-int write_full(int fd, const void *buf, uint64_t len, int stop_fd);
+ * for room or for stop_fd (-ECANCELED: an abort interrupts a stuck reader), at most stall_ms
+ * without progress when stall_ms > 0 (-ETIMEDOUT). 0 or -errno. */
+int write_full(int fd, const void *buf, uint64_t len, int stop_fd, int stall_ms);
 /* A SIGPIPE raised by our own write must not kill the process: block it in this thread (the
  * previous mask goes to *old when given), and consume the one a failed write left pending. */
 void block_sigpipe(void *old_sigset);

@@ -34,6 +34,8 @@ struct uffdsnap_config {
 	uint32_t n_slots;      /* ring slots */
 	uint32_t reserve_slots; /* slots the linear pass leaves to faulted pages */
 	int32_t engine_priority; /* 0 inherit; > 0 SCHED_FIFO priority; < 0 a nice value */
+	int32_t stall_timeout_ms; /* > 0: fail when a non-blocking target takes nothing that long */
+	int32_t fork_fails;    /* a fork event fails the snapshot (a child would share a region) */
 };
 
 enum uffdsnap_state {
@@ -51,6 +53,9 @@ enum uffdsnap_phase {
 	UFFDSNAP_PHASE_UNPROTECT = 4,
 	UFFDSNAP_PHASE_OUTPUT = 5,
 	UFFDSNAP_PHASE_ABORT = 6,
+	UFFDSNAP_PHASE_MEMORY = 7,  /* region memory was unmapped before it was saved */
+	UFFDSNAP_PHASE_DISCARD = 8, /* a discard of unsaved pages raced the engine's read */
+	UFFDSNAP_PHASE_FORK = 9,    /* a child was forked that shares a region */
 };
 
 struct uffdsnap_stats {
@@ -81,11 +86,16 @@ struct uffdsnap_stats {
 	int32_t error;
 	int32_t error_phase;
 	uint32_t chain_crc;
+	uint64_t error_addr;           /* where the error happened, when it has an address */
+	uint64_t events;               /* fork/remove messages read */
+	uint64_t drains;               /* times a pending event made the engine save all first */
+	uint64_t discarded_bytes;      /* bytes the caller discarded (MADV_DONTNEED/REMOVE) */
 };
 
 struct uffdsnap;
 struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err);
 void uffdsnap_get_stats(struct uffdsnap *s, struct uffdsnap_stats *out);
+/* Every function below accepts NULL for s and does nothing. */
 /* Waits up to timeout_ms for the end (done, failed or aborted): 0, or -ETIMEDOUT. */
 int uffdsnap_wait(struct uffdsnap *s, int timeout_ms);
 /* Asks the engine to stop: it removes all protection and wakes every writer. */
