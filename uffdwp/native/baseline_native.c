@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "pagedata_native.h"
+#include "uffdwp_internal.h"
 #include "records.h"
 #include "baseline_native.h"
 
@@ -16,18 +17,23 @@
  */
 int64_t uffdsnap_write_all(int fd, uint64_t addr, uint64_t len, uint64_t chunk)
 {
-	block_sigpipe(NULL);
+	sigset_t old;
+	int64_t ret = (int64_t)len;
+	block_sigpipe(&old);
 	if (!chunk)
 		chunk = 1 << 20;
+	/* write(2) reads the memory in the kernel: an unmapped page is EFAULT, not a signal */
 	for (uint64_t off = 0; off < len; off += chunk) {
 		uint64_t n = len - off < chunk ? len - off : chunk;
-		int ret = write_full(fd, (const void *)(uintptr_t)(addr + off), n, -1, 0);
-		if (ret < 0) {
+		int w = write_full(fd, (const void *)(uintptr_t)(addr + off), n, -1, 0);
+		if (w < 0) {
 			drop_pending_sigpipe();
-			return ret;
+			ret = w;
+			break;
 		}
 	}
-	return (int64_t)len;
+	restore_sigmask(&old);
+	return ret;
 }
 
 int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t page_size,
@@ -35,17 +41,31 @@ int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t pa
 			     uint64_t *records)
 {
 	const uint64_t cap = 4u << 20;
+	if (!page_size || page_size > (1ull << 34))
+		return -EINVAL;
 	uint8_t *buf = malloc(cap + REC_HDR + page_size);
 	if (!buf)
 		return -ENOMEM;
-	block_sigpipe(NULL);
-	uint64_t used = 0, total = 0, count = 0;
+	struct memguard g;
+	int64_t ret = memguard_take(&g);
+	if (ret < 0) {
+		free(buf);
+		return ret;
+	}
+	sigset_t old;
+	block_sigpipe(&old);
+	volatile uint64_t count = 0; /* read after a guarded fault */
+	uint64_t used = 0, total = 0;
 	struct rec_hdr *run = NULL;
 	uint64_t run_end = 0;
-	int64_t ret = 0;
+	if (sigsetjmp(g.jb, 0)) { /* a page the caller named is not mapped */
+		ret = -EFAULT;
+		goto out;
+	}
 	for (uint64_t k = 0; k < n; k++) {
 		uint64_t i = indices[k];
 		const void *page = (const void *)(uintptr_t)(base + i * page_size);
+		memguard_arm(&g, (uintptr_t)page, (uintptr_t)page + page_size);
 		uint32_t type = uffdsnap_is_zero(page, page_size) ? REC_ZERO : REC_PAGES;
 		if (used + REC_HDR + page_size > cap) { /* flush */
 			if (run)
@@ -71,10 +91,10 @@ int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t pa
 			count++;
 		}
 		if (type == REC_PAGES) {
-			memcpy(buf + used, page, page_size);
-			run->data_crc = uffdsnap_crc32c(run->data_crc, buf + used, page_size);
+			run->data_crc = uffdwp_copy_crc(buf + used, page, page_size, run->data_crc);
 			used += page_size;
 		}
+		memguard_disarm(&g);
 		run->count++;
 		run_end = i + 1;
 	}
@@ -90,8 +110,10 @@ int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t pa
 	}
 	ret = (int64_t)total;
 out:
+	memguard_release(&g);
 	if (ret < 0)
 		drop_pending_sigpipe();
+	restore_sigmask(&old);
 	if (records)
 		*records += count;
 	free(buf);

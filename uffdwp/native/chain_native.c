@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "uffdwp_native.h"
+#include "uffdwp_internal.h"
 #include "chain_native.h"
 
 /* ----------------------------------------------------------------------------------------------
@@ -35,6 +36,9 @@ static void *chain_main(void *arg)
 {
 	struct chain_thread *t = arg;
 	struct uffdsnap_chain *c = t->c;
+	struct memguard g;
+	if (memguard_take(&g) < 0 || sigsetjmp(g.jb, 0)) /* an address the caller gave is gone */
+		goto out;
 	for (;;) {
 		uint64_t i = atomic_load_explicit(&c->step, memory_order_acquire);
 		if (atomic_load_explicit(&c->stop, memory_order_relaxed) ||
@@ -44,9 +48,14 @@ static void *chain_main(void *arg)
 			sched_yield(); /* the other thread's turn: it may be blocked in a fault */
 			continue;
 		}
-		*(volatile uint64_t *)(uintptr_t)c->addrs[i % c->n_addrs] = i + 1;
+		uint64_t addr = c->addrs[i % c->n_addrs];
+		memguard_arm(&g, addr, addr + sizeof(uint64_t));
+		*(volatile uint64_t *)(uintptr_t)addr = i + 1;
+		memguard_disarm(&g);
 		atomic_store_explicit(&c->step, i + 1, memory_order_release);
 	}
+out:
+	memguard_release(&g);
 	atomic_fetch_sub(&c->running, 1);
 	return NULL;
 }

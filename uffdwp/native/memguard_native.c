@@ -92,6 +92,7 @@ static void install(void)
 
 int memguard_take(struct memguard *g)
 {
+	g->slot = -1;
 	pthread_once(&install_once, install);
 	if (install_error)
 		return install_error;
@@ -103,7 +104,6 @@ int memguard_take(struct memguard *g)
 			return 0;
 		}
 	}
-	g->slot = -1;
 	return -EMFILE;
 }
 

@@ -384,6 +384,19 @@ def _register_bench(subparsers) -> None:
                    default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench_snapshot)
+    k = sub.add_parser("soak", help="snapshots back to back under full-speed writers, each "
+                       "checked; counts leaked fds, threads and protected pages")
+    k.add_argument("--size", type=_size, default=_size("1G"), help="region size")
+    k.add_argument("--rounds", type=_bounded_int(1, 100000, "--rounds"), default=20)
+    from .demo import MAX_WRITERS
+
+    k.add_argument("--writers", type=_bounded_int(0, MAX_WRITERS, "--writers"), default=4,
+                   help="native writers storing as fast as they can")
+    k.add_argument("--memtype", choices=MEMORY_TYPES, default="anon")
+    k.add_argument("--dir", default=None, help="directory for the image (default: a "
+                   "temporary one, removed afterwards)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_bench_soak)
     r = sub.add_parser("roundtrip", help="native handler write-fault round trip")
     r.add_argument("--pages", type=_bounded_int(1, 1 << 24, "--pages"), default=4096)
     r.add_argument("--rounds", type=_bounded_int(1, 1000, "--rounds"), default=5)
@@ -445,6 +458,44 @@ def cmd_bench_snapshot(args) -> int:
     for p in plots:
         print(f"plot: {p}")
     return 0
+
+
+def cmd_bench_soak(args) -> int:
+    import tempfile
+
+    from .engine import SnapshotError
+    from .soak import soak
+
+    if not args.json:
+        print(f"{'round':>5} {'time s':>7} {'saved first':>11} {'check':>6} {'fds':>4} "
+              f"{'threads':>7} {'protected':>9}")
+
+    def show(r) -> None:
+        if not args.json:
+            print(f"{r.index:>5} {r.seconds:>7.2f} {r.fault_pages:>11} "
+                  f"{'ok' if r.check_ok else 'FAIL':>6} {r.fds:>4} {r.threads:>7} "
+                  f"{r.protected_after if r.protected_after >= 0 else 'n/a':>9}", flush=True)
+            if not r.check_ok:
+                print(f"      {r.check_note}")
+
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="uffdwp-soak-") as directory:
+        try:
+            result = soak(args.size, args.rounds, writers=args.writers, memtype=args.memtype,
+                          image=os.path.join(directory, "soak.img"), on_round=show)
+        except (SnapshotError, MemoryUnavailableError, UffdError, OSError, ValueError) as exc:
+            _err(str(exc))
+            return EXIT_FAIL
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+        return 0 if result.ok else EXIT_FAIL
+    checked = sum(r.check_ok for r in result.rounds)
+    last = result.rounds[-1]
+    print(f"soak: {checked}/{len(result.rounds)} images equal memory at the freeze; fds "
+          f"{result.fds_before} -> {last.fds}, threads {result.threads_before} -> "
+          f"{last.threads}; pages protected after a round: at most "
+          f"{max(r.protected_after for r in result.rounds)}"
+          + ("" if result.ok else "  FAILED"))
+    return 0 if result.ok else EXIT_FAIL
 
 
 def cmd_bench_roundtrip(args) -> int:

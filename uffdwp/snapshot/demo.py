@@ -54,6 +54,7 @@ class DemoResult:
     nonzero_bytes: int
     undisturbed_rate: float  # stores/s of all writers before the snapshot
     kept_image: str = ""  # the default temporary image, when kept
+    protected_after: int = -1  # pages still write-protected after it (-1: no pagemap bit)
 
     @property
     def fault_stalls_ns(self) -> list[int]:
@@ -70,6 +71,7 @@ class DemoResult:
                 "ok": self.check.ok, "cuts": self.check.cuts, "problems": self.check.problems,
                 "compared_bytes": self.check.compared_bytes},
             "check_note": self.check_note,
+            "protected_after": self.protected_after,
         }
 
     def save(self, path: str | Path) -> None:
@@ -140,6 +142,7 @@ def _run(size, target, writers, rate, pattern, memtype, populate, verify, progre
                 w.request_stop()
             for w in ws:
                 w.wait(30)
+        protected_after = _protected_pages(region)
         s = result.stats
         logs, summaries = [], []
         for i, w in enumerate(ws):
@@ -162,7 +165,22 @@ def _run(size, target, writers, rate, pattern, memtype, populate, verify, progre
                 "stored")
     # non-zero memory at the freeze: the pages the engine had to store with their bytes
     nonzero = s.data_pages * info.page_size
-    return DemoResult(params, result, summaries, check, note, nonzero, undisturbed)
+    return DemoResult(params, result, summaries, check, note, nonzero, undisturbed,
+                      protected_after=protected_after)
+
+
+def _protected_pages(region: memory.Region) -> int:
+    from .. import kernel_facts as kf
+    from .. import pagemap
+    from ..probe import version_tuple
+
+    since = next(f.since for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
+    if version_tuple(os.uname().release) < version_tuple(since):
+        return -1  # pagemap shows no uffd-wp bit: the count would always read 0
+    try:
+        return sum(pagemap.uffd_wp(region.address, region.length, region.page_size))
+    except OSError:
+        return -1
 
 
 def _until(log: WriterLog, t_ns: int) -> WriterLog:
