@@ -142,6 +142,28 @@ print("pages differing", bad, "drains", result.stats.drains, "held %.2f" % held)
     assert "drains 0" not in out, out
 
 
+def test_discard_during_the_freeze_comes_before_the_cut(tmp_path):
+    if not OFFERED & Feature.EVENT_REMOVE:
+        pytest.skip("feature EVENT_REMOVE (mainline 4.11) absent: a discard goes unnoticed")
+    img = tmp_path / "snap.img"
+    out = child(f"""
+r, frozen = patterned("anon", 384 * MIB)
+outcomes = set()
+for _ in range(5):
+    snap = Snapshot([r], "file:{img}").start()
+    r.madvise(memory.MADV_DONTNEED, 256 * MIB, 64 * MIB)  # while the regions are protected
+    snap.wait(60)
+    part = load("{img}").contents[0][256 * MIB:320 * MIB]
+    outcomes.add("before" if part == bytes(len(part)) else
+                 "after" if part == frozen[256 * MIB:320 * MIB] else "torn")
+    r.fill(0)
+    from uffdwp.snapshot.check import fill_initial
+    fill_initial(RegionInfo(r.address, r.length, r.page_size, "anon"))
+print("outcomes", sorted(outcomes))
+""", timeout=180)
+    assert "torn" not in out and "outcomes" in out, out
+
+
 # --- 4. shared memory and other writers ------------------------------------------------------
 @needs_shmem_wp
 def test_shared_memory_mapped_by_a_child_is_refused():

@@ -216,14 +216,14 @@ static int copy_page(struct uffdsnap *s, uint32_t ri, uint64_t idx, uint8_t *dst
 
 static int unprotect(struct uffdsnap *s, uint64_t start, uint64_t len)
 {
-	int ret = uffdwp_writeprotect_once(s->uffd, start, len, 0);
+	int ret = uffdwp_writeprotect(s->uffd, start, len, 0);
 	if (ret == -EAGAIN) {
 		/* An event is pending: protection stays until everything is saved (drain). */
 		s->draining = 1;
 		return 0;
 	}
 	if (ret == -ENOENT || ret == -EINVAL) /* split or punched by the caller: piece by piece */
-		ret = uffdwp_writeprotect_mapped(s->uffd, start, len, 0, uffdwp_writeprotect_once);
+		ret = uffdwp_writeprotect_mapped(s->uffd, start, len, 0, uffdwp_writeprotect);
 	if (ret == -EAGAIN) {
 		s->draining = 1;
 		return 0;
@@ -306,8 +306,7 @@ static void release_child(struct uffdsnap *s, int child_uffd)
 	/* The child's copy of the regions came with our protection: lift it there too, so the
 	 * child never blocks on a fault nobody reads, then let its uffd go. */
 	for (uint32_t i = 0; i < s->n_regions; i++) {
-		uffdwp_writeprotect_mapped(child_uffd, s->r[i].addr, s->r[i].len, 0,
-					   uffdwp_writeprotect);
+		uffdwp_writeprotect_settle(child_uffd, s->r[i].addr, s->r[i].len, 0);
 		uffdwp_wake(child_uffd, s->r[i].addr, s->r[i].len);
 	}
 	close(child_uffd);
@@ -437,7 +436,7 @@ static int release_all(struct uffdsnap *s)
 		int ret;
 		for (;;) {
 			ret = uffdwp_writeprotect_mapped(s->uffd, r->addr, r->len, 0,
-							 uffdwp_writeprotect_once);
+							 uffdwp_writeprotect);
 			if (ret != -EAGAIN || uffdwp_now_ns() > deadline)
 				break;
 			s->unsaved = 0; /* nothing left to protect from a discard: read events now */
@@ -487,17 +486,66 @@ static void apply_priority(struct uffdsnap *s)
 	}
 }
 
+/* Faults read before the freeze is complete: served once it is (no writer may go on before
+ * every region is protected). */
+#define MAX_EARLY 1024
+struct early_fault {
+	uint64_t addr, t_read;
+};
+
+/* An event is pending while the regions are being protected: read it (its thread waits for
+ * that). A discard or a fork then happens before the cut, which is the freeze's end. */
+static int read_before_cut(struct uffdsnap *s, struct early_fault *early, int *n_early)
+{
+	struct uffd_msg msgs[64];
+	ssize_t n = read(s->uffd, msgs, sizeof(msgs));
+	if (n <= 0)
+		return 0;
+	uint64_t t_read = uffdwp_now_ns();
+	int count = (int)(n / (ssize_t)sizeof(struct uffd_msg));
+	for (int i = 0; i < count; i++) {
+		const struct uffd_msg *m = &msgs[i];
+		if (m->event == UFFD_EVENT_PAGEFAULT) {
+			if (*n_early < MAX_EARLY)
+				early[(*n_early)++] = (struct early_fault){ m->arg.pagefault.address,
+									    t_read };
+			/* else: woken by the release at the end, like any other writer */
+		} else if (m->event == UFFD_EVENT_FORK) {
+			release_child(s, (int)m->arg.fork.ufd);
+			if (s->fork_fails)
+				set_error(s, -EBUSY, UFFDSNAP_PHASE_FORK);
+			atomic_fetch_add(&s->events, 1);
+		} else {
+			if (m->event == UFFD_EVENT_REMOVE)
+				atomic_fetch_add(&s->discarded_bytes,
+						 m->arg.remove.end - m->arg.remove.start);
+			atomic_fetch_add(&s->events, 1);
+		}
+	}
+	return count;
+}
+
 static void freeze(struct uffdsnap *s)
 {
 	/* Protect every region before serving any fault, so no writer that faulted on one region
 	 * is released before the last region is protected: a consistent cut. */
+	struct early_fault *early = calloc(MAX_EARLY, sizeof(*early));
+	int n_early = 0;
 	uint64_t t0 = uffdwp_now_ns(), t1 = t0;
+	if (!early) {
+		set_error(s, -ENOMEM, UFFDSNAP_PHASE_PROTECT);
+		return;
+	}
 	if (s->protect && !atomic_load(&s->abort_req)) {
-		for (uint32_t i = 0; i < s->n_regions; i++) {
-			int ret = uffdwp_writeprotect_mapped(s->uffd, s->r[i].addr, s->r[i].len,
-							     UFFDIO_WRITEPROTECT_MODE_WP,
-							     uffdwp_writeprotect);
-			if (ret < 0) {
+		for (uint32_t i = 0; i < s->n_regions && !atomic_load(&s->abort_req); i++) {
+			int ret;
+			while ((ret = uffdwp_writeprotect_mapped(s->uffd, s->r[i].addr, s->r[i].len,
+								 UFFDIO_WRITEPROTECT_MODE_WP,
+								 uffdwp_writeprotect)) == -EAGAIN &&
+			       !atomic_load(&s->abort_req))
+				if (!read_before_cut(s, early, &n_early))
+					usleep(50); /* read already; its thread has yet to go on */
+			if (ret < 0 && ret != -EAGAIN) {
 				set_error_at(s, ret, UFFDSNAP_PHASE_PROTECT, s->r[i].addr);
 				break;
 			}
@@ -508,6 +556,9 @@ static void freeze(struct uffdsnap *s)
 	atomic_store(&s->t_protect, t0);
 	atomic_store(&s->protect_ns, t1 - t0);
 	atomic_store(&s->t_frozen, t1);
+	for (int k = 0; k < n_early && !atomic_load(&s->abort_req); k++)
+		serve_fault(s, early[k].addr, early[k].t_read);
+	free(early);
 }
 
 static void *engine_main(void *arg)

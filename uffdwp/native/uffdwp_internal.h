@@ -7,14 +7,16 @@
 #include <stdint.h>
 #include <time.h>
 
-/* UFFDIO_WRITEPROTECT of [start, start+len) with *mode*, retried while the kernel answers EAGAIN
- * (the mm is changing under us) or EINTR; 0 or -errno. */
+/* UFFDIO_WRITEPROTECT of [start, start+len) with *mode*, retried on EINTR; 0 or -errno.
+ * EAGAIN: an event is pending (the mm is changing): whoever reads the uffd must read it
+ * before the call can succeed, so it comes back to the caller. */
 int uffdwp_writeprotect(int uffd, uint64_t start, uint64_t len, uint64_t mode);
-/* The same, once: EAGAIN comes back to the caller (an event is pending: read it first). */
-int uffdwp_writeprotect_once(int uffd, uint64_t start, uint64_t len, uint64_t mode);
+/* The same over the mapped parts of the range (below), for cleanup when nobody else reads the
+ * uffd any more: on EAGAIN it reads and drops pending messages itself, for at most 10 s. */
+int uffdwp_writeprotect_settle(int uffd, uint64_t start, uint64_t len, uint64_t mode);
 /* The same over the mapped parts of [start, start+len) one VMA at a time, where the kernel
- * refuses the whole range (one spanning VMAs or holes, on 6.1 and older): wp is one of the two
- * above. 0, or the first error other than ENOENT. */
+ * refuses the whole range (one spanning VMAs or holes, on 6.1 and older): wp does each piece.
+ * 0, or the first error other than ENOENT. */
 int uffdwp_writeprotect_mapped(int uffd, uint64_t start, uint64_t len, uint64_t mode,
 			       int (*wp)(int, uint64_t, uint64_t, uint64_t));
 /* 1 if an event (fork, remove, unmap, remap) is pending on uffd: its thread waits until the

@@ -137,20 +137,41 @@ int uffdwp_writeprotect(int uffd, uint64_t start, uint64_t len, uint64_t mode)
 {
 	struct uffdio_writeprotect wp = { .range = { .start = start, .len = len }, .mode = mode };
 	int ret;
-	do /* EAGAIN: the mm is changing under us (fork, mremap…); the call is safe to repeat */
-		ret = uffdwp_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
-	while (ret == -EAGAIN || ret == -EINTR);
-	return ret;
-}
-
-int uffdwp_writeprotect_once(int uffd, uint64_t start, uint64_t len, uint64_t mode)
-{
-	struct uffdio_writeprotect wp = { .range = { .start = start, .len = len }, .mode = mode };
-	int ret;
 	do
 		ret = uffdwp_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
 	while (ret == -EINTR);
 	return ret;
+}
+
+/* Read and drop every pending message: the thread behind an event goes on, a fork's new uffd
+ * is closed (which unregisters the child), faulting threads are woken by the caller later.
+ * Returns how many were read. */
+static int drop_messages(int uffd)
+{
+	struct uffd_msg msgs[64];
+	int total = 0;
+	for (;;) {
+		ssize_t n = read(uffd, msgs, sizeof(msgs));
+		if (n <= 0)
+			return total;
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++)
+			if (msgs[i].event == UFFD_EVENT_FORK)
+				close((int)msgs[i].arg.fork.ufd);
+		total += (int)(n / (ssize_t)sizeof(struct uffd_msg));
+	}
+}
+
+int uffdwp_writeprotect_settle(int uffd, uint64_t start, uint64_t len, uint64_t mode)
+{
+	uint64_t deadline = uffdwp_now_ns() + 10ull * 1000000000ull;
+	for (;;) {
+		int ret = uffdwp_writeprotect_mapped(uffd, start, len, mode, uffdwp_writeprotect);
+		if (ret != -EAGAIN || uffdwp_now_ns() > deadline)
+			return ret;
+		/* an event holds the mm: nobody else reads this uffd any more, so read it here */
+		if (!drop_messages(uffd))
+			usleep(100); /* read already; its thread has yet to go on */
+	}
 }
 
 int uffdwp_event_pending(int uffd)
@@ -240,7 +261,7 @@ static int resolve_fault(struct uffdwp_handler *h, const struct uffd_msg *msg)
 			if (found && uffdwp_guarded_copy(h->copy_to + off, page, h->page_size) < 0)
 				return -EFAULT; /* left protected: stop() lifts it and wakes the writer */
 		}
-		return uffdwp_writeprotect(h->uffd, page, h->page_size, 0);
+		return uffdwp_writeprotect(h->uffd, page, h->page_size, 0); /* EAGAIN: retried */
 	}
 	if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
 		atomic_fetch_add(&h->minor_faults, 1);
@@ -305,15 +326,43 @@ static void record(struct uffdwp_handler *h, const struct uffd_msg *msg, uint64_
 	atomic_store_explicit(&h->n_records, i + 1, memory_order_release);
 }
 
+static void count_result(struct uffdwp_handler *h, int result)
+{
+	if (result == 0)
+		atomic_fetch_add(&h->resolved, 1);
+	else if (result < 0) {
+		atomic_fetch_add(&h->errors, 1);
+		atomic_store(&h->last_error, result);
+	}
+}
+
+static void finish(struct uffdwp_handler *h, const struct uffd_msg *msg, uint64_t t_read,
+		   int result)
+{
+	record(h, msg, t_read, result);
+	/* counted after its record: wait_for(n) then records() sees n whole records */
+	atomic_fetch_add_explicit(&h->messages, 1, memory_order_release);
+}
+
+/* A WP fault whose unprotect the kernel refused with EAGAIN (an event is pending: the mm is
+ * changing) waits here until the handler has read that event, then is tried again. */
+#define MAX_DEFERRED 256
+struct deferred {
+	struct uffd_msg msg;
+	uint64_t t_read;
+};
+
 static void *handler_main(void *arg)
 {
 	struct uffdwp_handler *h = arg;
 	struct uffd_msg msgs[64];
+	struct deferred later[MAX_DEFERRED];
+	int n_later = 0;
 
 	for (;;) {
 		struct pollfd p[2] = { { .fd = h->uffd, .events = POLLIN },
 				       { .fd = h->stop_fd, .events = POLLIN } };
-		if (poll(p, 2, -1) < 0) {
+		if (poll(p, 2, n_later ? 1 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			atomic_store(&h->last_error, -errno);
@@ -325,31 +374,42 @@ static void *handler_main(void *arg)
 			atomic_store(&h->last_error, -EBADF);
 			break;
 		}
-		ssize_t n = read(h->uffd, msgs, sizeof(msgs));
+		ssize_t n = p[0].revents ? read(h->uffd, msgs, sizeof(msgs)) : 0;
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			atomic_store(&h->last_error, -errno);
-			break;
+			if (errno != EAGAIN && errno != EINTR) {
+				atomic_store(&h->last_error, -errno);
+				break;
+			}
+			n = 0;
 		}
 		uint64_t t_read = uffdwp_now_ns();
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) {
 			int result = 1;
 			if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
 				result = resolve_fault(h, &msgs[i]);
-				if (result == 0)
-					atomic_fetch_add(&h->resolved, 1);
-				else if (result < 0) {
-					atomic_fetch_add(&h->errors, 1);
-					atomic_store(&h->last_error, result);
+				if (result == -EAGAIN && n_later < MAX_DEFERRED &&
+				    msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+					later[n_later++] = (struct deferred){ msgs[i], t_read };
+					continue;
 				}
+				count_result(h, result);
 			} else {
 				atomic_fetch_add(&h->events, 1);
 			}
-			record(h, &msgs[i], t_read, result);
-			/* counted after its record: wait_for(n) then records() sees n whole records */
-			atomic_fetch_add_explicit(&h->messages, 1, memory_order_release);
+			finish(h, &msgs[i], t_read, result);
 		}
+		int kept = 0;
+		for (int k = 0; k < n_later; k++) {
+			int result = uffdwp_writeprotect(h->uffd, later[k].msg.arg.pagefault.address &
+							 ~(h->page_size - 1), h->page_size, 0);
+			if (result == -EAGAIN) {
+				later[kept++] = later[k];
+				continue;
+			}
+			count_result(h, result);
+			finish(h, &later[k].msg, later[k].t_read, result);
+		}
+		n_later = kept;
 	}
 	atomic_store(&h->running, 0);
 	return NULL;
@@ -450,7 +510,7 @@ int uffdwp_handler_stop(struct uffdwp_handler *h)
 	/* Leave nothing blocked: lift protection, then wake whoever still waits in a fault. */
 	for (size_t i = 0; i < h->n_ranges; i++) {
 		uint64_t start = h->ranges[2 * i], len = h->ranges[2 * i + 1];
-		int ret = uffdwp_writeprotect(h->uffd, start, len, 0);
+		int ret = uffdwp_writeprotect_settle(h->uffd, start, len, 0);
 		if (ret < 0 && ret != -ENOENT && ret != -EINVAL)
 			failures++;
 		ret = uffdwp_wake(h->uffd, start, len);
