@@ -47,18 +47,26 @@ def _md_text(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _decorate(c: Cell, text: str, fmt: dict[str, str], escape) -> str:
+    """A cell's text with its markup, in one format's templates."""
+    if c.code and text:
+        text = fmt["code"].format(text=text)
+    if c.strong and text:
+        text = fmt["strong"].format(text=text)
+    if c.href:
+        text = fmt["href"].format(text=text, href=escape(c.href))
+    if c.note:
+        text = fmt["note"].format(text=text, note=escape(c.note))
+    return text
+
+
+MD = {"code": "`{text}`", "strong": "**{text}**", "href": "[{text}]({href})",
+      "note": "{text} ({note})"}
+
+
 def _md_cell(value: CellLike) -> str:
     c = cell(value)
-    text = _md_text(c.text)
-    if c.code and text:
-        text = f"`{text}`"
-    if c.strong and text:
-        text = f"**{text}**"
-    if c.href:
-        text = f"[{text}]({c.href})"
-    if c.note:
-        text += f" ({_md_text(c.note)})"
-    return text
+    return _decorate(c, _md_text(c.text), MD, _md_text)
 
 
 def render_md(title: str, verdict: str, sections: list[Section]) -> str:
@@ -102,19 +110,14 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+HTML = {"code": "<code>{text}</code>", "strong": "<b>{text}</b>",
+        "href": "<a href='{href}'>{text}</a>", "note": "{text}<small>{note}</small>"}
+
+
 def _html_cell(value: CellLike, tag: str = "td") -> str:
     c = cell(value)
-    text = _e(c.text)
-    if c.code and text:
-        text = f"<code>{text}</code>"
-    if c.strong and text:
-        text = f"<b>{text}</b>"
-    if c.href:
-        text = f"<a href='{_e(c.href)}'>{text}</a>"
-    if c.note:
-        text += f"<small>{_e(c.note)}</small>"
     css = f" class='{_e(c.css)}'" if c.css else ""
-    return f"<{tag}{css}>{text}</{tag}>"
+    return f"<{tag}{css}>{_decorate(c, _e(c.text), HTML, _e)}</{tag}>"
 
 
 def render_html(title: str, verdict: str, verdict_css: str, sections: list[Section]) -> str:
