@@ -129,7 +129,8 @@ def test_write_report(sample: Path):
     assert json.loads((sample / "summary.json").read_text()) == summary
     md = (sample / "report.md").read_text()
     assert md.startswith("# uffdwp kernel matrix: FAIL\n\n**FAIL · kernels: 1 ok, 2 failed, "
-                         "1 boot-failed · 0 regression · 1 fail · 1 error · 1 known-bug")
+                         "1 boot-failed · 0 regressions · 1 failure · 1 error · "
+                         "1 known-bug result · 3 passed · 2 skipped of 8 results**")
     assert "| WP_UNPOPULATED | 13 | 6.4 | - | - | ✓ | ? |" in md
     assert "close-reset" in md and "c88033efe9a3" in md
     assert "| `suites/test_wp.py::test_wp_fault[anon]` | pass | pass | fail (no fault) |  |" in md

@@ -185,7 +185,8 @@ def test_markdown_triage_order_and_every_result(data):
     md = report_md.render(data, RUN, DETAILS)
     lines = md.splitlines()
     assert lines[0] == "# uffdwp on 6.1.0-9-amd64"
-    assert lines[2].startswith("**FAIL** · **1 regressions** · **2 failures** · **2 errors**")
+    assert lines[2].startswith("**FAIL** · **1 regression** · **2 failures** · **2 errors** · "
+                            "1 known-bug result (1 bug)")
     order = [md.index(h) for h in ("## Regressions, failures and errors (5)", "## Known bugs",
                                    "## Skipped: 5, by cause", "## All 18 results",
                                    "## Negotiated features")]
@@ -261,7 +262,7 @@ def test_html_triage(data):
     assert 'undid <code><a href="https://git.kernel.org/linus/0cef0bb836e3">' in page
     # red only for non-zero counts
     verdict = page[page.index('id="verdict"'):page.index("</p>", page.index('id="verdict"'))]
-    assert '<span class="n bad">1 regressions' in verdict
+    assert '<span class="n bad">1 regression<' in verdict
     assert '<span class="n ">1 known-bug' not in verdict
     clean = report_html.render(results.build(KERNEL, API, [_t("a.py::t", "pass")], 0), RUN)
     assert '<span class="n ">0 failures</span>' in clean and "n bad" not in clean

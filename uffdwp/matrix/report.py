@@ -318,7 +318,8 @@ def verdict(outcomes: list[KernelOutcome]) -> tuple[str, str, str]:
         css, word = "good", "ALL OK"
     kernels = ", ".join(f"{status[s]} {s}" for s in STATUSES if status[s])
     line = (f"{word} · kernels: {kernels or 'none'} · "
-            + " · ".join(f"{n[k]} {k}" for k in KINDS) + f" of {sum(n.values())} results")
+            + " · ".join(tables.count_label(k, n[k]) for k in KINDS)
+            + f" of {tables.plural(sum(n.values()), 'result')}")
     return css, word, line
 
 

@@ -54,22 +54,20 @@ def _fix_html(fix: tables.Fix) -> str:
     return f"<code>{commit}</code> “{_e(fix.title)}” ({_e(fix.releases())})"
 
 
-def _badge(kind: str, n: int, label: str) -> str:
+def _badge(kind: str, n: int, extra: str = "") -> str:
     cls = "" if not n else "bad" if kind in tables.BAD else "known" if kind == "known-bug" else \
         "good" if kind == "pass" else ""
-    return f'<span class="n {cls}">{n} {_e(label)}</span>'
+    return f'<span class="n {cls}">{_e(tables.count_label(kind, n))}{_e(extra)}</span>'
 
 
 def _verdict(results: dict, run: dict) -> str:
     n = tables.counts(results["tests"])
     cls, word = tables.headline(n)
     bugs = len(tables.known_bugs(results["tests"]))
-    labels = [("regression", "regressions"), ("fail", "failures"), ("error", "errors"),
-              ("known-bug", f"known-bug results ({bugs} bugs)"), ("pass", "passed"),
-              ("skip", "skipped")]
     allowed = " (known bugs allowed)" if run.get("allow_known_bugs") else ""
-    return (f'<p class="verdict {cls}" id="verdict"><b>{word}</b> · '
-            + " ".join(_badge(k, n[k], label) for k, label in labels)
+    badges = [_badge(k, n[k], f" ({tables.plural(bugs, 'bug')})" if k == "known-bug" else "")
+              for k in ("regression", "fail", "error", "known-bug", "pass", "skip")]
+    return (f'<p class="verdict {cls}" id="verdict"><b>{word}</b> · ' + " ".join(badges)
             + f" of {len(results['tests'])} · exit status {results['exit_status']}{allowed}</p>")
 
 
@@ -151,7 +149,8 @@ def _skips(results: dict) -> str:
                    "</th></tr>" if kind == "feature" else
                    "<tr><th>reason</th><th>skips</th><th>tests</th></tr>")
         for g in mine:
-            tests = (f"<details><summary>{len(g.tests)} tests</summary><p class='tests'>"
+            tests = (f"<details><summary>{tables.plural(len(g.tests), 'test')}</summary>"
+                     f"<p class='tests'>"
                      f"{_code_list(g.tests)}</p></details>")
             if kind == "feature":
                 reasons = "".join(f"<div>{_e(r)} <b>({c})</b></div>"

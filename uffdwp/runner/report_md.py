@@ -32,15 +32,16 @@ def _header(results: dict, run: dict) -> list[str]:
     _, word = tables.headline(n)
     bugs = len(tables.known_bugs(results["tests"]))
 
-    def count(kind: str, label: str) -> str:
-        return f"**{n[kind]} {label}**" if n[kind] and kind in tables.BAD else f"{n[kind]} {label}"
+    def count(kind: str) -> str:
+        text = tables.count_label(kind, n[kind])
+        if kind == "known-bug":
+            text += f" ({tables.plural(bugs, 'bug')})"
+        return f"**{text}**" if n[kind] and kind in tables.BAD else text
 
     allowed = " (known bugs allowed)" if run.get("allow_known_bugs") else ""
     lines = [f"# uffdwp on {k.get('release', '?')}", "",
-             f"**{word}** · " + " · ".join((
-                 count("regression", "regressions"), count("fail", "failures"),
-                 count("error", "errors"), count("known-bug", f"known-bug results ({bugs} bugs)"),
-                 count("pass", "passed"), count("skip", "skipped")))
+             f"**{word}** · " + " · ".join(count(kind) for kind in (
+                 "regression", "fail", "error", "known-bug", "pass", "skip"))
              + f" of {len(results['tests'])} · exit status {results['exit_status']}{allowed}", "",
              f"- **kernel**: `{k.get('release', '')}` {k.get('machine', '')} — "
              f"`{k.get('version', '')}`"]

@@ -223,3 +223,15 @@ def headline(n: dict[str, int]) -> tuple[str, str]:
     if n["pass"]:
         return "good", "PASS"
     return "none", "NOTHING RAN" if not n["skip"] else "ALL SKIPPED"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def count_label(kind: str, n: int) -> str:
+    """'1 failure', '26 known-bug results', '501 passed' for the verdict line."""
+    if kind in ("pass", "skip"):
+        return f"{n} {'passed' if kind == 'pass' else 'skipped'}"
+    return plural(n, {"regression": "regression", "fail": "failure", "error": "error",
+                      "known-bug": "known-bug result"}[kind])
