@@ -213,6 +213,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     started = dt.datetime.now(dt.timezone.utc).astimezone()
     kernel = kernel_info()
+    # The suite's commit as the run starts: the code that runs is the code imported now.
+    suite = context.suite(session.repo_root())
+    accel, accel_evidence = context.accel()
     kv = verdicts.kernel_version(kernel["release"], kernel["version"], _version_signature())
     try:
         probed = probe(with_register=False)
@@ -291,7 +294,6 @@ def run(args: argparse.Namespace) -> int:
         status = verdicts.KSFT_FAIL
     data = results.build(kernel, api, ordered, status)
     seconds = time.monotonic() - t0
-    accel, accel_evidence = context.accel()
     run_info = {
         "run_id": started.strftime("%Y%m%dT%H%M%S"), "started": started.isoformat(),
         "seconds": round(seconds, 2), "hostname": platform.node(), "jobs": args.jobs,
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         "pytest": {"argv": cmd.argv, "cwd": str(cmd.cwd), "exit_status": pytest_rc},
         "interrupted": interrupted, "kernel_version_parsed": str(kv) if kv else None,
         "probe_error": probe_error, "uffdwp": __version__, "python": sys.version.split()[0],
-        "suite": context.suite(session.repo_root()),
+        "suite": suite,
         "context": {"package": context.kernel_package(kernel["release"], kernel["version"],
                                                       _version_signature()),
                     "accel": accel, "accel_evidence": accel_evidence},
