@@ -153,6 +153,8 @@ def render(results: dict, run: dict | None = None, opts: Options | None = None) 
     environment = _environment(k, run)
     issues: dict[str, tables.Fix] = {}
     paths: set[str] = set()
+    shown = {f.key for t in results["tests"] if t["verdict"] in ("known-bug", "fail")
+             for f in [tables.fix_of(t.get("bug"))] if f is not None}
     for n, t in enumerate(results["tests"], start=1):
         test_id = f"{run_id}:{n}"
         path = kcidb_path(t["nodeid"], t.get("memtype"))
@@ -172,14 +174,16 @@ def render(results: dict, run: dict | None = None, opts: Options | None = None) 
             "log_excerpt": reason[:LOG_LIMIT],
             "misc": {"nodeid": t["nodeid"], "verdict": tables.kind(t), "memtype": t.get("memtype"),
                      "known_bug": fix.key if fix else None}})
-        if fix is None or t["verdict"] not in ("known-bug", "fail", "pass"):
+        present = t["verdict"] in ("known-bug", "fail")
+        # An absent incident only where no test of this build showed the bug: a variant the bug
+        # does not touch (hugetlb where only hugetlb-private has it) says nothing of the build.
+        if fix is None or not (present or (t["verdict"] == "pass" and fix.key not in shown)):
             continue
-        present = t["verdict"] != "pass"
         issues.setdefault(fix.key, fix)
         doc["incidents"].append({
             "id": _id("incident", test_id.split(":", 1)[1]), "origin": ORIGIN,
             "issue_id": _id("known-bug", fix.key), "issue_version": ISSUE_VERSION,
-            "build_id": build_id, "test_id": test_id, "present": present,
+            "build_id": build_id if present else None, "test_id": test_id, "present": present,
             "comment": (("regression: " if tables.is_regression(t) else "known bug present: ")
                         if present else "checked, absent: ") + fix.describe()})
     doc["issues"] = [_issue(fix) for fix in issues.values()]
