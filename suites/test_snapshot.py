@@ -135,9 +135,10 @@ def test_faulted_pages_are_saved_first(memtype, tmp_path):
         for _ in range(3):  # a loaded machine may not run the writers during a snapshot
             result, _, _ = run_case([region], tmp_path, Pattern.RANDOM, per_region=2)
             s = result.stats
-            # service latency (message read -> unprotect) was measured for every saved fault
-            assert sum(s.service_hist) == s.fault_pages
-            assert s.fault_pages <= s.faults
+            # service latency (message read -> page safe) was measured for every page saved
+            # out of order and every queued page given a copy for a writer
+            assert sum(s.service_hist) == s.fault_pages + s.patched
+            assert s.fault_pages - s.batched + s.patched <= s.faults
             if s.fault_pages:
                 return
         pytest.fail(f"writers never faulted during three snapshots: {s}")

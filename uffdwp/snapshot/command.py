@@ -116,6 +116,9 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
                         "this many seconds")
     p.add_argument("--stall-timeout", type=_seconds, default=None,
                    help="abort when a pipe target takes nothing for this many seconds")
+    p.add_argument("--busy-poll", type=_bounded_int(0, 1_000_000, "--busy-poll"), default=0,
+                   metavar="US", help="the engine spins this many µs before it sleeps: lower "
+                   "fault latency for a core (0: off)")
 
 
 def _register_snapshot(subparsers) -> None:
@@ -170,6 +173,7 @@ def _run_demo(args, verify: bool = True):
                         pattern=Pattern[args.pattern.upper()], memtype=args.memtype,
                         populate=args.populate, verify=verify, progress=update,
                         engine_priority=args.engine_priority, timeout=args.timeout,
+                        busy_poll_us=args.busy_poll,
                         stall_timeout=args.stall_timeout, keep=getattr(args, "keep", True))
     finally:
         if bar:
