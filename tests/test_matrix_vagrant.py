@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from uffdwp.matrix import libvirtd as lv
 from uffdwp.matrix import vagrant as vg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def test_machine_and_domain_names():
 
 def test_watchdog_kills_the_domain(monkeypatch):
     calls = []
-    monkeypatch.setattr(vg, "_virsh", lambda *a: calls.append(a))
+    monkeypatch.setattr(vg, "virsh", lambda *a: calls.append(a))
     with vg._watchdog(1.0, "k6_12") as dog:
         time.sleep(1.5)
     assert dog["fired"]
@@ -136,7 +137,7 @@ def test_spec_file_round_trip(tmp_path, monkeypatch):
 
 
 def test_root_qemu_conf_replaces_user_and_group():
-    text = vg.root_qemu_conf('# user = "qemu"\nuser = "libvirt-qemu"\n group = "kvm"\n'
+    text = lv.root_qemu_conf('# user = "qemu"\nuser = "libvirt-qemu"\n group = "kvm"\n'
                                     'dynamic_ownership = 1\n')
     assert 'user = "libvirt-qemu"' not in text and 'group = "kvm"' not in text
     assert "# user = \"qemu\"" in text and "dynamic_ownership = 1" in text
@@ -145,9 +146,9 @@ def test_root_qemu_conf_replaces_user_and_group():
 
 def test_qemu_runs_as_root_reads_the_daemons_view(tmp_path, monkeypatch):
     conf = tmp_path / "qemu.conf"
-    monkeypatch.setattr(vg, "QEMU_CONF", conf)
+    monkeypatch.setattr(lv, "QEMU_CONF", conf)
     conf.write_text('#user = "+0"\n')
-    assert not vg.qemu_runs_as_root(os.getpid())
-    conf.write_text(vg.root_qemu_conf(""))
-    assert vg.qemu_runs_as_root(os.getpid())
-    assert not vg.qemu_runs_as_root(2**22 + 12345)  # no such process
+    assert not lv.qemu_runs_as_root(os.getpid())
+    conf.write_text(lv.root_qemu_conf(""))
+    assert lv.qemu_runs_as_root(os.getpid())
+    assert not lv.qemu_runs_as_root(2**22 + 12345)  # no such process
