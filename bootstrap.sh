@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what uffdwp needs on a Debian/Ubuntu machine (as root) and builds it into .venv.
-# Idempotent: a second run only checks. Usage: ./bootstrap.sh [--matrix]  (--matrix adds QEMU etc.)
+# Idempotent: a second run only checks. Usage: ./bootstrap.sh [--matrix | --vagrant]
+#   --matrix   adds QEMU, busybox etc. for `uffdwp matrix`
+#   --vagrant  adds those, Vagrant and vagrant-libvirt, builds the box (vms/build-box.sh) and starts
+#              libvirtd/virtlogd where they are not running (they stay running)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,7 +38,13 @@ pip_quiet install -q --upgrade pip
 pip_quiet install -q -e '.[dev]' || { echo "bootstrap: building uffdwp failed" >&2; exit 1; }
 .venv/bin/python -c 'import uffdwp._native' || { echo "bootstrap: native build failed" >&2; exit 1; }
 
-if [ "${1:-}" = "--matrix" ] && [ -x ci/install-matrix-deps.sh ]; then
-  ci/install-matrix-deps.sh
-fi
+case "${1:-}" in
+  --matrix) ci/install-matrix-deps.sh ;;
+  --vagrant)
+    ci/install-matrix-deps.sh --vagrant
+    .venv/bin/python -m uffdwp.matrix.libvirtd start
+    vms/build-box.sh ;;
+  "") ;;
+  *) echo "bootstrap: unknown option $1 (--matrix or --vagrant)" >&2; exit 2 ;;
+esac
 echo "bootstrap: ready (.venv/bin/uffdwp)"

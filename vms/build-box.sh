@@ -4,13 +4,19 @@
 # vms/work/box-root, an ext4 image made without a loop mount (mkfs.ext4 -d), converted to qcow2,
 # packed with metadata.json into vms/work/uffdwp-debian.box and added with `vagrant box add`.
 # The box has no kernel of its own: each machine boots a catalogue kernel directly
-# (libvirt kernel/initrd), whose initramfs loads the modules and switches to this disk.
+# (libvirt kernel/initrd), whose initramfs loads the modules and switches to this disk. Nor does it
+# hold uffdwp: its `uffdwp` (vms/guest/box-entry.sh) runs the checkout's over 9p.
+# Rebuilt only when this script or the entry point changed (their digest is kept beside the box).
 #   vms/build-box.sh [--force]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=vms/work
 box=$work/uffdwp-debian.box
-[[ "${1:-}" == "--force" ]] || { [[ -f $box ]] && { echo "box exists: $box"; exit 0; }; }
+digest=$(cat vms/build-box.sh vms/guest/box-entry.sh | sha256sum | cut -c1-16)
+if [[ "${1:-}" != "--force" && -f $box && "$(cat "$box.digest" 2>/dev/null)" == "$digest" ]] &&
+    vagrant box list 2>/dev/null | grep -q '^uffdwp-debian '; then
+    echo "box up to date: $box"; exit 0
+fi
 for t in debootstrap mkfs.ext4 qemu-img; do
     command -v $t >/dev/null || { echo "missing $t: ci/install-matrix-deps.sh --vagrant"; exit 1; }
 done
@@ -56,7 +62,8 @@ chroot "$root" systemctl enable systemd-networkd ssh >/dev/null 2>&1 || true
 echo "uffdwp-box" > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 uffdwp-box\n' > "$root/etc/hosts"  # sudo resolves it
 echo "/dev/vda / ext4 defaults 0 1" > "$root/etc/fstab"
-install -m 0755 vms/guest/vagrant-run.sh "$root/usr/local/sbin/uffdwp-vagrant-run"
+install -m 0755 vms/guest/box-entry.sh "$root/usr/local/bin/uffdwp"
+ln -s ../bin/uffdwp "$root/usr/local/sbin/uffdwp-vagrant-run"
 rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*
 raw=$work/box.raw
 rm -f "$raw"; truncate -s 4G "$raw"
@@ -78,4 +85,5 @@ if command -v virsh >/dev/null && virsh -q pool-info default >/dev/null 2>&1; th
     virsh -q vol-list default | awk '{print $1}' | grep '^uffdwp-debian_vagrant_box_image_' |
         while read -r vol; do virsh -q vol-delete --pool default "$vol" >/dev/null || true; done
 fi
+echo "$digest" > "$box.digest"
 echo "box built: $box"

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,9 @@ from rich.console import Console
 from . import REPO_ROOT
 
 LIBVIRT_URI = "qemu:///system"
+VIRTLOGD_PIDFILE = Path("/run/uffdwp-virtlogd.pid")
+LIBVIRTD_PIDFILE = Path("/run/uffdwp-libvirtd.pid")
+PIDFILES = [VIRTLOGD_PIDFILE, LIBVIRTD_PIDFILE]  # in start order; stopped in reverse
 
 
 def virsh(*args: str) -> subprocess.CompletedProcess:
@@ -62,7 +67,7 @@ def ensure_libvirt(console: Console) -> list[Path]:
     here, for stop_libvirt()."""
     started = []
     if not _pids("virtlogd") and shutil.which("virtlogd"):
-        pidfile = Path("/run/uffdwp-virtlogd.pid")
+        pidfile = VIRTLOGD_PIDFILE
         console.print("starting virtlogd -d")
         if subprocess.run(["virtlogd", "-d", "-p", str(pidfile)]).returncode == 0:
             started.append(pidfile)
@@ -71,10 +76,11 @@ def ensure_libvirt(console: Console) -> list[Path]:
         if not any(qemu_runs_as_root(p) for p in running):
             raise SystemExit(
                 f"libvirtd (pid {running[0]}) runs QEMU as libvirt-qemu, which cannot read this "
-                "checkout's python over 9p: stop it and let `uffdwp matrix --via vagrant` start "
-                f'its own, or set user = "+0" and group = "+0" in {QEMU_CONF}')
+                "checkout's python over 9p: stop it and let uffdwp start its own (python -m "
+                f'uffdwp.matrix.libvirtd start), or set user = "+0" and group = "+0" in '
+                f"{QEMU_CONF}")
     elif shutil.which("libvirtd"):
-        pidfile = Path("/run/uffdwp-libvirtd.pid")
+        pidfile = LIBVIRTD_PIDFILE
         ROOT_QEMU_CONF.parent.mkdir(parents=True, exist_ok=True)
         ROOT_QEMU_CONF.write_text(root_qemu_conf(QEMU_CONF.read_text()))
         os.chmod(ROOT_QEMU_CONF, 0o600)
@@ -92,7 +98,7 @@ def ensure_libvirt(console: Console) -> list[Path]:
     return started
 
 
-def stop_libvirt(pidfiles: list[Path], console: Console) -> None:
+def stop_libvirt(pidfiles: list[Path] = PIDFILES, console: Console | None = None) -> None:
     """Stop the daemons ensure_libvirt() started (libvirtd before virtlogd), by their pids."""
     for pidfile in reversed(pidfiles):
         try:
@@ -106,5 +112,30 @@ def stop_libvirt(pidfiles: list[Path], console: Console) -> None:
                 os.kill(pid, 0)
         except ProcessLookupError:
             pass
-        console.print(f"stopped {pidfile.stem.removeprefix('uffdwp-')} (pid {pid})")
+        (console or Console()).print(f"stopped {pidfile.stem.removeprefix('uffdwp-')} (pid {pid})")
         pidfile.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m uffdwp.matrix.libvirtd",
+        description="Start libvirtd and virtlogd for uffdwp's Vagrant machines where they are not "
+                    "running (QEMU as root), or stop the ones started so.")
+    parser.add_argument("action", choices=("start", "stop"))
+    args = parser.parse_args(argv)
+    console = Console(highlight=False)
+    if args.action == "stop":
+        stop_libvirt(PIDFILES, console)
+        return 0
+    started = ensure_libvirt(console)
+    if not libvirt_ready():
+        console.print(f"libvirt not reachable at {LIBVIRT_URI}")
+        return 1
+    pids = ", ".join(f"{p.stem.removeprefix('uffdwp-')} {p.read_text().split()[0]}"
+                     for p in started if p.exists())
+    console.print(f"libvirt ready at {LIBVIRT_URI}" + (f" (started: {pids})" if pids else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

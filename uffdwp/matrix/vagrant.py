@@ -1,20 +1,20 @@
 """`uffdwp matrix --via vagrant`: the same guests through Vagrant (vagrant-libvirt) with
 python-vagrant. Lowest-priority runner: QEMU direct boot is the default and the faster one.
 
-Per kernel: the kernel is fetched and its initramfs built as for QEMU; vms/work/
-vagrant-kernels.json tells the Vagrantfile which kernel/initrd/port/output dir each machine uses.
-Through python-vagrant: `up` (output to <kernel>/vagrant.log), `status` and `ssh-config` (SSH must
-be on 127.0.0.1: a QEMU user-mode NIC forwarded there, no private-range network anywhere), then
+Per kernel, through python-vagrant: `up` (output to <kernel>/vagrant.log), whose trigger fetches
+the kernel and builds its initramfs as for QEMU (uffdwp.matrix.vagrantup; the accelerator chosen
+here is passed on in UFFDWP_VAGRANT_ACCEL, and the per-kernel directory becomes the machine's
+output share through UFFDWP_VAGRANT_OUT); `status` and `ssh-config` (SSH must be on 127.0.0.1: a
+QEMU user-mode NIC forwarded there, no private-range network anywhere); then
 `ssh --command 'sudo uffdwp-vagrant-run'` runs the suites through the same .guest/run.sh; their
 results land in the per-kernel directory over 9p. `destroy` afterwards, also on failure or
 timeout (a watchdog kills the libvirt domain, which ends a hanging `up` or `ssh`).
-Needs: ci/install-matrix-deps.sh --vagrant, vms/build-box.sh; libvirtd and virtlogd are started
-here if they are not running (and stopped again afterwards).
+Needs: ./bootstrap.sh --vagrant; libvirtd and virtlogd are started here if they are not running
+(and stopped again afterwards).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -33,9 +33,9 @@ from .libvirtd import LIBVIRT_URI, ensure_libvirt, libvirt_ready, stop_libvirt, 
 from .report import KernelOutcome, final_status, write_report
 from .results import load_kernel_dir
 from .runner import prepare
+from .vagrantup import ACCEL_ENV
 
-SPEC_FILE = REPO_ROOT / "vms" / "work" / "vagrant-kernels.json"
-BASE_PORT = 2310
+OUT_ENV = "UFFDWP_VAGRANT_OUT"  # the Vagrantfile shares this directory as the machine's output
 SSH_HOST = "127.0.0.1"
 PROVIDER = "libvirt"
 
@@ -85,16 +85,18 @@ def _file_cm(path: Path):
     return cm
 
 
+def vagrant_env(out: Path, accel: str) -> dict[str, str]:
+    """The environment of each vagrant command for one machine: the Vagrantfile shares `out` as
+    the machine's output directory, its trigger boots the kernel with `accel`."""
+    return {**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1", OUT_ENV: str(out),
+            ACCEL_ENV: "kvm" if accel == "kvm" else "tcg"}
+
+
 def check_ssh_target(conf: dict) -> None:
     """SSH must go to the 127.0.0.1 forward, never to an address of a network."""
     host = conf.get("HostName")
     if host != SSH_HOST:
         raise RuntimeError(f"vagrant ssh-config gives HostName {host!r}, not {SSH_HOST}: refusing")
-
-
-def write_spec(machines: dict) -> None:
-    SPEC_FILE.parent.mkdir(parents=True, exist_ok=True)
-    SPEC_FILE.write_text(json.dumps(machines, indent=1))
 
 
 def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command: str | None, *,
@@ -123,18 +125,13 @@ def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
     targets = [prepare(s, console.print) for s in specs]
     vm = [t for t in targets if t.via == "qemu" and not t.error]
     acc, why = choose_accel(accel, vm[0].kernel if vm else None)
-    machines = {}
-    for i, t in enumerate(vm):
+    for t in vm:
         out = report_dir / t.spec.name
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
         os.chmod(out, 0o777)  # libvirt's QEMU runs as its own user and writes here over 9p
         write_guest_files(out, t.spec.name, guest_command)
-        machines[t.spec.name] = {"vmlinuz": str(t.kernel.vmlinuz), "initrd": str(t.initrd),
-                                 "port": BASE_PORT + i, "out": str(out),
-                                 "accel": "kvm" if acc == "kvm" else "qemu"}
-    write_spec(machines)
     outcomes = []
     for t in targets:
         oc = KernelOutcome(name=t.spec.name, via="vagrant", status="boot-failed", note=t.note)
@@ -149,7 +146,7 @@ def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
         # explanation of a failed `up`
         vlog = out / "vagrant.log"
         v = vagrant.Vagrant(root=str(REPO_ROOT), out_cm=_file_cm(vlog), err_cm=_file_cm(vlog),
-                            env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
+                            env=vagrant_env(out, acc))
         k0 = time.monotonic()
         step = "vagrant up"
         try:
