@@ -206,3 +206,9 @@ def test_kernel_cache_prunes_what_no_unpacked_kernel_uses(tmp_path):
     for deb in new:
         (cache / "debs" / deb).unlink()
     assert _kernel_cache(cache, "digest") == "digest=\n"  # nothing to save
+
+
+@pytest.mark.parametrize("workflow", [NIGHTLY, PULL_REQUEST], ids=lambda p: p.name)
+def test_steps_fail_when_a_piped_script_fails(workflow):
+    """GitHub runs `run:` with `bash -e` unless a shell is named; `shell: bash` adds pipefail."""
+    assert _load(workflow)["defaults"]["run"]["shell"] == "bash"
