@@ -122,9 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Start libvirtd and virtlogd for uffdwp's Vagrant machines where they are not "
                     "running (QEMU as root), or stop the ones started so.")
     parser.add_argument("action", choices=("start", "stop"))
+    parser.add_argument("--force", action="store_true",
+                        help="stop even while machines run (they go on running, out of "
+                             "Vagrant's reach until libvirtd is started again)")
     args = parser.parse_args(argv)
     console = Console(highlight=False)
     if args.action == "stop":
+        running = virsh("list", "--name").stdout.split() if libvirt_ready() else []
+        if running and not args.force:
+            console.print(f"libvirtd not stopped: machines running ({', '.join(running)}); "
+                          "vagrant destroy them first, or --force")
+            return 1
         stop_libvirt(PIDFILES, console)
         return 0
     started = ensure_libvirt(console)
