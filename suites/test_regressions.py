@@ -98,13 +98,20 @@ def test_wp_race_no_lost_writes(ctx, memtype):
 
 
 # --- 099dd6878b9b: pte_same_as_swp() not removing the uffd-wp bit ---
+def _swap_error(res: subprocess.CompletedProcess, path: Path) -> str:
+    """A command's error without the swap file's random name (one reason, one group)."""
+    return res.stderr.strip().replace(str(path), "<swap file>")
+
+
 @contextlib.contextmanager
 def own_swap_file(mb: int = 32):
-    """A swap file of our own with the highest priority, swapped off (synchronously) at the end."""
+    """A swap file of our own with the highest priority, swapped off (synchronously) at the end.
+    It lives where the host setup's does: swap needs a disk file system, and a guest's /run and
+    root overlay are tmpfs."""
     if os.geteuid() != 0:
         pytest.skip("swapon needs root")
-    hostsetup.STATE_DIR.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="regr-swap-", dir=hostsetup.STATE_DIR)
+    scratch = hostsetup.SWAP_FILE.parent
+    fd, name = tempfile.mkstemp(prefix="regr-swap-", dir=scratch)
     os.close(fd)
     path = Path(name)
     active = False
@@ -113,7 +120,8 @@ def own_swap_file(mb: int = 32):
                      ["mkswap", str(path)], ["swapon", "-p", "32767", str(path)]):
             res = subprocess.run(step, capture_output=True, text=True, timeout=30, check=False)
             if res.returncode:
-                pytest.skip(f"cannot set up a swap file ({' '.join(step)}: {res.stderr.strip()})")
+                pytest.skip(f"cannot set up a swap file in {scratch} ({step[0]}: "
+                            f"{_swap_error(res, path)})")
         active = True
         yield path
     finally:
@@ -136,7 +144,7 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
         require_pageout(region)
         res = subprocess.run(["swapoff", str(path)], capture_output=True, text=True, timeout=30,
                              check=False)
-        assert res.returncode == 0, f"swapoff failed: {res.stderr.strip()}"
+        assert res.returncode == 0, f"swapoff failed: {_swap_error(res, path)}"
     if vma_field(region.address, "Swap"):
         pytest.skip("the pages went to another swap device than the test's own")
     assert all(region_wp(region)), "uffd-wp bit lost by swapoff"

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from ..cli import HelpFormatter
 from ..probe import kernel_info, probe
 from . import (
     context,
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the UFFD-WP conformance suites on the running kernel, in parallel, "
                     "and write results.json, report.md, report.html, junit.xml, results.ktap "
                     "and kcidb.json into a report directory.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--report", type=Path, default=None, metavar="DIR",
                    help="report directory (default: reports/run-<release>-<timestamp>)")
     p.add_argument("--suites", type=Path, default=None, metavar="PATH",
