@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from ..kernel_version import KernelVersion, kernel_version, version_signature
 from ..probe import kernel_info, probe
 from . import kcidb, ktap, report_html, report_md, results, session, tables, verdicts
 from .plugin import function_name
@@ -68,13 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # --- helpers -----------------------------------------------------------------------------------
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
-
-
-def _version_signature() -> str:
-    try:
-        return Path("/proc/version_signature").read_text().strip()  # Ubuntu only
-    except OSError:
-        return ""
 
 
 def _extra_args(args: argparse.Namespace) -> list[str]:
@@ -128,7 +122,7 @@ def list_cases(args: argparse.Namespace, console: Console) -> int:
 
 
 # --- uffdwp run --------------------------------------------------------------------------------
-def _classify(event: dict, kv: verdicts.KernelVersion | None) -> dict:
+def _classify(event: dict, kv: KernelVersion | None) -> dict:
     verdict, reason = verdicts.classify(event.get("outcome", "error"), event.get("reason", ""),
                                         event.get("bug"), kv)
     memtype = event.get("memtype") or tables.guess_memtype(event["nodeid"])  # crashed: no props
@@ -164,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     started = dt.datetime.now(dt.timezone.utc).astimezone()
     kernel = kernel_info()
-    kv = verdicts.kernel_version(kernel["release"], kernel["version"], _version_signature())
+    kv = kernel_version(kernel["release"], kernel["version"], version_signature())
     try:
         probed = probe(with_register=False)
     except Exception as exc:  # the report must still be written, saying why

@@ -8,10 +8,10 @@ regression — on a kernel that has it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 from ..kernel_facts import KNOWN_BUGS, KnownBug
+from ..kernel_version import KernelVersion
 
 VERDICTS = ("pass", "fail", "skip", "known-bug", "error")
 Verdict = Literal["pass", "fail", "skip", "known-bug", "error"]
@@ -22,48 +22,6 @@ OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 
 # kselftest exit codes (tools/testing/selftests/kselftest.h)
 KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
-
-
-@dataclass(frozen=True)
-class KernelVersion:
-    major: int
-    minor: int
-    sublevel: int | None  # None: the release string does not say (distro ABI numbering)
-    rc: bool = False  # a -rc pre-release of major.minor
-
-    def __str__(self) -> str:
-        sub = "?" if self.sublevel is None else str(self.sublevel)
-        return f"{self.major}.{self.minor}.{sub}{'-rc' if self.rc else ''}"
-
-
-_RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(.*)$")
-# Debian's uname -v names the package version: "... Debian 6.1.158-1 (2025-...)".
-_DEBIAN = re.compile(r"Debian (\d+)\.(\d+)\.(\d+)")
-# Ubuntu's /proc/version_signature ends with the upstream version: "Ubuntu 5.15.0-91.101-generic
-# 5.15.131".
-_SIGNATURE = re.compile(r"(\d+)\.(\d+)\.(\d+)\s*$")
-
-
-def kernel_version(release: str, version: str = "", signature: str = "") -> KernelVersion | None:
-    """The upstream version of a running kernel, from uname -r, uname -v and (Ubuntu)
-    /proc/version_signature. None if the release string is not x.y[.z]..."""
-    m = _RELEASE.match(release.strip())
-    if not m:
-        return None
-    major, minor = int(m.group(1)), int(m.group(2))
-    sub = int(m.group(3)) if m.group(3) is not None else None
-    rest = m.group(4)
-    rc = bool(re.match(r"-rc\d", rest))
-    if sub:
-        return KernelVersion(major, minor, sub, rc)
-    # "x.y.0-<digits>-flavour" is Debian/Ubuntu ABI numbering: the 0 is not the sublevel.
-    if re.match(r"-\d", rest):
-        for pattern, text in ((_DEBIAN, version), (_SIGNATURE, signature)):
-            d = pattern.search(text or "")
-            if d and (int(d.group(1)), int(d.group(2))) == (major, minor):
-                return KernelVersion(major, minor, int(d.group(3)))
-        return KernelVersion(major, minor, None)
-    return KernelVersion(major, minor, 0, rc)
 
 
 def _series(text: str) -> tuple[int, int, int | None] | None:
