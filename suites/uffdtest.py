@@ -29,9 +29,9 @@ from uffdwp import native, pagemap
 from uffdwp._ffi import lib
 from uffdwp.errors import MemoryUnavailableError, UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
+from uffdwp.kernel_version import at_least, running
 from uffdwp.memory import MEMORY_TYPES, PAGE_SIZE, Region, allocate
 from uffdwp.messages import Message, PageFault
-from uffdwp.probe import version_tuple
 from uffdwp.uffd import Userfaultfd
 
 MEM_ALL = MEMORY_TYPES
@@ -126,7 +126,7 @@ def pagemap_reports_wp() -> bool:
     protect one populated anonymous page and look. A kernel at or after the release that brought
     the bit must show it (there a missing bit is a failure, not a skip)."""
     fact = next(f for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
-    if version_tuple(os.uname().release) >= version_tuple(fact.since):
+    if at_least(running(), fact.since):
         return True
     with allocate("anon", pages=1) as region, Userfaultfd.create(Feature.PAGEFAULT_FLAG_WP) as uffd:
         region.fill(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from uffdwp.kernel_version import KernelVersion, kernel_version, running
+from uffdwp.kernel_version import KernelVersion, at_least, kernel_version, release_number, running
 
 DEBIAN12_V = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1 (2025-11-09)"
 
@@ -36,3 +36,16 @@ def test_running_kernel_parses():
     kv = running()
     assert kv is not None and kv.series >= (2, 6)
 
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("6.1.26", (6, 1, 26)), ("6.13", (6, 13, None)), ("6.1.y", (6, 1, None)), ("x", None),
+])
+def test_release_number(text, expected):
+    assert release_number(text) == expected
+
+
+def test_at_least():
+    kv = KernelVersion(5, 10, 223)
+    assert at_least(kv, "5.7") and at_least(kv, "5.10") and not at_least(kv, "5.13")
+    assert not at_least(None, "4.3")

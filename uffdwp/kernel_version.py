@@ -60,6 +60,22 @@ def kernel_version(release: str, version: str = "", signature: str = "") -> Kern
     return KernelVersion(major, minor, 0, rc)
 
 
+def release_number(text: str) -> tuple[int, int, int | None] | None:
+    """A release as the facts table writes it: '6.1.26' -> (6, 1, 26); '6.13' -> (6, 13, None);
+    '6.1.y' -> (6, 1, None). None if *text* is not one."""
+    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+|y))?$", text.strip())
+    if not m:
+        return None
+    sub = m.group(3)
+    return int(m.group(1)), int(m.group(2)), int(sub) if sub and sub != "y" else None
+
+
+def at_least(kv: KernelVersion | None, release: str) -> bool:
+    """Whether *kv*'s series is at or past the mainline *release* ('5.13'); False if unknown."""
+    number = release_number(release)
+    return kv is not None and number is not None and kv.series >= number[:2]
+
+
 def version_signature() -> str:
     try:
         return Path("/proc/version_signature").read_text().strip()  # Ubuntu only

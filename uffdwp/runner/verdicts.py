@@ -7,11 +7,10 @@ regression — on a kernel that has it.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from ..kernel_facts import KNOWN_BUGS, KnownBug
-from ..kernel_version import KernelVersion
+from ..kernel_version import KernelVersion, release_number
 
 VERDICTS = ("pass", "fail", "skip", "known-bug", "error")
 Verdict = Literal["pass", "fail", "skip", "known-bug", "error"]
@@ -24,18 +23,9 @@ OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
 
 
-def _series(text: str) -> tuple[int, int, int | None] | None:
-    """'6.1.26' -> (6, 1, 26); '6.1.y' / '6.1' -> (6, 1, None)."""
-    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+|y))?$", text.strip())
-    if not m:
-        return None
-    sub = m.group(3)
-    return int(m.group(1)), int(m.group(2)), int(sub) if sub and sub != "y" else None
-
-
 def fix_status(bug: KnownBug, kv: KernelVersion | None) -> FixStatus:
     """Whether the kernel has the fix of *bug*: mainline release, then the stable backports."""
-    fixed = _series(bug.fixed_in)
+    fixed = release_number(bug.fixed_in)
     if kv is None or fixed is None:
         return "unknown"
     here = (kv.major, kv.minor)
@@ -45,7 +35,7 @@ def fix_status(bug: KnownBug, kv: KernelVersion | None) -> FixStatus:
         # An -rc of the fixing release may or may not have the fix yet.
         return "unknown" if kv.rc else "fixed"
     for port in bug.backports:
-        series = _series(port)
+        series = release_number(port)
         if series is None or series[:2] != here:
             continue
         if series[2] is None or kv.sublevel is None:
