@@ -124,11 +124,11 @@ def list_cases(args: argparse.Namespace, console: Console) -> int:
 # --- uffdwp run --------------------------------------------------------------------------------
 def _classify(event: dict, kv: KernelVersion | None) -> dict:
     verdict, reason = verdicts.classify(event.get("outcome", "error"), event.get("reason", ""),
-                                        event.get("bug"), kv)
+                                        event.get("bug"), kv, event.get("failure"))
     memtype = event.get("memtype") or tables.guess_memtype(event["nodeid"])  # crashed: no props
     return results.make_test(event["nodeid"], event.get("test") or function_name(event["nodeid"]),
                              memtype, verdict, reason,
-                             verdicts.bug_info(event.get("bug")), event.get("duration", 0.0))
+                             verdicts.bug_info(event.get("bug"), kv), event.get("duration", 0.0))
 
 
 def _stop(proc: subprocess.Popen) -> None:
