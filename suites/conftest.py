@@ -85,8 +85,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     spec = _spec(item)
     bug = spec.bug_for(_memtype(item)) if spec else None
     if report.failed and bug and call.excinfo is not None:
-        if checked_bug(call.excinfo.value) == bug:
-            report.sections.append(("known bug", kf.KNOWN_BUGS[bug].describe()))
+        checked = checked_bug(call.excinfo.value)
+        if checked:
+            report.sections.append(("known bug", kf.KNOWN_BUGS[checked].describe()))
         else:  # a precondition or another check: says nothing about the bug
             report.sections.append(("not the known bug", f"failed outside the check of "
                                     f"{kf.KNOWN_BUGS[bug].commit} ({bug})"))

@@ -124,11 +124,12 @@ def own_swap_file(mb: int = 32):
         path.unlink(missing_ok=True)
 
 
-@uffd_test(mem=MEM_SWAPPABLE, bug="swp-uffd-wp-bit", timeout=60)
+@uffd_test(mem=MEM_SWAPPABLE, bug=("swp-uffd-wp-bit", "unuse-pte-bits"), timeout=60)
 def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
-    """099dd6878b9b (5.13): protected pages swapped out to a swap file, then that file is swapped
-    off (unuse_pte(), which compares swap ptes ignoring the uffd-wp bit since the fix): swapoff
-    succeeds, the data comes back, bit 57 stays and writes still fault."""
+    """Protected pages swapped out to a swap file, then that file is swapped off: swapoff
+    succeeds (099dd6878b9b, 5.13: unuse_pte() compares swap ptes ignoring the uffd-wp bit), and
+    the pages come back protected (14a762dd1977, 5.19: unuse_pte() carries the bit over), with
+    their data; writes still fault."""
     region = ctx.region(4)
     fill_pattern(region)
     uffd = ctx.uffd()
@@ -136,7 +137,7 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
     uffd.writeprotect(region.address, region.length)
     with own_swap_file() as path:
         require_pageout(region)
-        with ctx.bug_check():  # the bug: unuse_pte() never matched the marked swap entries
+        with ctx.bug_check("swp-uffd-wp-bit"):  # unuse_pte() never matched the marked entries
             try:
                 res = subprocess.run(["swapoff", str(path)], capture_output=True, text=True,
                                      timeout=30, check=False)
@@ -144,13 +145,14 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
                 raise AssertionError("swapoff hung on protected swap entries") from None
             assert res.returncode == 0, f"swapoff failed: {res.stderr.strip()}"
     if vma_field(region.address, "Swap"):
-        pytest.skip("the pages went to another swap device than the test's own")
+        swaps = " ".join(Path("/proc/swaps").read_text().split()[5:])
+        pytest.skip(f"the pages went to another swap device than the test's own ({swaps})")
     if memtype != "shmem":  # private pages are mapped back by unuse_pte()
         assert all(e.present for e in pagemap.entries(region.address, region.pages))
-    with ctx.bug_check():
+    for i in range(region.pages):
+        assert load(region.page(i)) == pattern(i)
+    with ctx.bug_check("unuse-pte-bits"):
         assert all(region_wp(region)), "uffd-wp bit lost by swapoff"
-        for i in range(region.pages):
-            assert load(region.page(i)) == pattern(i)
         assert_blocks(ctx, uffd, region.page(2) + 8, 0x99)
 
 

@@ -103,22 +103,27 @@ class UffdSpec:
 
     features: Feature = Feature(0)
     modes: RegisterMode = WP
-    # key of kernel_facts.KNOWN_BUGS this test reproduces, or memory type -> key where the bug
+    # key of kernel_facts.KNOWN_BUGS this test reproduces (a tuple where its checks show several
+    # bugs, the first one named in reports while it passes), or memory type -> key where the bug
     # is specific to some types
-    bug: str | Mapping[str, str] | None = None
+    bug: str | tuple[str, ...] | Mapping[str, str] | None = None
+
+    def bugs_for(self, memtype: str | None) -> tuple[str, ...]:
+        bug = self.bug.get(memtype or "") if isinstance(self.bug, Mapping) else self.bug
+        return (bug,) if isinstance(bug, str) else tuple(bug or ())
 
     def bug_for(self, memtype: str | None) -> str | None:
-        if isinstance(self.bug, Mapping):
-            return self.bug.get(memtype or "")
-        return self.bug
+        bugs = self.bugs_for(memtype)
+        return bugs[0] if bugs else None
 
 
 def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int = 0,
-              bug: str | Mapping[str, str] | None = None, timeout: float = 20):
+              bug: str | tuple[str, ...] | Mapping[str, str] | None = None, timeout: float = 20):
     """Declare a conformance test: memory types × modes × required features (+ known bug)."""
     if modes & MINOR and "anon" in mem:
         raise ValueError("MINOR mode does not apply to anonymous memory")
-    keys = bug.values() if isinstance(bug, Mapping) else [bug] if bug else []
+    keys = (list(bug.values()) if isinstance(bug, Mapping) else [bug] if isinstance(bug, str)
+            else list(bug or ()))
     unknown = [k for k in keys if k not in kf.KNOWN_BUGS]
     if unknown:
         raise ValueError(f"unknown bug key(s) {unknown}")
@@ -196,10 +201,16 @@ class Ctx:
         """The known bug this case reproduces (by memory type), or None."""
         return self.spec.bug_for(self.memtype)
 
-    def bug_check(self) -> AbstractContextManager[None]:
-        """The check that shows this case's known bug: only an assertion failing inside it is
-        reported as the bug (or as its regression); everything before it is a precondition."""
-        return bug_check(self.bug)
+    def bug_check(self, key: str | None = None) -> AbstractContextManager[None]:
+        """The check that shows this case's known bug (*key*, where the test declares several):
+        only an assertion failing inside it is reported as that bug (or as its regression);
+        everything before it is a precondition."""
+        bugs = self.spec.bugs_for(self.memtype)
+        if key is None and len(bugs) > 1:
+            raise ValueError(f"this test shows several bugs {bugs}: name the one this check shows")
+        if key is not None and key not in bugs:
+            raise ValueError(f"bug {key!r} is not declared by this test ({bugs})")
+        return bug_check(key or self.bug)
 
     # --- memory --------------------------------------------------------------------------------
     def region(self, pages: int = 4, memtype: str | None = None, **kw) -> Region:

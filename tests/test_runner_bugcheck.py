@@ -58,6 +58,12 @@ def test_skip_naming_the_environment():
 def test_bug_check_passes():
     with bug_check(BUG):
         assert True
+
+def test_second_of_two_bugs_fails():  # declares BUG, shows "close-reset" in its second check
+    with bug_check(BUG):
+        assert True
+    with bug_check("close-reset"):
+        assert False, "stale uffd-wp bit survived close()"
 '''
 
 OLD, FIXED = KernelVersion(6, 1, 176), KernelVersion(6, 18, 44)
@@ -70,6 +76,7 @@ EXPECTED = {  # test -> (verdict on a kernel without the fix, on a kernel with i
     "test_check_passes_then_later_assertion_fails": ("fail", "fail"),
     "test_skip_naming_the_environment": ("skip", "skip"),
     "test_bug_check_passes": ("pass", "pass"),
+    "test_second_of_two_bugs_fails": ("known-bug", "fail"),
 }
 
 
@@ -92,7 +99,9 @@ def test_only_the_bug_check_gives_known_bug(tmp_path, jobs):
     for e in events:
         old, fixed = (_classify(e, kv) for kv in (OLD, FIXED))
         assert (old["verdict"], fixed["verdict"]) == EXPECTED[e["test"]], (e, old, fixed)
-        if e["test"] == "test_bug_check_fails":
+        if e["test"] == "test_second_of_two_bugs_fails":
+            assert e["bug"] == "close-reset" and old["bug"]["commit"] == "c88033efe9a3"
+        elif e["test"] == "test_bug_check_fails":
             assert e["failure"] == "bug-check"
             assert old["reason"].startswith("known bug 0f230bc24b6e")
             assert fixed["reason"].startswith("regression: known bug 0f230bc24b6e")

@@ -272,6 +272,11 @@ KNOWN_BUGS: dict[str, KnownBug] = {b.key: b for b in (
     KnownBug("swp-uffd-wp-bit", "pte_same_as_swp() not removing the uffd-wp bit", "099dd6878b9b",
              "5.13", "LORE (Peter Xu); STABLE posting 'commit 099dd6878b9b upstream'",
              (StableFix("5.10", "5.10.46", "DEBCL-5.10.223: ChangeLog-5.10.46"),)),
+    KnownBug("unuse-pte-bits", "swapoff (unuse_pte) drops the uffd-wp bit of swapped-out ptes",
+             "14a762dd1977", "5.19",
+             "LORE 20220519125030.21486-3-linmiaohe@huawei.com (mm/swapfile: fix lost swap bits "
+             "in unuse_pte()); torvalds/linux master push 2022-05-27 (mm-stable-2022-05-27)",
+             (StableFix("5.10", None, "DEBCL-5.10.223: absent"),)),
     KnownBug("fork-special-cases", "uffd-wp special cases for fork()", "8f34f1eac382", "5.14",
              "LORE (Peter Xu, 2021-06)",
              (StableFix("5.10", "5.10.53", "DEBCL-5.10.223: ChangeLog-5.10.53"),)),

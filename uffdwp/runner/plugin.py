@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import pytest
 
-from .bugcheck import failure_kind
+from .bugcheck import checked_bug, failure_kind
 
 MESSAGE_LIMIT = 8000  # characters of a failure's traceback kept for the reports
 REASON_LIMIT = 500  # the one-line summary that goes into results.json
@@ -48,9 +48,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed and call.excinfo is not None:
-        prop = ("failure", failure_kind(call.excinfo.value))
-        item.user_properties.append(prop)  # the teardown report, which _finish reads, copies it
-        report.user_properties.append(prop)
+        props = [("failure", failure_kind(call.excinfo.value))]
+        if checked_bug(call.excinfo.value):  # of a test showing several: the one that failed
+            props.append(("bug", checked_bug(call.excinfo.value)))
+        item.user_properties.extend(props)  # the teardown report, which _finish reads, copies it
+        report.user_properties.extend(props)
 
 
 def function_name(nodeid: str) -> str:
