@@ -103,24 +103,25 @@ def test_wp_race_no_lost_writes(ctx, memtype):
 @contextlib.contextmanager
 def own_swap_file(mb: int = 32):
     """A swap file of our own with the highest priority, swapped off (synchronously) at the end.
-    It lives on the scratch disk: swapon refuses files on tmpfs (a guest's /run and root)."""
+    It lives on the scratch disk: swapon refuses files on tmpfs (a guest's /run and root).
+    It is swapped on twice: the swapoff between drains the per-CPU swap slot caches (kernels
+    before 6.14 keep up to 64 pre-allocated slots per CPU, taken from whichever device was
+    first), so the next swap-out takes its slots by priority, from this file."""
     if os.geteuid() != 0:
         pytest.skip("swapon needs root")
     fd, name = tempfile.mkstemp(prefix="regr-swap-", dir=hostsetup.SCRATCH_DIR)
     os.close(fd)
     path = Path(name)
-    active = False
     try:
+        swapon = ["swapon", "-p", "32767", str(path)]
         for step in (["fallocate", "-l", f"{mb}M", str(path)], ["chmod", "600", str(path)],
-                     ["mkswap", str(path)], ["swapon", "-p", "32767", str(path)]):
+                     ["mkswap", str(path)], swapon, ["swapoff", str(path)], swapon):
             res = subprocess.run(step, capture_output=True, text=True, timeout=30, check=False)
             if res.returncode:
                 pytest.skip(f"cannot set up a swap file ({' '.join(step)}: {res.stderr.strip()})")
-        active = True
         yield path
-    finally:
-        if active:
-            subprocess.run(["swapoff", str(path)], capture_output=True, timeout=60, check=False)
+    finally:  # (an error from swapoff here: it was never on, or the test swapped it off)
+        subprocess.run(["swapoff", str(path)], capture_output=True, timeout=60, check=False)
         path.unlink(missing_ok=True)
 
 
