@@ -42,7 +42,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _probe(args: argparse.Namespace) -> int:
     from . import kernel_facts as kf
-    from .probe import probe, version_tuple
+    from .kernel_version import at_least, kernel_version
+    from .probe import probe
 
     result = probe(with_register=not args.no_register)
     if args.json:
@@ -61,12 +62,12 @@ def _probe(args: argparse.Namespace) -> int:
                   f"features={result.features:#x} ioctls={result.ioctls:#x} "
                   f"({', '.join(result.ioctl_names)})")
 
-    kver = version_tuple(k["release"])
+    kver = kernel_version(k["release"], k["version"])
     table = Table(title="Features (features=0 handshake)", title_justify="left")
     for col in ("bit", "feature", "since", "here", "note"):
         table.add_column(col)
     for row in result.feature_table:
-        expected = kver >= version_tuple(row["since"])
+        expected = at_least(kver, row["since"])
         mark = "[green]yes[/]" if row["present"] else ("[red]no[/]" if expected else "[dim]no[/]")
         note = "" if row["present"] or not expected else "absent though kernel >= since (config?)"
         table.add_row(str(row["bit"]), row["name"], row["since"], mark, note or row["note"])
