@@ -70,7 +70,7 @@ def test_merge_writes_one_matrix_report_and_kcidb_file(reports, tmp_path):
     assert summary["started"] == "2026-01-01T02:03:00Z"
     assert summary["kernels"][1]["verdicts"]["known-bug"] == 1
     md = (out / "report.md").read_text()
-    assert "| 6.12 | failed |" in md and "| 5.10 | missing |" in md
+    assert "| **6.12** | failed |" in md and "| **5.10** | missing |" in md
     # each kernel's own results came along, so the report's links work
     assert (out / "6.1" / "results.json").is_file() and (out / "6.12" / "kcidb.json").is_file()
     doc = json.loads((out / "kcidb.json").read_text())

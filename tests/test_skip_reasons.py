@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from suites import hostsetup
 from suites.test_regressions import own_swap_file
-hostsetup.SWAP_FILE = Path(sys.argv[1]) / "uffdwp-swapfile"
+hostsetup.SCRATCH_DIR = Path(sys.argv[1])
 for _ in range(2):
     try:
         with own_swap_file(mb=1):
