@@ -174,10 +174,10 @@ def _run(size, target, writers, rate, pattern, memtype, populate, verify, progre
 def _protected_pages(region: memory.Region) -> int:
     from .. import kernel_facts as kf
     from .. import pagemap
-    from ..probe import version_tuple
+    from ..kernel_version import at_least, running
 
     since = next(f.since for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
-    if version_tuple(os.uname().release) < version_tuple(since):
+    if not at_least(running(), since):
         return -1  # pagemap shows no uffd-wp bit: the count would always read 0
     try:
         return sum(pagemap.uffd_wp(region.address, region.length, region.page_size))
