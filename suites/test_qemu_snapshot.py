@@ -17,6 +17,7 @@ $UFFDWP_ARTIFACTS/qemu-snapshot-<memtype>.json for the matrix report.
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 
 import pytest
@@ -62,8 +63,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     def get(memtype: str) -> ScenarioResult:
         if memtype not in cache:
             try:
-                cache[memtype] = run_scenario(workdir, memtype, RAM_MIB,
-                                              timeout=TIMEOUT / 3)
+                cache[memtype] = run_scenario(
+                    workdir, memtype, RAM_MIB, timeout=TIMEOUT / 3,
+                    log=lambda msg: print(f"qemu-snapshot[{memtype}]: {msg}", file=sys.stderr))
                 save_artifact(cache[memtype].as_dict(), f"qemu-snapshot-{memtype}.json")
             except Exception as exc:
                 exc.add_note(traceback.format_exc())

@@ -226,39 +226,47 @@ class Tracer:
         """Attach (bpftrace compiles the script first: seconds on an emulated CPU)."""
         self.proc = subprocess.Popen(
             ["bpftrace", "-e", BPFTRACE_SCRIPT, str(self.pid)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True)  # a ^C in the terminal reaches bpftrace only through us
-        deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        while READY not in self._head:
-            chunk = self.proc.stdout.read()
+        fd = self.proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        deadline = time.monotonic() + timeout
+        head = b""
+        while READY.encode() not in head:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                chunk = None
             if chunk:
-                self._head += chunk
-            elif self.proc.poll() is not None:
+                head += chunk
+                continue
+            if chunk == b"" or self.proc.poll() is not None:  # EOF: bpftrace is gone
+                self.proc.wait()
+                text = head.decode(errors="replace").strip()
                 raise RuntimeError(f"bpftrace exited ({self.proc.returncode}) before tracing: "
-                                   + " / ".join(self._head.strip().splitlines()[-3:]))
-            elif time.monotonic() > deadline:
+                                   + " / ".join(text.splitlines()[-3:]))
+            if time.monotonic() > deadline:
+                self._head = head.decode(errors="replace")
                 self.stop()
                 raise RuntimeError(f"bpftrace did not attach within {timeout:.0f} s")
-            else:
-                time.sleep(0.05)
+            time.sleep(0.05)
+        self._head = head.decode(errors="replace")
         self.t0 = time.monotonic()
 
     def stop(self, ended_by: str = "interrupt") -> TraceResult:
         """SIGINT bpftrace: it prints its maps and exits."""
-        assert self.proc is not None
+        assert self.proc is not None and self.proc.stdout is not None
         seconds = time.monotonic() - self.t0 if self.t0 else 0.0
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), True)
         try:
             rest, _ = self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rest, _ = self.proc.communicate()
-        out = self._head + (rest or "")
+        out = self._head + (rest or b"").decode(errors="replace")
         return TraceResult(self.pid, seconds, parse_bpftrace_hist(out), ended_by,
                            self.proc.returncode, out)
 

@@ -288,8 +288,15 @@ def render_html(outcomes: list[KernelOutcome], meta: dict) -> str:
 def write_report(report_dir: Path, outcomes: list[KernelOutcome], meta: dict) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "report_dir": str(report_dir)}
+    from . import qemu_report  # the QEMU section (its own module: it imports this one)
+
     summary = summary_dict(outcomes, meta)
+    summary["qemu_snapshot"] = qemu_report.summary_section(outcomes, report_dir)
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (report_dir / "report.md").write_text(render_md(outcomes, meta))
-    (report_dir / "report.html").write_text(render_html(outcomes, meta))
+    (report_dir / "report.md").write_text(render_md(outcomes, meta)
+                                          + qemu_report.section_md(outcomes, report_dir))
+    page = render_html(outcomes, meta)
+    page = page.replace("</body></html>", qemu_report.section_html(outcomes, report_dir)
+                        + "</body></html>")
+    (report_dir / "report.html").write_text(page)
     return summary

@@ -108,8 +108,8 @@ def snapshot_added(undisturbed: list[int], during: list[int]) -> tuple[int, list
             thr = b + 1
             break
     scale = n_d / n_u
-    added = [0 if b < thr else max(0, c - round(undisturbed[b] * scale))
-             for b, c in enumerate(during)]
+    base = [*undisturbed, *[0] * max(0, len(during) - len(undisturbed))]
+    added = [0 if b < thr else max(0, c - round(base[b] * scale)) for b, c in enumerate(during)]
     return thr, added
 
 
@@ -218,6 +218,8 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
         b, tb = src.status(), time.monotonic()
         ticks_per_us = (b.last_tsc - a.last_tsc) / ((tb - ta) * 1e6)
         undisturbed = histogram_delta(a, b)
+        say(f"writer: {(b.passes - a.passes) / (tb - ta):.1f} passes/s, "
+            f"rdtsc {ticks_per_us:.0f} ticks/us")
         # control (step 3): dumps of the running guest without write tracking
         for _ in range(3):
             p0 = src.status().passes
@@ -244,7 +246,9 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
                 res.wrlat_skipped = why
             else:
                 tracer = WrlatProcess(src.pid, workdir / f"wrlat-{memory}.log")
+                t0 = time.monotonic()
                 tracer.start(timeout)
+                say(f"wrlat attached in {time.monotonic() - t0:.1f} s")
         s0, t0 = src.status(), time.monotonic()
         try:
             res.snapshot_info = src.migrate(f"exec:cat > {bg_img}", timeout)
@@ -252,6 +256,7 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
             res.timing.snapshot = time.monotonic() - t0
             if tracer is not None:
                 res.wrlat = tracer.stop()
+                say(f"wrlat: {res.wrlat['count']} waits, p50 {res.wrlat['p50_us']} us")
         s1 = src.status()
         if res.snapshot_info.get("status") != "completed":
             raise GuestError(f"background snapshot {res.snapshot_info.get('status')}: "
@@ -276,6 +281,7 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
         t0 = time.monotonic()
         state = dst.incoming(f"exec:cat {bg_img}", timeout)
         res.timing.restore = time.monotonic() - t0
+        say(f"restored in {res.timing.restore:.2f} s")
         if state != "paused":
             raise GuestError(f"restored guest is {state!r}, not paused: {dst.stderr()[-300:]}")
         st = dst.status()

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu.qmp import ExecuteError
+from qemu.qmp import ConnectError, ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from .bootblock import PAGE, START, STATUS, Status
@@ -64,6 +64,15 @@ class GuestConfig:
         raise ValueError(f"unknown memory backend {self.memory!r}; one of {MEMORY_BACKENDS}")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started QEMU dies, so a test
+    killed from outside (pytest-timeout, a crashed worker) leaves no guest behind."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 class Guest:
     """A QEMU process (own process group) and its QMP connection."""
 
@@ -93,20 +102,32 @@ class Guest:
 
     # --- life cycle -------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> Guest:
+        """Start QEMU and connect; on any failure nothing is left running."""
         self.sock.unlink(missing_ok=True)
         with open(self.dir / "qemu.stderr", "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err,
-                                         start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while not self.sock.exists():
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise GuestError(f"{self.name}: no QMP socket after {timeout:.0f} s")
-            time.sleep(0.05)
-        self.qmp = QEMUMonitorProtocol(str(self.sock))
-        self.qmp.connect()
-        self.qmp.settimeout(timeout)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            deadline = time.monotonic() + timeout
+            while self.qmp is None:
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise GuestError(f"{self.name}: no QMP after {timeout:.0f} s")
+                if self.sock.exists():  # bound, but maybe not listening yet
+                    qmp = QEMUMonitorProtocol(str(self.sock))
+                    try:
+                        qmp.connect()
+                    except ConnectError:
+                        qmp.close()
+                    else:
+                        self.qmp = qmp
+                        break
+                time.sleep(0.05)
+            self.qmp.settimeout(timeout)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     @property
@@ -140,7 +161,7 @@ class Guest:
             self.qmp = None
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=5 if self.proc.poll() is None else 0)
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
