@@ -2,8 +2,9 @@
 
 `uffdwp snapshot demo` is started held (a shell waiting on its stdin, then exec'ing the demo,
 so its PID is known before it runs), wrlat attaches to that PID, the demo runs, and wrlat ends
-when it exits. The demo's native writers time every store themselves: their median wait must be
-within a factor of two of the median wrlat measured in the kernel. Needs kprobes (Debian's
+when it exits. The demo's native writers time every store themselves: the median of their N
+longest stalls (N = the waits wrlat counted) must be within a factor of two of the median wrlat
+measured in the kernel. Needs kprobes (Debian's
 kernels have them; where they are missing the test says so in one line and skips).
 """
 
@@ -48,12 +49,16 @@ def test_wrlat_pid_matches_demo_writers(memtype, tmp_path):
     traced = tracer.stop()
     assert demo.returncode == 0, f"snapshot demo failed: {out[-500:]}"
     stalls, _ = wrlat.stalls_from_stats(stats)
+    # The same events on both sides: the writers' N longest stalls, N = the waits wrlat counted
+    # (the writers also stall >= 1 us for other reasons: minor faults, interrupts, preemption).
+    top = sorted(stalls)[-traced["count"]:] if traced["count"] else []
     own = {"count": len(stalls), "p50_us": percentile(stalls, 0.5) / 1000 if stalls else None,
-           "histogram_us": wrlat.log2_histogram_us(stalls)}
+           "slowest_n": len(top), "p50_us_slowest_n": percentile(top, 0.5) / 1000 if top else None,
+           "histogram_us": wrlat.log2_histogram_us(top)}
     save_artifact({"wrlat": traced, "writers": own, "demo": out[-2000:]}, "wrlat-demo.json")
     assert traced["count"] > 0, "wrlat saw no wait in handle_userfault() of the demo"
-    assert stalls, "the demo's writers recorded no stall on a write-protect fault"
-    ratio = traced["p50_us"] / own["p50_us"]
+    assert top, "the demo's writers recorded no stall on a write-protect fault"
+    ratio = traced["p50_us"] / own["p50_us_slowest_n"]
     assert 0.5 <= ratio <= 2, (
         f"wrlat median {traced['p50_us']:.1f} us ({traced['count']} waits) vs the writers' own "
-        f"{own['p50_us']:.1f} us ({own['count']} stalled stores)")
+        f"{own['p50_us_slowest_n']:.1f} us (their {len(top)} longest of {len(stalls)} stalls)")

@@ -262,7 +262,7 @@ class Tracer:
             self.proc.send_signal(signal.SIGINT)
         os.set_blocking(self.proc.stdout.fileno(), True)
         try:
-            rest, _ = self.proc.communicate(timeout=60)
+            rest, _ = self.proc.communicate(timeout=300)  # minutes on an emulated CPU
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rest, _ = self.proc.communicate()

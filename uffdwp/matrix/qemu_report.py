@@ -71,8 +71,8 @@ def _wrlat_pairs(art: dict) -> list[tuple[str, dict, list[int], str]]:
     if demo and demo.get("wrlat"):
         own = demo["writers"]
         out.append(("uffdwp snapshot demo", demo["wrlat"], own["histogram_us"],
-                    f"native writers' own stalls: {own['count']}, p50 "
-                    f"{own['p50_us'] or 0:.1f} us"))
+                    f"native writers' own: their {own.get('slowest_n')} longest of "
+                    f"{own['count']} stalls, p50 {own.get('p50_us_slowest_n') or 0:.1f} us"))
     return out
 
 

@@ -183,7 +183,7 @@ class WrlatProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            out, _ = self.proc.communicate(timeout=120)
+            out, _ = self.proc.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate()
@@ -209,8 +209,20 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
                          os.uname().release)
     bg_img, pre_img = workdir / f"bg-{memory}.img", workdir / f"precopy-{memory}.img"
     with Guest(cfg, workdir, f"src-{memory}") as src:
+        tracer = None
+        if trace:
+            why = wrlat.kprobe_support()
+            if why:
+                res.wrlat_skipped = why
+            else:  # attach while QEMU idles (-S): bpftrace starts slowly on an emulated CPU
+                tracer = WrlatProcess(src.pid, workdir / f"wrlat-{memory}.log")
+                t0 = time.monotonic()
+                tracer.start(timeout)
+                say(f"wrlat attached in {time.monotonic() - t0:.1f} s")
+        t_boot = time.monotonic()
+        src.cmd("cont")
         src.wait_writer(2, timeout)
-        res.timing.boot = time.monotonic() - t_start
+        res.timing.boot = time.monotonic() - t_boot
         say(f"booted in {res.timing.boot:.1f} s")
         # 1. the writer undisturbed: rate, tick rate, stall histogram
         a, ta = src.status(), time.monotonic()
@@ -234,30 +246,25 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
             set_capability(src, "background-snapshot")
         except ExecuteError as exc:
             res.refused = str(exc)
+            if tracer is not None:
+                res.wrlat = tracer.stop()
             still = src.wait_writer(b.passes + 2, timeout)  # the guest must go on regardless
             res.passes_after = still.passes
             res.timing.total = time.monotonic() - t_start
             return res
         src.cmd("migrate-set-parameters", **{"max-bandwidth": UNLIMITED_BANDWIDTH})
-        tracer = None
-        if trace:
-            why = wrlat.kprobe_support()
-            if why:
-                res.wrlat_skipped = why
-            else:
-                tracer = WrlatProcess(src.pid, workdir / f"wrlat-{memory}.log")
-                t0 = time.monotonic()
-                tracer.start(timeout)
-                say(f"wrlat attached in {time.monotonic() - t0:.1f} s")
         s0, t0 = src.status(), time.monotonic()
         try:
             res.snapshot_info = src.migrate(f"exec:cat > {bg_img}", timeout)
         finally:
             res.timing.snapshot = time.monotonic() - t0
-            if tracer is not None:
-                res.wrlat = tracer.stop()
-                say(f"wrlat: {res.wrlat['count']} waits, p50 {res.wrlat['p50_us']} us")
         s1 = src.status()
+        if tracer is not None:
+            # the guest paused meanwhile: bpftrace needs the CPU to print and detach
+            src.cmd("stop")
+            res.wrlat = tracer.stop()
+            src.cmd("cont")
+            say(f"wrlat: {res.wrlat['count']} waits, p50 {res.wrlat['p50_us']} us")
         if res.snapshot_info.get("status") != "completed":
             raise GuestError(f"background snapshot {res.snapshot_info.get('status')}: "
                              f"{res.snapshot_info.get('error-desc', '')}")

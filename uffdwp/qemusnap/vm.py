@@ -94,8 +94,11 @@ class Guest:
             "-serial", f"file:{self.console}",
             "-qmp", f"unix:{self.sock},server=on,wait=off",
         ]
+        # -S: the vCPU waits for `cont` (a tracer can attach to an idle QEMU first); the
+        # restored guest stays paused once its image is loaded
+        self.argv += ["-S"]
         if incoming:
-            self.argv += ["-incoming", "defer", "-S"]
+            self.argv += ["-incoming", "defer"]
         self.proc: subprocess.Popen | None = None
         self.qmp: QEMUMonitorProtocol | None = None
         self._dumps = 0
