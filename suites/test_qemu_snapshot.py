@@ -35,7 +35,8 @@ from .uffdtest import STRESS_SCALE, implied_features, missing_reason, uffd_test
 MIB = 1 << 20
 # Guest RAM: small, the more so under an emulated CPU (nested TCG in the matrix's guests).
 RAM_MIB = int(os.environ.get("UFFDWP_QEMU_RAM_MIB", "32" if STRESS_SCALE >= 1 else "16"))
-TIMEOUT = 120 if STRESS_SCALE >= 1 else 900  # one case pays for its backend's whole run
+# One case pays for its backend's whole run: minutes under nested TCG on a loaded machine.
+TIMEOUT = 120 if STRESS_SCALE >= 1 else 1800
 # The image holds every page once plus QEMU's ROMs, device state and page headers.
 IMAGE_OVERHEAD = 1 * MIB
 

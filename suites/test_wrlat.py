@@ -24,7 +24,7 @@ from .uffdtest import STRESS_SCALE, uffd_test
 # On an emulated CPU a writer at full speed starves the engine of the one vCPU (as in
 # test_snapshot.py); the waits measured are then the scheduler's, on both sides alike.
 WRITE_RATE = "max" if STRESS_SCALE >= 1 else "20000"
-TIMEOUT = 120 if STRESS_SCALE >= 1 else 600
+TIMEOUT = 120 if STRESS_SCALE >= 1 else 1200
 
 
 @uffd_test(mem=("anon",), timeout=TIMEOUT)

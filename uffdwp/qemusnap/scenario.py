@@ -208,7 +208,7 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
     res = ScenarioResult(memory, ram_mib, ".".join(map(str, qemu_version())),
                          os.uname().release)
     bg_img, pre_img = workdir / f"bg-{memory}.img", workdir / f"precopy-{memory}.img"
-    with Guest(cfg, workdir, f"src-{memory}") as src:
+    with Guest(cfg, workdir, f"src-{memory}", timeout=timeout) as src:
         tracer = None
         if trace:
             why = wrlat.kprobe_support()
@@ -284,7 +284,7 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
         res.precopy_bytes = pre_img.stat().st_size if pre_img.exists() else 0
         say(f"precopy {res.timing.precopy:.2f} s, {res.precopy_bytes / MIB:.1f} MiB")
     # 5. restore into a second QEMU, check, resume, check again
-    with Guest(cfg, workdir, f"dst-{memory}", incoming=True) as dst:
+    with Guest(cfg, workdir, f"dst-{memory}", incoming=True, timeout=timeout) as dst:
         t0 = time.monotonic()
         state = dst.incoming(f"exec:cat {bg_img}", timeout)
         res.timing.restore = time.monotonic() - t0

@@ -77,8 +77,9 @@ class Guest:
     """A QEMU process (own process group) and its QMP connection."""
 
     def __init__(self, config: GuestConfig, workdir: Path, name: str,
-                 incoming: bool = False) -> None:
+                 incoming: bool = False, timeout: float = 60.0) -> None:
         self.config = config
+        self.timeout = timeout  # for QEMU to come up, and for each QMP command
         self.dir = Path(workdir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -104,8 +105,9 @@ class Guest:
         self._dumps = 0
 
     # --- life cycle -------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> Guest:
+    def start(self) -> Guest:
         """Start QEMU and connect; on any failure nothing is left running."""
+        timeout = self.timeout
         self.sock.unlink(missing_ok=True)
         with open(self.dir / "qemu.stderr", "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
