@@ -46,7 +46,7 @@ def test_wrlat_pid_matches_demo_writers(memtype, tmp_path):
         if demo.poll() is None:
             demo.kill()
             demo.wait()
-    traced = tracer.stop()
+    traced = tracer.stop(wait_exit=TIMEOUT / 4)  # wrlat ends with the demo
     assert demo.returncode == 0, f"snapshot demo failed: {out[-500:]}"
     stalls, _ = wrlat.stalls_from_stats(stats)
     # The same events on both sides: the writers' N longest stalls, N = the waits wrlat counted

@@ -281,7 +281,15 @@ class Tracer:
                 time.sleep(0.1)
         except KeyboardInterrupt:
             ended_by = "interrupt"
-        return self.stop(ended_by)
+        # a second ^C while bpftrace prints its maps must not lose them
+        try:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread: signals are not ours to set
+            return self.stop(ended_by)
+        try:
+            return self.stop(ended_by)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _alive(pid: int) -> bool:

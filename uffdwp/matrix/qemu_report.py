@@ -105,7 +105,7 @@ def section_md(outcomes: list[KernelOutcome], report_dir: Path) -> str:
         pairs = _wrlat_pairs(arts[o.name])
         if not pairs:
             note = _skip_note(arts[o.name]) or "no wrlat result"
-            L.append(f"- **{o.name}**: {note}")
+            L += [f"**{o.name}**: {note}", ""]
             continue
         for title, traced, own_us, note in pairs:
             L += [f"**{o.name} — {title}**: wrlat {traced['count']} waits, p50 "

@@ -178,15 +178,21 @@ class WrlatProcess:
                 raise RuntimeError(f"uffdwp wrlat did not attach within {timeout:.0f} s")
             time.sleep(0.1)
 
-    def stop(self) -> dict:
+    def stop(self, wait_exit: float = 0.0) -> dict:
+        """Its result; after *wait_exit* s for it to end by itself (the traced process ended),
+        else at once, by SIGINT."""
         assert self.proc is not None
+        try:
+            out, _ = self.proc.communicate(timeout=wait_exit or None) if wait_exit else ("", "")
+        except subprocess.TimeoutExpired:
+            out = ""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = self.proc.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
+            try:
+                out, _ = self.proc.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, _ = self.proc.communicate()
         self.err.close()
         if self.proc.returncode != 0:
             raise RuntimeError(f"uffdwp wrlat exited {self.proc.returncode}: "
