@@ -8,6 +8,7 @@ cannot disagree about where things are.
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import struct
 import subprocess
@@ -36,6 +37,21 @@ def end_address(ram_bytes: int) -> int:
     return ram_bytes
 
 
+def stride_pages(pages: int) -> int:
+    """The writer's step, in pages: about 0.618 of the pattern (golden ratio: consecutive writes
+    land far apart) and coprime with its page count (a pass visits every page once)."""
+    step = max(1, round(pages * 0.618))
+    while math.gcd(step, pages) != 1:
+        step += 1
+    return step
+
+
+def writer_order(pages: int) -> list[int]:
+    """Page indexes in the order the writer visits them within a pass."""
+    step = stride_pages(pages)
+    return [k * step % pages for k in range(pages)]
+
+
 def missing_tools() -> list[str]:
     return [t for t in ("as", "ld") if shutil.which(t) is None]
 
@@ -43,7 +59,9 @@ def missing_tools() -> list[str]:
 def build(ram_bytes: int, cache_dir: Path) -> Path:
     """The boot sector for a guest of *ram_bytes* RAM (built once per source and size)."""
     end = end_address(ram_bytes)
-    defs = {"START": START, "END": end, "STATUS": STATUS, "MAGIC": MAGIC}
+    size = end - START
+    defs = {"START": START, "END": end, "SIZE": size,
+            "STRIDE": stride_pages(size // PAGE) * PAGE, "STATUS": STATUS, "MAGIC": MAGIC}
     src = SOURCE.read_bytes()
     key = hashlib.sha256(src + repr(sorted(defs.items())).encode()).hexdigest()[:12]
     out = Path(cache_dir) / f"writer-{ram_bytes >> 20}M-{key}.img"
@@ -81,6 +99,7 @@ class Status:
     last_tsc: int  # rdtsc after the latest page's stores
     start: int
     end: int
+    stride: int  # bytes from one page written to the next (modulo end - start)
     histogram: tuple[int, ...]  # page-store stalls, log2 buckets of rdtsc ticks
 
     @property
@@ -89,9 +108,9 @@ class Status:
 
     @classmethod
     def parse(cls, page: bytes) -> Status:
-        magic, passes, last_tsc, start, end = struct.unpack_from("<IIQII", page, 0)
+        magic, passes, last_tsc, start, end, stride = struct.unpack_from("<IIQIII", page, 0)
         hist = struct.unpack_from(f"<{HIST_BUCKETS}I", page, HIST_OFFSET)
-        return cls(magic, passes, last_tsc, start, end, hist)
+        return cls(magic, passes, last_tsc, start, end, stride, hist)
 
 
 def histogram_delta(before: Status, after: Status) -> list[int]:

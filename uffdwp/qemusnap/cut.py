@@ -1,11 +1,11 @@
 """Is a RAM image a consistent cut of the writer's sequence? (the rule of QEMU's migration test)
 
-The writer (writer.S) sweeps its pages in ascending order, pass after pass, leaving on each page
-its pass number at the head and at the tail and the page's own address as a tag. Memory frozen
-at one instant therefore reads, in page order, pass k on a prefix and k-1 on the rest: one
-increment boundary (or none, at the end of a pass), every page whole (head == tail) and in its
-place (tag == address). Anything else — several boundaries, a jump by more than one, a torn or
-misplaced page — was not memory at one instant.
+The writer (writer.S) sweeps its pages in a fixed order (bootblock.writer_order), pass after
+pass, leaving on each page its pass number at the head and at the tail and the page's own
+address as a tag. Memory frozen at one instant therefore reads, in the writer's order, pass k on
+a prefix and k-1 on the rest: one increment boundary (or none, at the end of a pass), every page
+whole (head == tail) and in its place (tag == address). Anything else — several boundaries, a
+jump by more than one, a torn or misplaced page — was not memory at one instant.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from .bootblock import PAGE, TAIL_OFFSET
+from .bootblock import PAGE, TAIL_OFFSET, writer_order
 
 MAX_PROBLEMS = 8  # problems listed in the report; all are counted
 
@@ -22,7 +22,7 @@ MAX_PROBLEMS = 8  # problems listed in the report; all are counted
 class CutReport:
     pages: int
     passes: tuple[int, int] = (0, 0)  # (highest, lowest) pass number seen
-    boundary: int | None = None  # first page of the lower pass, None without a boundary
+    boundary: int | None = None  # position in the writer's order where the lower pass begins
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
 
@@ -39,16 +39,17 @@ class CutReport:
         if self.ok:
             where = ("no boundary: every page at pass " f"{self.passes[0]}"
                      if self.boundary is None else
-                     f"pass {self.passes[0]} on pages [0, {self.boundary}), pass "
-                     f"{self.passes[1]} on [{self.boundary}, {self.pages})")
+                     f"pass {self.passes[0]} on the writer's first {self.boundary} pages, pass "
+                     f"{self.passes[1]} on the other {self.pages - self.boundary}")
             return f"consistent cut of {self.pages} pages: {where}"
         more = self.problem_count - len(self.problems)
         return (f"NOT a consistent cut ({self.problem_count} problems in {self.pages} pages): "
                 + "; ".join(self.problems) + (f"; … {more} more" if more > 0 else ""))
 
 
-def check_cut(ram: bytes, start: int) -> CutReport:
-    """Check the writer's pages in *ram*, which holds guest memory from address *start*."""
+def check_cut(ram: bytes, start: int, order: list[int] | None = None) -> CutReport:
+    """Check the writer's pages in *ram*, which holds guest memory from address *start*; *order*
+    is the writer's page order (default: writer.S's, bootblock.writer_order)."""
     if len(ram) % PAGE:
         raise ValueError(f"{len(ram)} bytes is not a whole number of pages")
     n = len(ram) // PAGE
@@ -69,18 +70,21 @@ def check_cut(ram: bytes, start: int) -> CutReport:
     if not values:
         return rep
     rep.passes = (max(values), min(values))
-    for i in range(1, n):
-        prev, cur = values[i - 1], values[i]
+    order = writer_order(n) if order is None else order
+    for k in range(1, n):
+        i = order[k]
+        prev, cur = values[order[k - 1]], values[i]
         if cur == prev:
             continue
         if cur == prev - 1 and rep.boundary is None:
-            rep.boundary = i
+            rep.boundary = k
             continue
         if cur == prev - 1:
-            rep.add(f"second boundary at page {i} (first at {rep.boundary}): pass {prev} -> "
-                    f"{cur}")
+            rep.add(f"second boundary at the writer's page {k} (page {i}; first at {rep.boundary})"
+                    f": pass {prev} -> {cur}")
         else:
-            rep.add(f"page {i}: pass {prev} -> {cur} (only one step down by one is possible)")
+            rep.add(f"writer's page {k} (page {i}): pass {prev} -> {cur} (only one step down by "
+                    "one is possible)")
     return rep
 
 

@@ -1,22 +1,27 @@
 /*
  * uffdwp's QEMU guest: a boot sector that keeps writing to every page of guest RAM from START to
- * END, in ascending order, one pass after another, and times each page's stores with rdtsc.
+ * END, one pass after another, and times each page's stores with rdtsc.
+ *
+ * The order within a pass is a fixed permutation: page offsets 0, STRIDE, 2*STRIDE, ... modulo
+ * SIZE (STRIDE is a page multiple whose page count is coprime with SIZE's, so a pass visits every
+ * page once and ends back at offset 0). Not ascending, so that a copy made in address order
+ * while the writer runs (a dump, a linear scan without write tracking) cannot pass for a cut.
  *
  * Page i of pass p (p = 1, 2, ...) gets, in this order:
  *     offset 0:    p          (head)
  *     offset 4:    the page's own physical address (tag)
  *     offset 4092: p          (tail)
  * so a consistent cut of the sequence is: every page written at least once, head == tail and the
- * tag right on every page, and the pass numbers read k on a prefix of the pages and k-1 on the
- * rest (one increment boundary).
+ * tag right on every page, and, in the writer's order, the pass numbers read k on a prefix of
+ * the pages and k-1 on the rest (one increment boundary).
  *
  * The status page STATUS (below the boot sector, never part of the pattern) holds:
  *     +0x00 magic MAGIC, +0x04 passes completed, +0x08 rdtsc after the latest page (u64),
- *     +0x10 START, +0x14 END,
+ *     +0x10 START, +0x14 END, +0x18 STRIDE,
  *     +0x100 hist[65]: u32 counts of page-store stalls in rdtsc ticks, log2 buckets
  *            (bucket 0: 0 ticks; bucket b >= 1: [2^(b-1), 2^b) ticks)
- * START, END, STATUS and MAGIC come from the assembler's command line (--defsym), set by
- * uffdwp/qemusnap/bootblock.py, which also reads this layout.
+ * START, END, SIZE (END - START), STRIDE, STATUS and MAGIC come from the assembler's command
+ * line (--defsym), set by uffdwp/qemusnap/bootblock.py, which also reads this layout.
  *
  * Assemble: as --32 --defsym START=... -o w.o writer.S; ld -m elf_i386 -Ttext=0x7c00
  * --oformat=binary -o boot.img w.o
@@ -26,6 +31,13 @@
         .globl _start
 _start:
         cli
+        /* Mask every IRQ at both 8259s. With IF clear a timer interrupt would stay pending,
+         * and TCG's vCPU takes QEMU's big lock for a pending interrupt at every exit from its
+         * translated code: the writer would stall whenever the main loop holds that lock
+         * (e.g. for a QMP pmemsave), and such a dump would look like a cut. */
+        movb    $0xff, %al
+        outb    %al, $0x21
+        outb    %al, $0xa1
         xorw    %ax, %ax
         movw    %ax, %ds
         movw    %ax, %ss
@@ -56,6 +68,7 @@ pm32:
         rep stosl
         movl    $START, STATUS + 0x10
         movl    $END, STATUS + 0x14
+        movl    $STRIDE, STATUS + 0x18
         movl    $MAGIC, STATUS          /* written last: the host polls for it */
         movw    $0x3f8, %dx             /* "U" on COM1: the writer runs */
         movb    $'U', %al
@@ -63,8 +76,9 @@ pm32:
         xorl    %ebp, %ebp              /* %ebp: the pass being written */
 next_pass:
         incl    %ebp
-        movl    $START, %esi
+        xorl    %edi, %edi              /* %edi: offset of the page in the pattern */
 next_page:
+        leal    START(%edi), %esi
         rdtsc
         movl    %eax, %ebx
         movl    %edx, %ecx
@@ -89,9 +103,13 @@ huge:
         addl    $33, %eax
 count:
         incl    STATUS + 0x100(, %eax, 4)
-        addl    $4096, %esi
-        cmpl    $END, %esi
-        jb      next_page
+        addl    $STRIDE, %edi           /* next page: (offset + STRIDE) mod SIZE */
+        cmpl    $SIZE, %edi
+        jb      1f
+        subl    $SIZE, %edi
+1:
+        testl   %edi, %edi              /* back at offset 0: the pass is complete */
+        jnz     next_page
         movl    %ebp, STATUS + 0x04
         jmp     next_pass
 
