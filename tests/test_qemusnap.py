@@ -70,6 +70,7 @@ def test_problems_are_counted_beyond_the_listed_ones():
 def _status(passes: int, magic: int = bootblock.MAGIC) -> Status:
     page = bytearray(PAGE)
     struct.pack_into("<IIQIII", page, 0, magic, passes, 123, START, 1 << 25, PAGE)
+    struct.pack_into("<II", page, 0x20, 2_500_000 * 50, bootblock.PIT_LATCH)
     struct.pack_into("<3I", page, bootblock.HIST_OFFSET, 1, 2, 3)
     return Status.parse(bytes(page))
 
@@ -77,7 +78,9 @@ def _status(passes: int, magic: int = bootblock.MAGIC) -> Status:
 def test_status_page_layout_and_delta():
     st = _status(9)
     assert st.running and st.passes == 9 and st.last_tsc == 123 and st.histogram[:3] == (1, 2, 3)
-    later = Status(st.magic, 10, 0, st.start, st.end, st.stride, (5, 2, 4, *st.histogram[3:]))
+    assert st.ticks_per_us == pytest.approx(2500, rel=1e-3)  # 2.5 GHz: 125 M ticks in 50 ms
+    later = Status(st.magic, 10, 0, st.start, st.end, st.stride, st.pit_ticks, st.pit_latch,
+                   (5, 2, 4, *st.histogram[3:]))
     assert bootblock.histogram_delta(st, later)[:3] == [4, 0, 1]
 
 

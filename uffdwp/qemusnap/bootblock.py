@@ -24,6 +24,8 @@ MAGIC = 0x50574655  # "UFWP"
 HIST_OFFSET = 0x100
 HIST_BUCKETS = 65  # bucket 64: a stall of 2^63 ticks or more (never)
 TAIL_OFFSET = PAGE - 4
+PIT_HZ = 1_193_182  # the 8254's input clock
+PIT_LATCH = 59_659  # 50 ms of it (fits the 16-bit counter)
 
 
 class BuildError(RuntimeError):
@@ -61,7 +63,8 @@ def build(ram_bytes: int, cache_dir: Path) -> Path:
     end = end_address(ram_bytes)
     size = end - START
     defs = {"START": START, "END": end, "SIZE": size,
-            "STRIDE": stride_pages(size // PAGE) * PAGE, "STATUS": STATUS, "MAGIC": MAGIC}
+            "STRIDE": stride_pages(size // PAGE) * PAGE, "PIT_LATCH": PIT_LATCH,
+            "STATUS": STATUS, "MAGIC": MAGIC}
     src = SOURCE.read_bytes()
     key = hashlib.sha256(src + repr(sorted(defs.items())).encode()).hexdigest()[:12]
     out = Path(cache_dir) / f"writer-{ram_bytes >> 20}M-{key}.img"
@@ -100,7 +103,16 @@ class Status:
     start: int
     end: int
     stride: int  # bytes from one page written to the next (modulo end - start)
+    pit_ticks: int  # rdtsc ticks in pit_latch periods of the 8254, measured at boot
+    pit_latch: int
     histogram: tuple[int, ...]  # page-store stalls, log2 buckets of rdtsc ticks
+
+    @property
+    def ticks_per_us(self) -> float:
+        """The guest's rdtsc rate, from its calibration against the 8254 (0.0 if none)."""
+        if not self.pit_latch:
+            return 0.0
+        return self.pit_ticks / (self.pit_latch / PIT_HZ * 1e6)
 
     @property
     def running(self) -> bool:
@@ -109,8 +121,9 @@ class Status:
     @classmethod
     def parse(cls, page: bytes) -> Status:
         magic, passes, last_tsc, start, end, stride = struct.unpack_from("<IIQIII", page, 0)
+        pit_ticks, pit_latch = struct.unpack_from("<II", page, 0x20)
         hist = struct.unpack_from(f"<{HIST_BUCKETS}I", page, HIST_OFFSET)
-        return cls(magic, passes, last_tsc, start, end, stride, hist)
+        return cls(magic, passes, last_tsc, start, end, stride, pit_ticks, pit_latch, hist)
 
 
 def histogram_delta(before: Status, after: Status) -> list[int]:

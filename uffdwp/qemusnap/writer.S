@@ -18,10 +18,11 @@
  * The status page STATUS (below the boot sector, never part of the pattern) holds:
  *     +0x00 magic MAGIC, +0x04 passes completed, +0x08 rdtsc after the latest page (u64),
  *     +0x10 START, +0x14 END, +0x18 STRIDE,
+ *     +0x20 rdtsc ticks in PIT_LATCH periods of the 8254 (the shortest of 3), +0x24 PIT_LATCH,
  *     +0x100 hist[65]: u32 counts of page-store stalls in rdtsc ticks, log2 buckets
  *            (bucket 0: 0 ticks; bucket b >= 1: [2^(b-1), 2^b) ticks)
- * START, END, SIZE (END - START), STRIDE, STATUS and MAGIC come from the assembler's command
- * line (--defsym), set by uffdwp/qemusnap/bootblock.py, which also reads this layout.
+ * START, END, SIZE (END - START), STRIDE, PIT_LATCH, STATUS and MAGIC come from the assembler's
+ * command line (--defsym), set by uffdwp/qemusnap/bootblock.py, which also reads this layout.
  *
  * Assemble: as --32 --defsym START=... -o w.o writer.S; ld -m elf_i386 -Ttext=0x7c00
  * --oformat=binary -o boot.img w.o
@@ -69,6 +70,38 @@ pm32:
         movl    $START, STATUS + 0x10
         movl    $END, STATUS + 0x14
         movl    $STRIDE, STATUS + 0x18
+        /* rdtsc ticks in PIT_LATCH periods of the 8254 (1.193182 MHz), as Linux calibrates its
+         * TSC: channel 2 in mode 0, its output read at port 0x61 bit 5. Both clocks run in
+         * real time under TCG, so a vCPU descheduled meanwhile does not bias the rate; only a
+         * late poll does, so the shortest of three is kept. */
+        movl    $3, %edi
+        movl    $0xffffffff, STATUS + 0x20
+calibrate:
+        inb     $0x61, %al
+        andb    $0xfd, %al              /* speaker off */
+        orb     $0x01, %al              /* channel 2 gate on */
+        outb    %al, $0x61
+        movb    $0xb0, %al              /* channel 2, lobyte/hibyte, mode 0, binary */
+        outb    %al, $0x43
+        movb    $(PIT_LATCH & 0xff), %al
+        outb    %al, $0x42
+        movb    $(PIT_LATCH >> 8), %al
+        outb    %al, $0x42
+        rdtsc
+        movl    %eax, %ebx
+pit_wait:
+        inb     $0x61, %al
+        testb   $0x20, %al
+        jz      pit_wait
+        rdtsc
+        subl    %ebx, %eax              /* < 2^32 ticks for 50 ms below 80 GHz */
+        cmpl    STATUS + 0x20, %eax
+        jae     1f
+        movl    %eax, STATUS + 0x20
+1:
+        decl    %edi
+        jnz     calibrate
+        movl    $PIT_LATCH, STATUS + 0x24
         movl    $MAGIC, STATUS          /* written last: the host polls for it */
         movw    $0x3f8, %dx             /* "U" on COM1: the writer runs */
         movb    $'U', %al
