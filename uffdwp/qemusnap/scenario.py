@@ -59,6 +59,7 @@ class WriterTimings:
     during: list[int]  # the same, between the start and the end of the snapshot
     threshold_bucket: int  # first bucket above the undisturbed UNDISTURBED_QUANTILE
     added: list[int]  # stores the snapshot slowed: `during` beyond the undisturbed rate
+    wall_ticks_per_us: float = 0.0  # the host's view of the rate (TSC delta over its wall time)
 
     @property
     def added_count(self) -> int:
@@ -297,7 +298,7 @@ def run_scenario(workdir: Path, memory: str = "anon", ram_mib: int = 32, *,
         during = histogram_delta(s0, s1)
         thr, added = snapshot_added(undisturbed, during)
         res.writer = WriterTimings(ticks_per_us, (b.passes - a.passes) / (tb - ta),
-                                   undisturbed, tb - ta, during, thr, added)
+                                   undisturbed, tb - ta, during, thr, added, wall_ticks_per_us)
         say(f"snapshot {res.timing.snapshot:.2f} s, {res.image_bytes / MIB:.1f} MiB")
         # 4. baseline: plain precopy of the same guest (it ends stopped)
         set_capability(src, "background-snapshot", False)
