@@ -225,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         f"run-{_slug(kernel['release'])}-{started.strftime('%Y%m%d-%H%M%S')}")
     report = report.resolve()
     report.mkdir(parents=True, exist_ok=True)
+    # Measurements a suite keeps beside its verdicts (e.g. QEMU's snapshot timings) go here.
+    os.environ.setdefault("UFFDWP_ARTIFACTS", str(report / "artifacts"))
     # The event log is followed while pytest appends to it: keep it on a local file system
     # (a report directory on a guest's 9p share answers such reads with ENODATA), then copy it.
     scratch = Path(tempfile.mkdtemp(prefix="uffdwp-run-"))
