@@ -25,34 +25,8 @@ void seal_record(struct rec_hdr *h, uint32_t *chain)
 
 int write_full(int fd, const void *buf, uint64_t len, int stop_fd, int stall_ms)
 {
-	const uint8_t *p = buf;
-	uint64_t last_progress = uffdwp_now_ns();
-	while (len) {
-		ssize_t n = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
-		if (n > 0) {
-			p += n;
-			len -= (uint64_t)n;
-			last_progress = uffdwp_now_ns();
-			continue;
-		}
-		if (n == 0)
-			return -EIO;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return -errno;
-		struct pollfd pf[2] = { { .fd = fd, .events = POLLOUT },
-					{ .fd = stop_fd, .events = POLLIN } };
-		if (poll(pf, stop_fd >= 0 ? 2 : 1, 200) < 0 && errno != EINTR)
-			return -errno;
-		if (stop_fd >= 0 && pf[1].revents)
-			return -ECANCELED;
-		if (pf[0].revents & (POLLERR | POLLHUP) && !(pf[0].revents & POLLOUT))
-			return -EPIPE;
-		if (stall_ms > 0 && uffdwp_now_ns() - last_progress > (uint64_t)stall_ms * 1000000ull)
-			return -ETIMEDOUT; /* the reader took nothing for that long: stopped or stuck */
-	}
-	return 0;
+	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len };
+	return writev_full(fd, &iov, 1, stop_fd, stall_ms);
 }
 
 int writev_full(int fd, struct iovec *iov, int n, int stop_fd, int stall_ms)
