@@ -46,7 +46,7 @@ def alloc(memtype: str, length: int) -> memory.Region:
 
 @contextlib.contextmanager
 def writers_on(regions: list[memory.Region], per_region: int, pattern: Pattern,
-               rate: int = WRITER_RATE, capacity: int = stress(1 << 22, minimum=1 << 16)):
+               rate: int = WRITER_RATE, capacity: int = stress(1 << 23, minimum=1 << 16)):
     """Native writers, each at its own word of the page; yields (writer, region index, base)."""
     started = []
     try:
@@ -71,7 +71,13 @@ def stop_and_log(writers, until_ns: int | None = None) -> list[WriterLog]:
         w.request_stop()
     for w, _, _ in writers:
         assert w.wait(10), "a writer is still blocked in a fault"
-    return [WriterLog.from_writer(w, ri, base, until_ns) for w, ri, base in writers]
+    logs = [WriterLog.from_writer(w, ri, base, until_ns) for w, ri, base in writers]
+    for (w, _, _), log in zip(writers, logs):
+        # A log that filled up before the freeze cannot tell where the writer's cut is.
+        if until_ns and w.stats.dropped_records and log.t_start[-1] < until_ns:
+            pytest.skip(f"a writer's log ({len(log.t_start)} stores) ended before the freeze: "
+                        "the snapshot took too long to start on this machine; nothing checked")
+    return logs
 
 
 def assert_progress(writers, timeout: float = 5.0) -> None:
