@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel_facts import FEATURE_FACTS
+from . import crosscheck
 from .results import VERDICTS, KernelRecord
 
 SCHEMA = "uffdwp-matrix/1"
@@ -33,6 +34,7 @@ class KernelOutcome:
     note: str = ""
     record: KernelRecord = field(default_factory=KernelRecord)
     phases: dict[str, float] = field(default_factory=dict)
+    fix_evidence: dict[str, dict] = field(default_factory=dict)  # bug -> changelog.FixEvidence
 
 
 def kernel_version(release: str) -> tuple[int, int] | None:
@@ -72,6 +74,12 @@ def final_status(boot_status: str, rec: KernelRecord) -> str:
 
 def overall_ok(outcomes: list[KernelOutcome]) -> bool:
     return all(o.status == "ok" for o in outcomes)
+
+
+def release_text(o: KernelOutcome) -> str:
+    """The booted release, with the Debian package version it came from."""
+    rel = o.record.release or "?"
+    return f"{rel} ({o.package_version})" if o.package_version else rel
 
 
 def known_bugs(rec: KernelRecord) -> list[dict]:
@@ -119,7 +127,8 @@ def summary_dict(outcomes: list[KernelOutcome], meta: dict) -> dict:
             "detail": o.detail, "notes": r.notes + ([o.note] if o.note else []),
             "dir": f"{o.name}/", "console": f"{o.name}/console.log",
         })
-    return {"schema": SCHEMA, **meta, "ok": overall_ok(outcomes), "kernels": kernels}
+    return {"schema": SCHEMA, **meta, "ok": overall_ok(outcomes), "kernels": kernels,
+            "changelog_crosscheck": crosscheck.summary(outcomes)}
 
 
 # --- Markdown -------------------------------------------------------------------------------
@@ -146,7 +155,7 @@ def render_md(outcomes: list[KernelOutcome], meta: dict) -> str:
         if Path(meta.get("report_dir", "."), o.name, "report.md").exists():
             link = f"[report]({o.name}/report.md) · " + link
         counts = " | ".join(str(r.summary.get(v, 0)) for v in VERDICTS)
-        L.append(f"| {o.name} | {o.status} | {r.release or '?'} | {o.via} | {feat} | {counts} "
+        L.append(f"| {o.name} | {o.status} | {release_text(o)} | {o.via} | {feat} | {counts} "
                  f"| {o.seconds:.0f} s | {link} |")
     problems = [o for o in outcomes if o.detail or o.record.notes or o.note]
     if problems:
@@ -187,7 +196,8 @@ def render_md(outcomes: list[KernelOutcome], meta: dict) -> str:
                      f"({len(b['tests'])} test(s))")
     if not any_bug:
         L.append("None.")
-    return "\n".join(L) + "\n"
+    check = crosscheck.render_md(outcomes)
+    return "\n".join(L) + "\n" + (f"\n{check}" if check else "")
 
 
 # --- HTML -----------------------------------------------------------------------------------
@@ -230,7 +240,7 @@ def render_html(outcomes: list[KernelOutcome], meta: dict) -> str:
         if Path(meta.get("report_dir", "."), o.name, "report.html").exists():
             links.insert(0, f"<a href='{_e(o.name)}/report.html'>report</a>")
         H.append(f"<tr><td><b>{_e(o.name)}</b></td><td class='{_e(o.status)}'>{_e(o.status)}</td>"
-                 f"<td>{_e(r.release or '?')}</td><td>{_e(o.via)}</td><td><code>{feat}</code></td>"
+                 f"<td>{_e(release_text(o))}</td><td>{_e(o.via)}</td><td><code>{feat}</code></td>"
                  + "".join(f"<td class='{v if r.summary.get(v) else ''}'>{r.summary.get(v, 0)}</td>"
                            for v in VERDICTS)
                  + f"<td>{o.seconds:.0f} s</td><td>{' · '.join(links)}</td></tr>")
@@ -281,7 +291,7 @@ def render_html(outcomes: list[KernelOutcome], meta: dict) -> str:
                      f"{_e(b.get('fixed_in', '?'))}: {_e(', '.join(b['tests']))}</li>")
     if not found:
         H.append("<li>None.</li>")
-    H.append("</ul></body></html>")
+    H.append("</ul>" + crosscheck.render_html(outcomes) + "</body></html>")
     return "\n".join(H) + "\n"
 
 

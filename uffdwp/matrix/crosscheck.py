@@ -1,0 +1,110 @@
+"""Each known bug, per kernel: the suite's verdict beside what the package changelog says.
+
+The two are independent: the suite observes the kernel, the changelog is what the distribution
+says it merged. Where both answer and they differ, the report flags it: a fix the changelog
+names while the bug's test still fails (a bad backport, or a test that fails for another
+reason), or a fix it does not name while the test passes (the test does not reach the bug on
+this machine, or the fix came by another route).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+from ..kernel_facts import KNOWN_BUGS
+from .results import KernelRecord
+
+# the worst verdict of a bug's tests decides: one reproduction is enough
+_ORDER = ("fail", "known-bug", "error", "pass", "skip")
+
+
+def bug_verdicts(rec: KernelRecord) -> dict[str, str]:
+    """Known-bug key -> the verdict of its tests on this kernel (keys without tests left out)."""
+    seen: dict[str, set[str]] = {}
+    for t in rec.tests:
+        key = (t.bug or {}).get("key")
+        if key:
+            seen.setdefault(key, set()).add(t.verdict)
+    return {k: next(v for v in _ORDER if v in vs) for k, vs in seen.items() if vs & set(_ORDER)}
+
+
+@dataclass(frozen=True)
+class Row:
+    kernel: str
+    bug: str
+    verdict: str  # the suite's, or "" when no test of the bug ran
+    changelog: str  # named | reverted | by-version | not-named | unknown
+    detail: str
+    agree: bool | None  # None: nothing to compare (no changelog answer or no suite answer)
+
+
+def compare(verdict: str, fixed: bool | None) -> bool | None:
+    """Whether a suite verdict and the changelog's answer agree (None: not comparable)."""
+    if fixed is None or verdict not in ("pass", "known-bug", "fail"):
+        return None
+    return (verdict == "pass") == fixed
+
+
+def rows(outcomes) -> list[Row]:
+    """Rows for every kernel that has changelog evidence (KernelOutcome.fix_evidence)."""
+    out: list[Row] = []
+    for o in outcomes:
+        if not o.fix_evidence:
+            continue
+        verdicts = bug_verdicts(o.record)
+        for key in KNOWN_BUGS:
+            ev = o.fix_evidence.get(key)
+            if ev is None:
+                continue
+            v = verdicts.get(key, "")
+            out.append(Row(o.name, key, v, ev["status"], ev["detail"], compare(v, ev["fixed"])))
+    return out
+
+
+def summary(outcomes) -> list[dict]:
+    return [r.__dict__ for r in rows(outcomes)]
+
+
+_MARK = {True: "agree", False: "DISAGREE", None: ""}
+
+
+def render_md(outcomes) -> str:
+    rs = rows(outcomes)
+    if not rs:
+        return ""
+    bad = [r for r in rs if r.agree is False]
+    L = ["## Known bugs: suite vs package changelog", "",
+         "The changelog names the fix (named), implies it by upstream version (by-version), or "
+         "does not name it (not-named); a verdict that says otherwise is flagged.", ""]
+    if bad:
+        L += [f"**{len(bad)} disagreement(s):** "
+              + "; ".join(f"{r.kernel} {r.bug} ({r.verdict} vs {r.changelog})" for r in bad), ""]
+    L += ["| kernel | bug | suite | changelog | check | changelog says |",
+          "|---|---|---|---|---|---|"]
+    for r in rs:
+        mark = f"**{_MARK[r.agree]}**" if r.agree is False else _MARK[r.agree]
+        detail = r.detail.replace("|", "\\|")
+        L.append(f"| {r.kernel} | {r.bug} | {r.verdict or '-'} | {r.changelog} | {mark} "
+                 f"| {detail} |")
+    return "\n".join(L) + "\n"
+
+
+def render_html(outcomes) -> str:
+    rs = rows(outcomes)
+    if not rs:
+        return ""
+    e = html.escape
+    bad = sum(1 for r in rs if r.agree is False)
+    H = ["<h2>Known bugs: suite vs package changelog</h2>",
+         f"<p>{bad} disagreement(s). The changelog names the fix, implies it by upstream "
+         "version, or does not name it; a verdict that says otherwise is flagged.</p>",
+         "<table><tr><th>kernel</th><th>bug</th><th>suite</th><th>changelog</th><th>check</th>"
+         "<th>changelog says</th></tr>"]
+    for r in rs:
+        cls = {True: "pass", False: "fail", None: "skip"}[r.agree]
+        H.append(f"<tr><td>{e(r.kernel)}</td><td>{e(r.bug)}</td>"
+                 f"<td class='{e(r.verdict)}'>{e(r.verdict or '-')}</td><td>{e(r.changelog)}</td>"
+                 f"<td class='{cls}'>{_MARK[r.agree]}</td><td>{e(r.detail)}</td></tr>")
+    H.append("</table>")
+    return "\n".join(H) + "\n"
