@@ -32,6 +32,9 @@ def test_first_build_where_the_verdict_changes():
         ("6.1.0-54", "known-bug", "6.1.0-55", "pass")]
     # builds that said nothing (error, skip) are stepped over, not taken for a change
     assert [(c.before, c.at) for c in changes["close-reset"]] == [("6.1.0-47", "6.1.0-55")]
+    assert history.describe("close-reset", ROWS, changes) == (
+        "known-bug up to 6.1.0-47, pass from 6.1.0-55 (6.1.0-50, 6.1.0-54 in between: "
+        "no verdict)")
     assert "hugetlb-fork" not in changes
     assert history.describe("mremap-clear", ROWS, changes) == (
         "known-bug up to 6.1.0-54, pass from 6.1.0-55")

@@ -42,9 +42,11 @@ class Change:
     old: str
     at: str  # the first build with the new verdict
     new: str
+    between: tuple[str, ...] = ()  # builds in between that gave no verdict (skip, error, none)
 
     def text(self) -> str:
-        return f"{self.old} up to {self.before}, {self.new} from {self.at}"
+        gap = (f" ({', '.join(self.between)} in between: no verdict)" if self.between else "")
+        return f"{self.old} up to {self.before}, {self.new} from {self.at}{gap}"
 
 
 def verdict_changes(rows: list[tuple[str, dict[str, str]]]) -> dict[str, list[Change]]:
@@ -54,13 +56,16 @@ def verdict_changes(rows: list[tuple[str, dict[str, str]]]) -> dict[str, list[Ch
     out: dict[str, list[Change]] = {}
     for bug in KNOWN_BUGS:
         last: tuple[str, str] | None = None
+        silent: list[str] = []
         for build, verdicts in rows:
             v = verdicts.get(bug, "")
             if v not in CONCLUSIVE:
+                silent.append(build)
                 continue
             if last is not None and v != last[1]:
-                out.setdefault(bug, []).append(Change(bug, last[0], last[1], build, v))
-            last = (build, v)
+                out.setdefault(bug, []).append(
+                    Change(bug, last[0], last[1], build, v, tuple(silent)))
+            last, silent = (build, v), []
     return out
 
 
