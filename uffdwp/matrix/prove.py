@@ -157,16 +157,27 @@ def kernel_spec(name: str, images: dict[str, Path]) -> KernelSpec:
 
 
 def run_bugs(name: str, spec: KernelSpec, bugs: list[str], numa: int, report: Path,
-             console: Console) -> dict[str, str]:
-    """Boot one kernel, run only *bugs*' tests; bug -> verdict."""
+             console: Console) -> dict[str, tuple[str, str]]:
+    """Boot one kernel, run only *bugs*' tests; bug -> (verdict, why: the first failing test's
+    reason, so that a reader sees which check failed)."""
     from .guestcmd import RUN_COMMAND
     from .runner import run_matrix
 
     cmd = RUN_COMMAND + " --bugs " + ",".join(bugs)
     outcomes, _ = run_matrix([spec], report, cmd, accel="auto", timeout=1200, jobs=1,
                              console=console, numa_nodes=numa)
-    verdicts = bug_verdicts(outcomes[0].record) if outcomes else {}
-    return {b: verdicts.get(b, outcomes[0].status if outcomes else "not run") for b in bugs}
+    if not outcomes or not outcomes[0].record.tests:
+        status = outcomes[0].status if outcomes else "not run"
+        return {b: (status, outcomes[0].detail if outcomes else "") for b in bugs}
+    record = outcomes[0].record
+    verdicts = bug_verdicts(record)
+    out: dict[str, tuple[str, str]] = {}
+    for b in bugs:
+        v = verdicts.get(b, "no test")
+        why = next((f"{t.test}[{t.memtype}]: {t.reason}" for t in record.tests
+                    if (t.bug or {}).get("key") == b and t.verdict == v and v != "pass"), "")
+        out[b] = (v, why)
+    return out
 
 
 def proven(without: str, with_fix: str) -> bool:
@@ -180,6 +191,13 @@ def table(rows: list[dict]) -> str:
         L.append(f"| {r['bug']} | {r['without']} | {r['without_verdict']} | {r['with']} "
                  f"| {r['with_verdict']} | {'yes' if r['proven'] else '**no**'} "
                  f"| `vms/prove-known-bugs.sh {r['bug']}` |")
+    whys = [r for r in rows if r.get("without_why") or r.get("with_why")]
+    if whys:
+        L += ["", "What failed:", ""]
+        for r in whys:
+            for side in ("without", "with"):
+                if r.get(f"{side}_why"):
+                    L.append(f"- {r['bug']} on {r[side]}: {r[f'{side}_why']}")
     return "\n".join(L) + "\n"
 
 
@@ -224,11 +242,12 @@ def main(argv: list[str] | None = None) -> int:
                                           args.report / slot, console)
     rows = []
     for p in proofs:
-        wo = verdicts[(p.without, p.numa_nodes)][p.bug]
-        wi = verdicts[(p.with_fix, p.numa_nodes)][p.bug]
+        wo, wo_why = verdicts[(p.without, p.numa_nodes)][p.bug]
+        wi, wi_why = verdicts[(p.with_fix, p.numa_nodes)][p.bug]
         rows.append({"bug": p.bug, "without": p.without, "without_verdict": wo,
-                     "with": p.with_fix, "with_verdict": wi, "proven": proven(wo, wi),
-                     "numa_nodes": p.numa_nodes, "how": p.how})
+                     "without_why": wo_why, "with": p.with_fix, "with_verdict": wi,
+                     "with_why": wi_why, "proven": proven(wo, wi), "numa_nodes": p.numa_nodes,
+                     "how": p.how})
     args.report.mkdir(parents=True, exist_ok=True)
     (args.report / "proof.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows)
