@@ -64,13 +64,18 @@ def test_build_specs_and_history_report(tmp_path):
         rec = KernelRecord(release=f"{name}-amd64", tests=[results.TestRow(
             "suites/test_regressions.py::test_mremap_clears_wp[present-anon]",
             "test_mremap_clears_wp", "anon", verdict, bug={"key": "mremap-clear"})])
-        return KernelOutcome(name, "qemu", "ok", package_version=version, record=rec)
+        named = verdict == "pass"
+        evidence = {"mremap-clear": {"status": "named" if named else "not-named", "fixed": named,
+                                     "detail": ""}}
+        return KernelOutcome(name, "qemu", "ok", package_version=version, record=rec,
+                             fix_evidence=evidence)
 
     data = history.write(tmp_path, "6.1", [outcome("6.1.0-50", "6.1.176-1", "known-bug"),
                                            outcome("6.1.0-55", "6.1.192-1", "pass")])
-    assert data["lines"]["mremap-clear"] == "known-bug up to 6.1.0-50, pass from 6.1.0-55"
+    assert data["lines"]["mremap-clear"] == (
+        "known-bug up to 6.1.0-50, pass from 6.1.0-55; changelog: fix in from 6.1.0-55")
     md = (tmp_path / "history.md").read_text()
-    assert "- **mremap-clear**: known-bug up to 6.1.0-50, pass from 6.1.0-55" in md
+    assert "- **mremap-clear**: known-bug up to 6.1.0-50, pass from 6.1.0-55; changelog" in md
     assert "| 6.1.0-55 | 6.1.192-1 | ok |" in md
     assert (tmp_path / "history.json").exists()
 

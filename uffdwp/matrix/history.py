@@ -82,16 +82,29 @@ def describe(bug: str, rows: list[tuple[str, dict[str, str]]],
     return f"{seen[0][1]} on every build ({span})"
 
 
+def first_named(bug: str, outcomes) -> str:
+    """The first build whose package changelog says the fix is in ("" if none says so)."""
+    return next((o.name for o in outcomes
+                 if (o.fix_evidence.get(bug) or {}).get("fixed") is True), "")
+
+
 def summarize(outcomes) -> dict:
-    """history.json: the builds in order, each bug's verdict per build, and the changes."""
+    """history.json: the builds in order, each bug's verdict per build, the changes, and the
+    first build whose changelog has the fix."""
     rows = [(o.name, bug_verdicts(o.record)) for o in outcomes]
     changes = verdict_changes(rows)
+    lines = {}
+    for bug in KNOWN_BUGS:
+        named = first_named(bug, outcomes)
+        lines[bug] = describe(bug, rows, changes) + (
+            f"; changelog: fix in from {named}" if named and named != rows[0][0] else "")
     return {
         "builds": [{"name": o.name, "package": o.package, "version": o.package_version,
                     "release": o.record.release, "status": o.status} for o in outcomes],
         "verdicts": {bug: {name: v.get(bug, "") for name, v in rows} for bug in KNOWN_BUGS},
         "changes": {bug: [c.__dict__ for c in cs] for bug, cs in changes.items()},
-        "lines": {bug: describe(bug, rows, changes) for bug in KNOWN_BUGS},
+        "changelog_first_fixed": {bug: first_named(bug, outcomes) for bug in KNOWN_BUGS},
+        "lines": lines,
     }
 
 
