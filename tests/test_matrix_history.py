@@ -171,3 +171,12 @@ def test_plugin_keeps_only_the_selected_bugs_tests(tmp_path):
                         "--uffdwp-bugs=nope", "--collect-only", "-q", "-p", "no:xdist",
                         str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 4 and "unknown known-bug key(s) nope" in p.stderr
+
+
+def test_tcg_guests_keep_time_by_the_hpet(tmp_path):
+    """Under TCG a loaded host makes the guest calibrate its TSC far too slow (its clock then
+    ran ~7x fast and timeouts fired early): TCG guests use the emulated HPET."""
+    tcg = qemu.qemu_command(tmp_path / "k", tmp_path / "i", tmp_path, "tcg")
+    kvm = qemu.qemu_command(tmp_path / "k", tmp_path / "i", tmp_path, "kvm")
+    assert "clocksource=hpet" in tcg[tcg.index("-append") + 1]
+    assert "clocksource=hpet" not in kvm[kvm.index("-append") + 1]
