@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what uffdwp needs on a Debian/Ubuntu machine (as root) and builds it into .venv.
-# Idempotent: a second run only checks. Usage: ./bootstrap.sh [--matrix]  (--matrix adds QEMU etc.)
+# Idempotent: a second run only checks. Usage: ./bootstrap.sh [--matrix] [--dev]
+#   --matrix  QEMU, busybox, ... for `uffdwp matrix`
+#   --dev     what the project's own tests use to check the reports: Debian's chromium (headless
+#             screenshots of report.html) and the kernel's kunit_parser.py (reads results.ktap)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -35,7 +38,26 @@ pip_quiet install -q --upgrade pip
 pip_quiet install -q -e '.[dev]' || { echo "bootstrap: building uffdwp failed" >&2; exit 1; }
 .venv/bin/python -c 'import uffdwp._native' || { echo "bootstrap: native build failed" >&2; exit 1; }
 
-if [ "${1:-}" = "--matrix" ] && [ -x ci/install-matrix-deps.sh ]; then
+matrix=0 dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --matrix) matrix=1 ;;
+    --dev) dev=1 ;;
+    *) echo "bootstrap: unknown option $arg (use --matrix, --dev)" >&2; exit 2 ;;
+  esac
+done
+if ((matrix)) && [ -x ci/install-matrix-deps.sh ]; then
   ci/install-matrix-deps.sh
+fi
+if ((dev)); then
+  if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "bootstrap: --dev needs chromium; run as root or install it" >&2; exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  fi
+  bash ci/fetch-kunit-parser.sh
 fi
 echo "bootstrap: ready (.venv/bin/uffdwp)"

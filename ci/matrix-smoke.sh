@@ -59,3 +59,6 @@ if bad:
     sys.exit(1)
 print("matrix-smoke: ok")
 PY
+
+# Each guest's reports, read by their real consumers (kcidb-io, junitparser, kunit_parser.py)
+"$python" ci/check-reports.py "$report"

@@ -109,9 +109,22 @@ def test_rows_and_rendering_flag_disagreements(cl):
     assert rows["close-reset"].agree is False
     assert rows["mremap-clear"].agree is True and rows["hugetlb-fork"].agree is True
     assert rows["wp-race-corruption"].agree is None and rows["wp-race-corruption"].verdict == ""
-    md = crosscheck.render_md([o])
-    assert "**1 disagreement(s):** 6.1 close-reset (known-bug vs named)" in md
-    assert "**DISAGREE**" in md
-    assert "1 disagreement(s)" in crosscheck.render_html([o])
+    section = crosscheck.changelog_section([o], Path("."))
+    assert "**1 disagreement(s):** 6.1 close-reset (known-bug vs named)" in section.paragraphs[0]
+    first = section.tables[0].rows[0]  # disagreements first
+    assert first[1] == "close-reset" and first[4].text == "DISAGREE"
     # a kernel without a changelog (the host, a tree of one's own) adds no section
-    assert crosscheck.render_md([KernelOutcome("host", "direct", "ok")]) == ""
+    assert crosscheck.changelog_section([KernelOutcome("host", "direct", "ok")], Path(".")) is None
+
+
+def test_the_section_is_in_the_matrix_report(cl, tmp_path):
+    from uffdwp.matrix.report import write_report
+
+    evidence = {k: e.as_dict() for k, e in changelog.all_evidence(cl).items()}
+    o = KernelOutcome("6.1", "qemu", "ok", fix_evidence=evidence, record=KernelRecord(
+        release="6.1.0-57-amd64", tests=[row("test_close", "known-bug", "close-reset")]))
+    summary = write_report(tmp_path, [o], {"started": "now", "seconds": 1})
+    assert summary["kernels"][0]["changelog"]["close-reset"]["status"] == "named"
+    md = (tmp_path / "report.md").read_text()
+    assert "Known bugs: suite vs package changelog" in md and "DISAGREE" in md
+    assert "DISAGREE" in (tmp_path / "report.html").read_text()

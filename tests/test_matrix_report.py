@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import consumers
+from uffdwp.matrix import report
+from uffdwp.matrix.doc import Cell, Section, Table
 from uffdwp.matrix.report import (
     KernelOutcome,
     feature_cell,
@@ -101,7 +104,7 @@ def test_final_status_rules(sample: Path):
     assert final_status("failed", load_kernel_dir(sample / "nothing")) == "failed"
 
 
-def test_write_report(sample: Path):
+def _outcomes(sample: Path) -> list[KernelOutcome]:
     outcomes = []
     for name in ("5.10", "6.1", "6.12"):
         rec = load_kernel_dir(sample / name)
@@ -109,20 +112,112 @@ def test_write_report(sample: Path):
                                       seconds=12.0, exit_status=0, record=rec))
     outcomes.append(KernelOutcome(name="7.2", via="qemu", status="boot-failed",
                                   detail="guest never reached its root"))
-    summary = write_report(sample, outcomes, {"started": "now", "seconds": 50.0, "accel": "tcg",
-                                              "accel_reason": "test", "jobs": 2})
+    return outcomes
+
+
+META = {"started": "now", "seconds": 50.0, "accel": "tcg", "accel_reason": "test", "jobs": 2}
+
+
+def test_write_report(sample: Path):
+    summary = write_report(sample, _outcomes(sample), META)
     assert summary["ok"] is False
     by = {k["name"]: k for k in summary["kernels"]}
     assert by["6.1"]["features_hex"] == "0x1fff"
     assert by["6.1"]["known_bugs"][0]["commit"] == "c88033efe9a3"
+    assert by["6.1"]["known_bugs"][0]["title"].startswith("reset ptes on close()")
     assert by["7.2"]["features"] is None and by["7.2"]["status"] == "boot-failed"
     assert json.loads((sample / "summary.json").read_text()) == summary
     md = (sample / "report.md").read_text()
+    assert md.startswith("# uffdwp kernel matrix: FAIL\n\n**FAIL · kernels: 1 ok, 2 failed, "
+                         "1 boot-failed · 0 regressions · 1 failure · 1 error · "
+                         "1 known-bug result · 3 passed · 2 skipped of 8 results**")
     assert "| WP_UNPOPULATED | 13 | 6.4 | - | - | ✓ | ? |" in md
     assert "close-reset" in md and "c88033efe9a3" in md
-    assert "| test_wp_fault | anon | pass | pass | **FAIL** |  |" in md
+    assert "| `suites/test_wp.py::test_wp_fault[anon]` | pass | pass | fail (no fault) |  |" in md
     assert "[console](7.2/console.log)" in md
     page = (sample / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "<style>" in page
     assert "href='6.1/console.log'" in page
-    assert "<script" not in page and "http" not in page  # self-contained
+    assert "<script" not in page and " src=" not in page and "<link" not in page
+    order = [page.index(f"id='{i}'") for i in ("verdict", "kernels", "per-kernel", "failures",
+                                                  "known-bugs", "skips", "features", "grid")]
+    assert order == sorted(order)
+
+
+def test_every_result_has_a_row(sample: Path):
+    """Rows are test ids: variants sharing a function and memory type are not merged."""
+    d = sample / "6.1"
+    data = json.loads((d / "results.json").read_text())
+    data["tests"] += [t("suites/test_wp.py::test_order[anon-x]", "pass"),
+                      t("suites/test_wp.py::test_order[x-anon]", "fail", reason="hidden?")]
+    for row in data["tests"][-2:]:
+        row["memtype"] = "anon"  # as the suites' user_properties say
+    (d / "results.json").write_text(json.dumps(data))
+    outcomes = _outcomes(sample)
+    write_report(sample, outcomes, META)
+    total = sum(len(o.record.tests) for o in outcomes)
+    md = (sample / "report.md").read_text()
+    grid = md[md.index("## All "):]
+    assert grid.startswith(f"## All {total} results")
+    rows = [r for r in grid.splitlines() if r.startswith("| `")]
+    cells = [c for r in rows for c in r.split(" | ")[1:] if c.strip(" |")]
+    assert len(cells) == total
+    assert "| `suites/test_wp.py::test_order[x-anon]` |  | fail (hidden?) |" in md
+    page = (sample / "report.html").read_text()
+    grid_html = page[page.index("id='grid'"):]
+    assert grid_html.count("<td class='") == total
+
+
+def test_summary_json_schema_suite_features_relative(sample: Path):
+    summary = write_report(sample, _outcomes(sample), META)
+    assert summary["schema"] == "uffdwp-matrix/2"
+    assert summary["suite"]["version"] and "commit" in summary["suite"]
+    assert [f["name"] for f in summary["feature_table"]][:2] == ["PAGEFAULT_FLAG_WP",
+                                                                 "EVENT_FORK"]
+    assert summary["feature_table"][12] == {"name": "WP_HUGETLBFS_SHMEM", "bit": 12,
+                                            "since": "5.19"}
+    text = (sample / "summary.json").read_text()
+    assert str(sample) not in text  # paths relative to the report directory
+    assert by_name(summary, "6.1")["results"] == "6.1/results.json"
+
+
+def by_name(summary: dict, name: str) -> dict:
+    return next(k for k in summary["kernels"] if k["name"] == name)
+
+
+def test_matrix_junit_one_suite_per_kernel(sample: Path):
+    write_report(sample, _outcomes(sample), META)
+    from junitparser import JUnitXml
+
+    suites = {s.name: s for s in JUnitXml.fromfile(str(sample / "junit.xml"))}
+    assert set(suites) == {"5.10.0-32-amd64", "6.1.0-50-amd64", "6.12.117+deb13-amd64"}
+    counts = consumers.junit_counts(sample / "junit.xml", "6.1.0-50-amd64")
+    assert counts == {"tests": 3, "failures": 0, "errors": 0, "skipped": 2, "passed": 1,
+                      "skipped_with_message": 2}
+    props = {p.name: p.value for p in suites["6.12.117+deb13-amd64"].properties()}
+    assert props["uffd.features"] == "0x1ffff" and props["kernel.machine"] == "x86_64"
+
+
+def test_extension_point(sample: Path):
+    """A per-kernel row and a section, registered from outside, show in both formats."""
+    @report.kernel_row("QEMU background snapshot")
+    def _snapshot(o, kernel_dir):
+        return Cell("ok" if o.record.tests else "—", css="ok" if o.record.tests else "",
+                    note=kernel_dir.name)
+
+    @report.section
+    def _histogram(outcomes, report_dir):
+        return Section("Write-fault latency", "wrlat", tables=[Table(
+            ["kernel", "p50"], [[o.name, "3 µs"] for o in outcomes])])
+
+    try:
+        write_report(sample, _outcomes(sample), META)
+    finally:
+        report.KERNEL_ROWS.remove(("QEMU background snapshot", _snapshot))
+        report.SECTIONS.remove(_histogram)
+    md = (sample / "report.md").read_text()
+    assert "| **QEMU background snapshot** | ok (5.10) | ok (6.1) | ok (6.12) | — (7.2) |" in md
+    assert "## Write-fault latency" in md and "| 6.1 | 3 µs |" in md
+    page = (sample / "report.html").read_text()
+    assert "<h2 id='wrlat'>Write-fault latency</h2>" in page
+    assert page.index("id='wrlat'") < page.index("id='features'")

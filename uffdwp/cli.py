@@ -81,8 +81,16 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A usage error is one line saying what is wrong and where help is (not the usage block
+    argparse prints first). Subcommand parsers are of the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="uffdwp",
         description="Conformance suite and tools for Linux userfaultfd write-protect")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

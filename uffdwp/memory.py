@@ -108,22 +108,34 @@ class Region:
     def view(self) -> memoryview:
         """A writable view of the whole region. A Python write through it to a write-protected
         page holds the GIL while it faults: resolve such faults natively (uffdwp.native)."""
+        self._check_open()
         return memoryview(ffi.buffer(ffi.cast("char *", self.address), self.length))
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
+        self._check_open()
         length = self.length - offset if length is None else length
+        if offset < 0 or length < 0 or offset + length > self.length:
+            raise ValueError(f"bytes {offset}+{length} outside the region of {self.length}")
         return ffi.buffer(ffi.cast("char *", self.address + offset), length)[:]
 
     def fill(self, byte: int) -> None:
+        self._check_open()
         ffi.memmove(ffi.cast("char *", self.address), bytes([byte]) * self.length, self.length)
 
+    def _check_open(self) -> None:
+        # Touching an unmapped region from Python would take the interpreter down.
+        if self._closed:
+            raise ValueError(f"{self.memtype} region {self.address:#x} is closed (unmapped)")
+
     def madvise(self, advice: int, offset: int = 0, length: int | None = None) -> None:
+        self._check_open()
         length = self.length - offset if length is None else length
         if lib.madvise(ffi.cast("void *", self.address + offset), length, advice) != 0:
             err = ffi.errno
             raise OSError(err, f"madvise({advice}): {os.strerror(err)}")
 
     def mprotect(self, prot: int, offset: int = 0, length: int | None = None) -> None:
+        self._check_open()
         length = self.length - offset if length is None else length
         if lib.mprotect(ffi.cast("void *", self.address + offset), length, prot) != 0:
             err = ffi.errno
@@ -142,6 +154,7 @@ class Region:
 
     def remap(self, new_address: int | None = None) -> int:
         """mremap the region (to *new_address* if given) and follow it; returns the address."""
+        self._check_open()
         flags = MREMAP_MAYMOVE | (MREMAP_FIXED if new_address else 0)
         args = [ffi.cast("void *", self.address), ffi.cast("size_t", self.length),
                 ffi.cast("size_t", self.length), ffi.cast("int", flags)]
@@ -163,6 +176,54 @@ class Region:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One line of /proc/PID/maps."""
+
+    start: int
+    end: int
+    perms: str
+    device: str
+    inode: int
+    path: str
+
+    @property
+    def writable(self) -> bool:
+        return self.perms[1] == "w"
+
+    @property
+    def shared(self) -> bool:
+        return self.perms[3] == "s"
+
+
+def mappings(pid: int | str = "self") -> list[Mapping]:
+    """The mappings of process *pid*, in address order (OSError if they cannot be read)."""
+    out = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            lo, hi = fields[0].split("-")
+            out.append(Mapping(int(lo, 16), int(hi, 16), fields[1], fields[3], int(fields[4]),
+                               fields[5].strip() if len(fields) > 5 else ""))
+    return out
+
+
+def unmapped_part(address: int, length: int, *, writable: bool = False,
+                  maps: list[Mapping] | None = None) -> int | None:
+    """The first address of [address, address+length) that is not mapped (or not writable,
+    with *writable*), or None when all of it is."""
+    at, end = address, address + length
+    for m in maps if maps is not None else mappings():
+        if m.end <= at:
+            continue
+        if m.start > at or (writable and not m.writable):
+            return at
+        at = m.end
+        if at >= end:
+            return None
+    return at if at < end else None
 
 
 def reserve_address(length: int, align: int) -> int:
@@ -226,4 +287,5 @@ def allocate(memtype: str, length: int | None = None, *, pages: int | None = Non
     return Region(memtype, address, length, page_size, fd, shared)
 
 
-__all__ = ["MEMORY_TYPES", "PAGE_SIZE", "Region", "allocate", "hugepage_size", "hugepages_free"]
+__all__ = ["MEMORY_TYPES", "PAGE_SIZE", "Mapping", "Region", "allocate", "hugepage_size",
+           "hugepages_free", "mappings", "unmapped_part"]

@@ -7,6 +7,8 @@ Python in the same process would deadlock. These run in C threads started by the
 from __future__ import annotations
 
 import enum
+import errno
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -66,16 +68,18 @@ class FaultHandler:
     def __init__(self, uffd: Userfaultfd | int, ranges: Iterable[tuple[int, int]],
                  policy: Policy = Policy.UNPROTECT, *, page_size: int = 4096,
                  copy_to: int = 0, record_capacity: int = 65536) -> None:
-        fd = uffd if isinstance(uffd, int) else uffd.fileno()
-        flat = [v for rng in ranges for v in rng]
-        self.ranges = [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-        err = ffi.new("int *")
-        self._h = lib.uffdwp_handler_start(fd, int(policy), page_size,
-                                           ffi.new("uint64_t[]", flat or [0]), len(self.ranges),
-                                           copy_to, record_capacity, err)
-        if self._h == ffi.NULL:
-            check(err[0], "handler_start")
+        self._h = None  # stop() and __del__ are safe whatever happens below
         self.cleanup_failures = 0
+        fd = uffd if isinstance(uffd, int) else uffd.fileno()
+        self.ranges = [(int(start), int(length)) for start, length in ranges]
+        flat = [v for rng in self.ranges for v in rng]
+        err = ffi.new("int *")
+        h = lib.uffdwp_handler_start(fd, int(policy), page_size,
+                                     ffi.new("uint64_t[]", flat or [0]), len(self.ranges),
+                                     copy_to, record_capacity, err)
+        if h == ffi.NULL:
+            check(err[0], "handler_start")
+        self._h = h
 
     @property
     def stats(self) -> HandlerStats:
@@ -123,7 +127,8 @@ class FaultHandler:
         self.stop()
 
     def __del__(self) -> None:
-        self.stop()
+        if getattr(self, "_h", None) is not None:
+            self.stop()
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,7 @@ class WriterStats:
     dropped_records: int
     histogram: tuple[int, ...]  # log2 buckets of stall in ns
     running: bool
+    error: int = 0  # errno that stopped the writer (EFAULT: its range was unmapped), else 0
 
 
 class Writer:
@@ -157,20 +163,29 @@ class Writer:
                  offset_in_page: int = 0, pattern: Pattern = Pattern.SEQUENTIAL, rate: int = 0,
                  max_writes: int = 0, seed: int = 1, value_base: int = 1,
                  record_capacity: int = 65536) -> None:
-        err = ffi.new("int *")
-        self._w = lib.uffdwp_writer_start(address, length, page_size, offset_in_page,
-                                          int(pattern), rate, max_writes, seed, value_base,
-                                          record_capacity, err)
-        if self._w == ffi.NULL:
-            check(err[0], "writer_start")
+        self._w = None  # close() and __del__ are safe whatever happens below
         self.stalled_on_free = False
+        for name, value in (("rate", rate), ("max_writes", max_writes),
+                            ("record_capacity", record_capacity), ("length", length)):
+            if value < 0:
+                raise ValueError(f"Writer {name} must not be negative, not {value}")
+        if not 0 <= offset_in_page <= page_size - 8:
+            raise ValueError(f"offset_in_page {offset_in_page} leaves no room for a 64-bit "
+                             f"store in a page of {page_size} bytes")
+        err = ffi.new("int *")
+        w = lib.uffdwp_writer_start(address, length, page_size, offset_in_page,
+                                    int(pattern), rate, max_writes, seed, value_base,
+                                    record_capacity, err)
+        if w == ffi.NULL:
+            check(err[0], "writer_start")
+        self._w = w
 
     @property
     def stats(self) -> WriterStats:
         s = ffi.new("struct uffdwp_writer_stats *")
         lib.uffdwp_writer_get_stats(self._live(), s)
         return WriterStats(s.writes, s.max_stall_ns, s.total_stall_ns, s.t_start_ns, s.t_end_ns,
-                           s.dropped_records, tuple(s.histogram), bool(s.running))
+                           s.dropped_records, tuple(s.histogram), bool(s.running), -s.error)
 
     def records(self) -> list[WriteRecord]:
         n = self.stats.writes
@@ -208,14 +223,35 @@ class Writer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        # A writer left running would store into memory its owner may unmap next: stop it.
+        # One still blocked in a fault is left alone (and leaked) rather than freed under it.
+        w = getattr(self, "_w", None)
+        if w is not None:
+            lib.uffdwp_writer_request_stop(w)
+            if lib.uffdwp_writer_wait(w, 1000) == 0:
+                self._w = None
+                lib.uffdwp_writer_free(w)
+
+
+def _fault(address: int, what: str) -> OSError:
+    return OSError(errno.EFAULT, f"{what} at {address:#x}: {os.strerror(errno.EFAULT)} "
+                                 "(not mapped, or not writable)")
+
 
 def store_u64(address: int, value: int) -> None:
-    """Store from C: a Python thread blocked in this fault does not hold the GIL."""
-    lib.uffdwp_store_u64(address, value)
+    """Store from C: a Python thread blocked in this fault does not hold the GIL.
+    OSError (EFAULT) where *address* is not mapped writable."""
+    if lib.uffdwp_store_u64(address, value) < 0:
+        raise _fault(address, "store")
 
 
 def load_u64(address: int) -> int:
-    return lib.uffdwp_load_u64(address)
+    """OSError (EFAULT) where *address* is not mapped."""
+    out = ffi.new("uint64_t *")
+    if lib.uffdwp_load_u64(address, out) < 0:
+        raise _fault(address, "load")
+    return out[0]
 
 
 def now_ns() -> int:

@@ -15,8 +15,9 @@ from typing import Literal
 
 from . import kernel_facts as kf
 from ._ffi import address_of, ffi, lib
-from .errors import check, error_for
+from .errors import UffdError, check, error_for
 from .kernel_facts import Feature, Ioctl, RegisterMode
+from .memory import PAGE_SIZE
 from .messages import MSG_SIZE, Message, parse_many
 
 DEV_USERFAULTFD = "/dev/userfaultfd"
@@ -128,6 +129,13 @@ class Userfaultfd:
 
     def register(self, start: int, length: int, mode: int) -> Ioctl:
         """UFFDIO_REGISTER; returns the ioctls the range supports."""
+        if start % PAGE_SIZE or length % PAGE_SIZE or length <= 0:
+            # the kernel says only EINVAL, which reads like an unsupported mode
+            raise UffdError(errno.EINVAL, "UFFDIO_REGISTER",
+                            f"the range is not page aligned: start and length must be "
+                            f"non-zero multiples of the page size ({PAGE_SIZE}; of the huge "
+                            "page size for hugetlb)",
+                            f"{start:#x}+{length:#x}")
         arg = ffi.new("struct uffdio_register *",
                       {"range": {"start": start, "len": length}, "mode": mode})
         self._ioctl("UFFDIO_REGISTER", arg,

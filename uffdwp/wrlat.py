@@ -41,7 +41,7 @@ def format_histogram(hist: Sequence[int], unit: str = "usecs", width: int = 40) 
     peak = max(hist)
     lines = [f"{unit:>24} : count    distribution"]
     for i in range(last + 1):
-        lo, hi = (0, 1) if i == 0 else (1 << (i - 1), (1 << i) - 1)
+        lo, hi = (0, 0) if i == 0 else (1 << (i - 1), (1 << i) - 1)  # whole µs, inclusive
         stars = "*" * round(width * hist[i] / peak) if peak else ""
         lines.append(f"{lo:>10} -> {hi:<10} : {hist[i]:<8} |{stars:<{width}}|")
     return "\n".join(lines)

@@ -8,7 +8,9 @@ Modules, one job each:
   qemu       boot one kernel under QEMU and run the guest command in it
   hostrun    run the guest command on this machine's own kernel, without a VM
   results    read one kernel's result directory (results.json, or the fallback files)
-  report     write summary.json, report.md and report.html for the matrix
+  report     the matrix report's views (summary.json, report.md, report.html, junit.xml) and its
+             extension point for per-kernel rows and sections
+  doc        the report's content as plain data, rendered to Markdown and HTML
   runner     run the selected kernels side by side with progress
   vagrant    the same through Vagrant (python-vagrant)
   command    the `uffdwp matrix` subcommand

@@ -9,10 +9,12 @@ this machine, or the fix came by another route).
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..kernel_facts import KNOWN_BUGS
+from .doc import Cell, Section, Table
+from .report import section
 from .results import KernelRecord
 
 # the worst verdict of a bug's tests decides: one reproduction is enough
@@ -62,49 +64,26 @@ def rows(outcomes) -> list[Row]:
     return out
 
 
-def summary(outcomes) -> list[dict]:
-    return [r.__dict__ for r in rows(outcomes)]
-
-
 _MARK = {True: "agree", False: "DISAGREE", None: ""}
+_CSS = {True: "pass", False: "fail", None: "skip"}
 
 
-def render_md(outcomes) -> str:
+@section
+def changelog_section(outcomes, _report_dir: Path) -> Section | None:
+    """The report's section: one row per kernel and known bug, disagreements first."""
     rs = rows(outcomes)
     if not rs:
-        return ""
+        return None
     bad = [r for r in rs if r.agree is False]
-    L = ["## Known bugs: suite vs package changelog", "",
-         "The changelog names the fix (named), implies it by upstream version (by-version), or "
-         "does not name it (not-named); a verdict that says otherwise is flagged.", ""]
+    paragraphs = ["The package changelog names the fix (named), implies it by its upstream "
+                  "version (by-version), or does not name it (not-named); a suite verdict that "
+                  "says otherwise is flagged."]
     if bad:
-        L += [f"**{len(bad)} disagreement(s):** "
-              + "; ".join(f"{r.kernel} {r.bug} ({r.verdict} vs {r.changelog})" for r in bad), ""]
-    L += ["| kernel | bug | suite | changelog | check | changelog says |",
-          "|---|---|---|---|---|---|"]
-    for r in rs:
-        mark = f"**{_MARK[r.agree]}**" if r.agree is False else _MARK[r.agree]
-        detail = r.detail.replace("|", "\\|")
-        L.append(f"| {r.kernel} | {r.bug} | {r.verdict or '-'} | {r.changelog} | {mark} "
-                 f"| {detail} |")
-    return "\n".join(L) + "\n"
-
-
-def render_html(outcomes) -> str:
-    rs = rows(outcomes)
-    if not rs:
-        return ""
-    e = html.escape
-    bad = sum(1 for r in rs if r.agree is False)
-    H = ["<h2>Known bugs: suite vs package changelog</h2>",
-         f"<p>{bad} disagreement(s). The changelog names the fix, implies it by upstream "
-         "version, or does not name it; a verdict that says otherwise is flagged.</p>",
-         "<table><tr><th>kernel</th><th>bug</th><th>suite</th><th>changelog</th><th>check</th>"
-         "<th>changelog says</th></tr>"]
-    for r in rs:
-        cls = {True: "pass", False: "fail", None: "skip"}[r.agree]
-        H.append(f"<tr><td>{e(r.kernel)}</td><td>{e(r.bug)}</td>"
-                 f"<td class='{e(r.verdict)}'>{e(r.verdict or '-')}</td><td>{e(r.changelog)}</td>"
-                 f"<td class='{cls}'>{_MARK[r.agree]}</td><td>{e(r.detail)}</td></tr>")
-    H.append("</table>")
-    return "\n".join(H) + "\n"
+        paragraphs.insert(0, f"**{len(bad)} disagreement(s):** " + "; ".join(
+            f"{r.kernel} {r.bug} ({r.verdict} vs {r.changelog})" for r in bad))
+    ordered = sorted(rs, key=lambda r: r.agree is not False)
+    table = Table(["kernel", "bug", "suite", "changelog", "check", "changelog says"],
+                  [[r.kernel, r.bug, Cell(r.verdict or "-", css=r.verdict), r.changelog,
+                    Cell(_MARK[r.agree], css=_CSS[r.agree], strong=r.agree is False),
+                    r.detail] for r in ordered])
+    return Section("Known bugs: suite vs package changelog", "changelog", paragraphs, [table])

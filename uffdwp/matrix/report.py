@@ -1,24 +1,38 @@
-"""The matrix report: summary.json, report.md and a self-contained report.html.
+"""The matrix report: summary.json, report.md, report.html and junit.xml.
 
-Views: kernels x negotiated features (against the mainline version that brought each feature),
-kernels x test verdicts (one row per test and memory type), known bugs found per kernel, and links
-to each kernel's own result directory and console log.
+In triage order: the verdict line; the kernels with their counts; per-kernel facts; regressions,
+failures and errors with their reasons; known bugs with their fixes; skips by cause; then the
+negotiated features and every result, one row per test id (node id), one column per kernel.
+
+Extension point: a view that adds a row per kernel registers a function with @kernel_row, a view
+that adds a section registers one with @section; both write plain data (matrix/doc.py), shown the
+same in Markdown and HTML:
+
+    @kernel_row("QEMU background snapshot")
+    def _qemu_snapshot(o: KernelOutcome, kernel_dir: Path) -> Cell: ...
+
+    @section
+    def _wrlat(outcomes: list[KernelOutcome], report_dir: Path) -> Section | None: ...
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel_facts import FEATURE_FACTS
-from . import crosscheck
+from ..runner import context, junit, skips, tables
+from ..runner.session import repo_root
+from .doc import Cell, Section, Table, render_html, render_md
 from .results import VERDICTS, KernelRecord
 
-SCHEMA = "uffdwp-matrix/1"
+SCHEMA = "uffdwp-matrix/2"
 STATUSES = ("ok", "failed", "boot-failed", "timeout", "skipped")
+KINDS = ("regression", "fail", "error", "known-bug", "pass", "skip")  # counted per kernel
 
 
 @dataclass
@@ -76,36 +90,238 @@ def overall_ok(outcomes: list[KernelOutcome]) -> bool:
     return all(o.status == "ok" for o in outcomes)
 
 
-def release_text(o: KernelOutcome) -> str:
-    """The booted release, with the Debian package version it came from."""
-    rel = o.record.release or "?"
-    return f"{rel} ({o.package_version})" if o.package_version else rel
+def _tests(o: KernelOutcome) -> list[dict]:
+    return o.record.as_results()["tests"]
 
 
 def known_bugs(rec: KernelRecord) -> list[dict]:
-    seen: dict[str, dict] = {}
-    for t in rec.tests:
-        if t.verdict == "known-bug":
-            bug = t.bug or {"key": t.reason or t.test}
-            entry = seen.setdefault(bug.get("key", t.test), {**bug, "tests": []})
-            entry["tests"].append(t.nodeid)
-    return list(seen.values())
+    """Known bugs a kernel showed: the fix (one accessor: runner.tables.fix_of) and the tests."""
+    found = tables.known_bugs(rec.as_results()["tests"])
+    return [{"key": b.fix.key, "title": b.fix.title, "commit": b.fix.commit,
+             "fixed_in": b.fix.fixed_in, "backports": list(b.fix.backports),
+             "tests": [t["nodeid"] for t in b.tests]} for b in found]
 
 
-def test_rows(outcomes: list[KernelOutcome]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
+def test_rows(outcomes: list[KernelOutcome]) -> list[str]:
+    """Every test id any kernel reported, in first-seen order: one row each, nothing merged."""
+    return list(dict.fromkeys(t.nodeid for o in outcomes for t in o.record.tests))
+
+
+def results_by_id(o: KernelOutcome) -> dict[str, dict]:
+    return {t["nodeid"]: t for t in _tests(o)}
+
+
+# --- extension point -----------------------------------------------------------------------------
+KernelRowFn = Callable[[KernelOutcome, Path], "Cell | str"]
+SectionFn = Callable[[list[KernelOutcome], Path], "Section | None"]
+KERNEL_ROWS: list[tuple[str, KernelRowFn]] = []
+SECTIONS: list[SectionFn] = []
+
+
+def kernel_row(label: str) -> Callable[[KernelRowFn], KernelRowFn]:
+    """Register a row of the per-kernel table: fn(outcome, kernel's result dir) -> cell."""
+    def register(fn: KernelRowFn) -> KernelRowFn:
+        KERNEL_ROWS.append((label, fn))
+        return fn
+    return register
+
+
+def section(fn: SectionFn) -> SectionFn:
+    """Register a section (after the skips, before the features and the full grid)."""
+    SECTIONS.append(fn)
+    return fn
+
+
+@kernel_row("package")
+def _package_row(o: KernelOutcome, _dir: Path) -> Cell:
+    pkg = (o.record.run.get("context") or {}).get("package") or {}
+    version = o.package_version or pkg.get("package_version", "")
+    return Cell(version or "—", note=o.package or pkg.get("package", ""))
+
+
+@kernel_row("machine")
+def _machine_row(o: KernelOutcome, _dir: Path) -> Cell:
+    ctx = o.record.run.get("context") or {}
+    return Cell(f"{o.via}, {ctx.get('accel', 'accel unknown')}", note=o.record.machine)
+
+
+@kernel_row("features")
+def _features_row(o: KernelOutcome, _dir: Path) -> Cell:
+    f = o.record.features
+    return Cell("?" if f is None else f"0x{f:x}", code=True)
+
+
+@kernel_row("known bugs")
+def _bugs_row(o: KernelOutcome, _dir: Path) -> Cell:
+    bugs = known_bugs(o.record)
+    return Cell(", ".join(b["key"] for b in bugs) or "none", css="known-bug" if bugs else "")
+
+
+@kernel_row("suite")
+def _suite_row(o: KernelOutcome, _dir: Path) -> Cell:
+    suite = o.record.run.get("suite") or {}
+    return Cell(suite.get("version", "?"), note=(suite.get("commit") or "")[:12])
+
+
+# --- views ---------------------------------------------------------------------------------------
+def kernel_counts(o: KernelOutcome) -> dict[str, int]:
+    return tables.counts(_tests(o))
+
+
+def _count(kind: str, n: int) -> Cell:
+    css = "" if not n else "bad" if kind in tables.BAD else "known" if kind == "known-bug" else ""
+    return Cell(str(n), css=css, strong=bool(n) and kind in tables.BAD)
+
+
+def _kernels(outcomes: list[KernelOutcome], report_dir: Path, meta: dict) -> Section:
+    rows = []
     for o in outcomes:
-        for t in o.record.tests:
-            if (t.test, t.memtype) not in rows:
-                rows.append((t.test, t.memtype))
-    return rows
+        n = kernel_counts(o)
+        links = [f"{o.name}/report.html" if (report_dir / o.name / "report.html").exists()
+                 else f"{o.name}/", f"{o.name}/console.log"]
+        rows.append([Cell(o.name, strong=True), Cell(o.status, css=o.status),
+                     Cell(o.record.release or "?", code=True),
+                     *[_count(k, n[k]) for k in KINDS], f"{o.seconds:.0f} s",
+                     Cell("report", href=links[0]), Cell("console", href=links[1])])
+    notes = [f"{o.name}: {n}" for o in outcomes
+             for n in [o.detail, o.note, *o.record.notes] if n]
+    return Section("Kernels", "kernels", paragraphs=[_run_line(meta)], tables=[Table(
+        ["kernel", "status", "release", *KINDS, "time", "results", "console"], rows)],
+        pre="\n".join(notes))
 
 
-def verdict_of(o: KernelOutcome, test: str, memtype: str):
-    for t in o.record.tests:
-        if t.test == test and t.memtype == memtype:
-            return t
-    return None
+def _per_kernel(outcomes: list[KernelOutcome], report_dir: Path) -> Section:
+    rows = [[Cell(label, strong=True), *[fn(o, report_dir / o.name) for o in outcomes]]
+            for label, fn in KERNEL_ROWS]
+    return Section("Per kernel", "per-kernel",
+                   tables=[Table(["", *[o.name for o in outcomes]], rows)])
+
+
+def _fix_cell(fix: tables.Fix | None, prefix: str = "") -> Cell:
+    if fix is None:
+        return Cell("")
+    return Cell(f"{prefix}{fix.commit}", href=fix.url or "", code=False,
+                note=f"“{fix.title}” ({fix.releases()})")
+
+
+def _failures(outcomes: list[KernelOutcome], _report_dir: Path) -> Section:
+    rows = []
+    for o in outcomes:
+        for t in tables.problems(_tests(o)):
+            kind = tables.kind(t)
+            fix = tables.fix_of(t.get("bug")) if kind == "regression" else None
+            rows.append([o.name, Cell(kind, css=kind), Cell(t["nodeid"], code=True),
+                         t.get("reason", ""), _fix_cell(fix, "undid ")])
+    return Section(f"Regressions, failures and errors ({len(rows)})", "failures",
+                   paragraphs=[] if rows else ["None."],
+                   tables=[Table(["kernel", "verdict", "test", "reason", "fix"], rows)]
+                   if rows else [])
+
+
+def _bugs(outcomes: list[KernelOutcome], _report_dir: Path) -> Section | None:
+    per_kernel = {o.name: {b.fix.key: b for b in tables.known_bugs(_tests(o))}
+                  for o in outcomes}
+    fixes = {k: b.fix for bugs in per_kernel.values() for k, b in bugs.items()}
+    if not fixes:
+        return None
+    rows = [[Cell(key, css="known-bug"), _fix_cell(fix),
+             *[Cell(str(len(per_kernel[o.name][key].tests)), css="known-bug")
+               if key in per_kernel[o.name] else Cell("—") for o in outcomes]]
+            for key, fix in fixes.items()]
+    return Section("Known bugs (results per kernel)", "known-bugs",
+                   paragraphs=["The kernel predates the fix (or its backport): the bug is real "
+                               "and expected there."],
+                   tables=[Table(["bug", "fix", *[o.name for o in outcomes]], rows)])
+
+
+def _skips(outcomes: list[KernelOutcome], _report_dir: Path) -> Section | None:
+    per_kernel = {o.name: {g.cause: g for g in skips.skip_groups(_tests(o))} for o in outcomes}
+    causes = sorted({c for groups in per_kernel.values() for c in groups},
+                    key=lambda c: (skips.KINDS.index(c.kind), c.name))
+    if not causes:
+        return None
+    rows = []
+    for c in causes:
+        name = Cell(c.name, code=c.kind == "feature",
+                    note=f"mainline {c.since}" if c.since else "")
+        rows.append([skips.KIND_TITLES[c.kind], name,
+                     *[str(len(per_kernel[o.name][c].tests)) if c in per_kernel[o.name]
+                       else "—" for o in outcomes]])
+    return Section("Skips by cause", "skips",
+                   tables=[Table(["cause", "what", *[o.name for o in outcomes]], rows)])
+
+
+def _features(outcomes: list[KernelOutcome], _report_dir: Path) -> Section:
+    marks = {"present": "✓", "present-early": "✓ backport", "absent-expected": "-",
+             "absent-unexpected": "✗ missing", "unknown": "?"}
+    rows = []
+    for f in FEATURE_FACTS:
+        cells = []
+        for o in outcomes:
+            c = feature_cell(o.record.features, o.record.release, f.value, f.since)
+            cells.append(Cell(marks[c], css=c))
+        rows.append([f.name, str(f.value.bit_length() - 1), f.since, *cells])
+    return Section(
+        "Negotiated features", "features",
+        paragraphs=["UFFDIO_API with features=0. ✓ present · - absent, as expected for the "
+                    "kernel's version · ✗ absent though mainline had it by then · ✓ backport: "
+                    "present before its mainline version · ? not probed"],
+        tables=[Table(["feature", "bit", "mainline", *[o.name for o in outcomes]], rows)])
+
+
+def _note(t: dict) -> str:
+    """What a grid cell says besides its verdict, so that no reason hides in a tooltip."""
+    kind = tables.kind(t)
+    if kind == "pass":
+        return ""
+    fix = tables.fix_of(t.get("bug"))
+    if fix is not None and kind in ("known-bug", "regression"):
+        return fix.key
+    if kind == "skip":
+        cause = skips.cause_of(t.get("reason", ""))
+        return f"no {cause.name}" if cause.kind == "feature" else cause.name
+    return t.get("reason", "")
+
+
+def _grid(outcomes: list[KernelOutcome], _report_dir: Path) -> Section:
+    by_kernel = [results_by_id(o) for o in outcomes]
+    rows = []
+    for nodeid in test_rows(outcomes):
+        cells = []
+        for results in by_kernel:
+            t = results.get(nodeid)
+            cells.append(Cell() if t is None else
+                         Cell(tables.kind(t), css=tables.kind(t), note=_note(t)))
+        rows.append([Cell(nodeid, code=True), *cells])
+    n = sum(len(r) for r in by_kernel)
+    return Section(f"All {n} results (test id × kernel)", "grid",
+                   paragraphs=[] if rows else ["No test results."],
+                   tables=[Table(["test", *[o.name for o in outcomes]], rows)] if rows else [])
+
+
+def sections(outcomes: list[KernelOutcome], report_dir: Path, meta: dict) -> list[Section]:
+    views = [_per_kernel, _failures, _bugs, _skips, *SECTIONS, _features, _grid]
+    return [_kernels(outcomes, report_dir, meta),
+            *[s for s in (view(outcomes, report_dir) for view in views) if s is not None]]
+
+
+def verdict(outcomes: list[KernelOutcome]) -> tuple[str, str, str]:
+    """(css, word, line) of the whole matrix."""
+    n: Counter = Counter()
+    for o in outcomes:
+        n.update(kernel_counts(o))
+    status = Counter(o.status for o in outcomes)
+    if not overall_ok(outcomes) or any(n[k] for k in tables.BAD):
+        css, word = "bad", "FAIL"
+    elif n["known-bug"]:
+        css, word = "known", "KNOWN BUGS"
+    else:
+        css, word = "good", "ALL OK"
+    kernels = ", ".join(f"{status[s]} {s}" for s in STATUSES if status[s])
+    line = (f"{word} · kernels: {kernels or 'none'} · "
+            + " · ".join(tables.count_label(k, n[k]) for k in KINDS)
+            + f" of {tables.plural(sum(n.values()), 'result')}")
+    return css, word, line
 
 
 def summary_dict(outcomes: list[KernelOutcome], meta: dict) -> dict:
@@ -116,190 +332,55 @@ def summary_dict(outcomes: list[KernelOutcome], meta: dict) -> dict:
             "name": o.name, "via": o.via, "status": o.status,
             "release": r.release, "version": r.version, "machine": r.machine,
             "package": o.package, "package_version": o.package_version,
+            "accel": (r.run.get("context") or {}).get("accel"),
             "features": r.features,
             "features_hex": None if r.features is None else f"0x{r.features:x}",
             "feature_names": r.feature_names,
-            "ioctls": r.ioctls,
+            "ioctls_hex": None if r.ioctls is None else f"0x{r.ioctls:x}",
             "verdicts": {v: r.summary.get(v, 0) for v in VERDICTS},
+            "regressions": kernel_counts(o)["regression"],
             "known_bugs": known_bugs(r),
             "exit_status": o.exit_status, "seconds": round(o.seconds, 1),
             "phases": o.phases, "results_source": r.source,
             "detail": o.detail, "notes": r.notes + ([o.note] if o.note else []),
             "dir": f"{o.name}/", "console": f"{o.name}/console.log",
+            "results": f"{o.name}/results.json",
+            "changelog": o.fix_evidence,
         })
-    return {"schema": SCHEMA, **meta, "ok": overall_ok(outcomes), "kernels": kernels,
-            "changelog_crosscheck": crosscheck.summary(outcomes)}
+    meta = {k: v for k, v in meta.items() if k != "report_dir"}  # paths stay relative
+    return {"schema": SCHEMA, "suite": context.suite(repo_root()), **meta,
+            "ok": overall_ok(outcomes),
+            "feature_table": [{"name": f.name, "bit": f.value.bit_length() - 1,
+                               "since": f.since} for f in FEATURE_FACTS],
+            "kernels": kernels}
 
 
-# --- Markdown -------------------------------------------------------------------------------
-MD_FEATURE = {"present": "✓", "present-early": "✓ (backport)", "absent-expected": "-",
-              "absent-unexpected": "✗ (missing)", "unknown": "?"}
-MD_VERDICT = {"pass": "pass", "fail": "**FAIL**", "skip": "skip", "known-bug": "known-bug",
-              "error": "**ERROR**"}
+def render_md_report(outcomes: list[KernelOutcome], meta: dict, report_dir: Path) -> str:
+    _, word, line = verdict(outcomes)
+    return render_md(f"uffdwp kernel matrix: {word}", f"**{line}**",
+                     sections(outcomes, report_dir, meta))
 
 
-def render_md(outcomes: list[KernelOutcome], meta: dict) -> str:
-    names = [o.name for o in outcomes]
-    L = [f"# uffdwp kernel matrix: {'all ok' if overall_ok(outcomes) else 'FAILURES'}", ""]
-    L.append(f"Run {meta.get('started', '')}, {meta.get('seconds', 0):.0f} s wall, "
-             f"accel {meta.get('accel', '?')} ({meta.get('accel_reason', '')}), "
-             f"{meta.get('jobs', 1)} kernel(s) at a time.")
-    L += ["", "## Kernels", "",
-          "| kernel | status | release | via | features | pass | fail | skip | known-bug | error "
-          "| time | results |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for o in outcomes:
-        r = o.record
-        feat = "?" if r.features is None else f"0x{r.features:x}"
-        link = f"[{o.name}/]({o.name}/) · [console]({o.name}/console.log)"
-        if Path(meta.get("report_dir", "."), o.name, "report.md").exists():
-            link = f"[report]({o.name}/report.md) · " + link
-        counts = " | ".join(str(r.summary.get(v, 0)) for v in VERDICTS)
-        L.append(f"| {o.name} | {o.status} | {release_text(o)} | {o.via} | {feat} | {counts} "
-                 f"| {o.seconds:.0f} s | {link} |")
-    problems = [o for o in outcomes if o.detail or o.record.notes or o.note]
-    if problems:
-        L += ["", "Notes:", ""]
-        for o in problems:
-            for n in [o.detail, o.note, *o.record.notes]:
-                if n:
-                    L.append(f"- **{o.name}**: " + n.replace("\n", " ⏎ "))
-    L += ["", "## Negotiated features (UFFDIO_API, features=0 handshake)", "",
-          "✓ present · - absent, as expected for the kernel's version · ✗ absent though mainline "
-          "had it by then · ✓ (backport) present before its mainline version · ? not probed", "",
-          "| feature | bit | mainline | " + " | ".join(names) + " |",
-          "|---|---|---|" + "---|" * len(names)]
-    for f in FEATURE_FACTS:
-        cells = [MD_FEATURE[feature_cell(o.record.features, o.record.release, f.value, f.since)]
-                 for o in outcomes]
-        bit = f.value.bit_length() - 1
-        L.append(f"| {f.name} | {bit} | {f.since} | " + " | ".join(cells) + " |")
-    rows = test_rows(outcomes)
-    L += ["", "## Verdicts (test x memory type)", ""]
-    if not rows:
-        L.append("No test results.")
-    else:
-        L += ["| test | memtype | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-        for test, mem in rows:
-            cells = []
-            for o in outcomes:
-                t = verdict_of(o, test, mem)
-                cells.append("" if t is None else MD_VERDICT.get(t.verdict, t.verdict))
-            L.append(f"| {test} | {mem} | " + " | ".join(cells) + " |")
-    L += ["", "## Known bugs found", ""]
-    any_bug = False
-    for o in outcomes:
-        for b in known_bugs(o.record):
-            any_bug = True
-            L.append(f"- **{o.name}** ({o.record.release}): {b.get('key', '?')} — commit "
-                     f"{b.get('commit', '?')}, fixed in {b.get('fixed_in', '?')} "
-                     f"({len(b['tests'])} test(s))")
-    if not any_bug:
-        L.append("None.")
-    check = crosscheck.render_md(outcomes)
-    return "\n".join(L) + "\n" + (f"\n{check}" if check else "")
+def render_html_report(outcomes: list[KernelOutcome], meta: dict, report_dir: Path) -> str:
+    css, word, line = verdict(outcomes)
+    return render_html(f"uffdwp kernel matrix: {word}", line, css,
+                       sections(outcomes, report_dir, meta))
 
 
-# --- HTML -----------------------------------------------------------------------------------
-CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin:1em 0}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;font-size:.92em}
-th{background:#f0f0f0}
-.ok,.pass,.present{background:#d9f2d9}
-.failed,.fail,.error,.absent-unexpected,.boot-failed,.timeout{background:#f8c9c9}
-.skip,.absent-expected,.unknown,.skipped{background:#eee;color:#666}
-.known-bug,.present-early{background:#fbe7b5}
-code,pre{font-family:ui-monospace,monospace}
-pre{background:#f7f7f7;padding:.5em;white-space:pre-wrap}
-"""
-HTML_FEATURE = {"present": "✓", "present-early": "✓ backport", "absent-expected": "-",
-                "absent-unexpected": "✗ missing", "unknown": "?"}
-
-
-def _e(s: object) -> str:
-    return html.escape(str(s), quote=True)
-
-
-def render_html(outcomes: list[KernelOutcome], meta: dict) -> str:
-    names = [o.name for o in outcomes]
-    title = f"uffdwp kernel matrix: {'all ok' if overall_ok(outcomes) else 'FAILURES'}"
-    H = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-         f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>",
-         f"<p>Run {_e(meta.get('started', ''))}, {meta.get('seconds', 0):.0f} s wall, accel "
-         f"<b>{_e(meta.get('accel', '?'))}</b> ({_e(meta.get('accel_reason', ''))}), "
-         f"{_e(meta.get('jobs', 1))} kernel(s) at a time.</p>",
-         "<h2>Kernels</h2><table><tr><th>kernel</th><th>status</th><th>release</th><th>via</th>"
-         "<th>features</th>" + "".join(f"<th>{v}</th>" for v in VERDICTS)
-         + "<th>time</th><th>results</th></tr>"]
-    for o in outcomes:
-        r = o.record
-        feat = "?" if r.features is None else f"0x{r.features:x}"
-        links = [f"<a href='{_e(o.name)}/'>{_e(o.name)}/</a>",
-                 f"<a href='{_e(o.name)}/console.log'>console</a>"]
-        if Path(meta.get("report_dir", "."), o.name, "report.html").exists():
-            links.insert(0, f"<a href='{_e(o.name)}/report.html'>report</a>")
-        H.append(f"<tr><td><b>{_e(o.name)}</b></td><td class='{_e(o.status)}'>{_e(o.status)}</td>"
-                 f"<td>{_e(release_text(o))}</td><td>{_e(o.via)}</td><td><code>{feat}</code></td>"
-                 + "".join(f"<td class='{v if r.summary.get(v) else ''}'>{r.summary.get(v, 0)}</td>"
-                           for v in VERDICTS)
-                 + f"<td>{o.seconds:.0f} s</td><td>{' · '.join(links)}</td></tr>")
-    H.append("</table>")
-    for o in outcomes:
-        notes = [n for n in [o.detail, o.note, *o.record.notes] if n]
-        if notes:
-            H.append(f"<p><b>{_e(o.name)}</b>:</p><pre>{_e(chr(10).join(notes))}</pre>")
-    H.append("<h2>Negotiated features</h2><p>UFFDIO_API with features=0. ✓ present · - absent, "
-             "as expected for the kernel's version · ✗ absent though mainline had it by then · "
-             "✓ backport: present before its mainline version · ? not probed</p>"
-             "<table><tr><th>feature</th><th>bit</th><th>mainline</th>"
-             + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>")
-    for f in FEATURE_FACTS:
-        H.append(f"<tr><td>{_e(f.name)}</td><td>{f.value.bit_length() - 1}</td>"
-                 f"<td>{_e(f.since)}</td>")
-        for o in outcomes:
-            c = feature_cell(o.record.features, o.record.release, f.value, f.since)
-            H.append(f"<td class='{c}'>{HTML_FEATURE[c]}</td>")
-        H.append("</tr>")
-    H.append("</table><h2>Verdicts (test x memory type)</h2>")
-    rows = test_rows(outcomes)
-    if not rows:
-        H.append("<p>No test results.</p>")
-    else:
-        H.append("<table><tr><th>test</th><th>memtype</th>"
-                 + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>")
-        for test, mem in rows:
-            H.append(f"<tr><td>{_e(test)}</td><td>{_e(mem)}</td>")
-            for o in outcomes:
-                t = verdict_of(o, test, mem)
-                if t is None:
-                    H.append("<td></td>")
-                else:
-                    tip = t.reason
-                    if t.bug:
-                        tip += f" [{t.bug.get('key')} {t.bug.get('commit', '')}]"
-                    H.append(f"<td class='{_e(t.verdict)}' title='{_e(tip)}'>{_e(t.verdict)}</td>")
-            H.append("</tr>")
-        H.append("</table>")
-    H.append("<h2>Known bugs found</h2><ul>")
-    found = False
-    for o in outcomes:
-        for b in known_bugs(o.record):
-            found = True
-            H.append(f"<li><b>{_e(o.name)}</b> ({_e(o.record.release)}): {_e(b.get('key', '?'))} — "
-                     f"commit <code>{_e(b.get('commit', '?'))}</code>, fixed in "
-                     f"{_e(b.get('fixed_in', '?'))}: {_e(', '.join(b['tests']))}</li>")
-    if not found:
-        H.append("<li>None.</li>")
-    H.append("</ul>" + crosscheck.render_html(outcomes) + "</body></html>")
-    return "\n".join(H) + "\n"
+def _run_line(meta: dict) -> str:
+    return (f"Run {meta.get('started', '')}, {meta.get('seconds', 0):.0f} s wall, accel "
+            f"{meta.get('accel', '?')} ({meta.get('accel_reason', '')}), "
+            f"{meta.get('jobs', 1)} kernel(s) at a time")
 
 
 def write_report(report_dir: Path, outcomes: list[KernelOutcome], meta: dict) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
-    meta = {**meta, "report_dir": str(report_dir)}
     summary = summary_dict(outcomes, meta)
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (report_dir / "report.md").write_text(render_md(outcomes, meta))
-    (report_dir / "report.html").write_text(render_html(outcomes, meta))
+    (report_dir / "report.md").write_text(render_md_report(outcomes, meta, report_dir))
+    (report_dir / "report.html").write_text(render_html_report(outcomes, meta, report_dir))
+    suites = [junit.run_suite(o.record.as_results(),
+                              {"allow_known_bugs": True, **o.record.run})
+              for o in outcomes if o.record.tests]
+    junit.write(report_dir / "junit.xml", suites)
     return summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..kernel_facts import FEATURE_FACTS
@@ -42,6 +42,17 @@ class KernelRecord:
     exit_status: int | None = None
     source: str = "none"  # results.json | junit.xml | none
     notes: list[str] = field(default_factory=list)
+    run: dict = field(default_factory=dict)  # the kernel's run.json: context, suite, options
+
+    def as_results(self) -> dict:
+        """The record as a results.json document, for the run's own report writers."""
+        api = {} if self.features is None else {
+            "features": self.features, "feature_names": self.feature_names,
+            "ioctls": self.ioctls or 0}
+        return {"kernel": {"release": self.release, "version": self.version,
+                           "machine": self.machine},
+                "api": api, "tests": [asdict(t) for t in self.tests], "summary": self.summary,
+                "exit_status": self.exit_status}
 
 
 def feature_names(features: int) -> list[str]:
@@ -117,7 +128,8 @@ def from_junit(path: Path, rec: KernelRecord) -> None:
             el = case.find(tag)
             if el is not None:
                 verdict, reason = v, (el.get("message") or "").strip()
-                if tag == "skipped" and (el.get("type") or "").endswith("xfail"):
+                if tag in ("skipped", "failure") and (el.get("type") or "").endswith(
+                        ("xfail", "known-bug")):
                     verdict = "known-bug"
                 break
         rec.tests.append(TestRow(nodeid, test, memtype, verdict, reason[:300], None,
@@ -152,6 +164,7 @@ def load_kernel_dir(out: Path) -> KernelRecord:
         from_results_json(data, rec)
     elif (out / "junit.xml").exists():
         from_junit(out / "junit.xml", rec)
+    rec.run = _load_json(out / "run.json") or {}
     for probe in (out / "probe.json", out / ".guest" / "api.json"):
         pdata = _load_json(probe)
         if pdata is not None:

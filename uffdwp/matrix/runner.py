@@ -12,7 +12,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import changelog, qemu
+from . import (
+    changelog,
+    crosscheck,  # noqa: F401  (its report section registers itself)
+    qemu,
+)
 from .accel import choose_accel
 from .catalogue import KernelSpec, host_kernel
 from .debfetch import FetchError, KernelFiles, kernel_files

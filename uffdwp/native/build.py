@@ -52,9 +52,10 @@ struct pm_scan_arg {
 """
 
 
-# Every *_native.h declares a part of the module (its .c beside it); cffi reads them as cdef.
+# Every *_native.h declares a part of the module that Python sees; cffi reads them as cdef. The
+# other headers are internal to the C files. Every .c here is compiled into the module.
 HEADERS = sorted(p.name for p in HERE.glob("*_native.h"))
-SOURCES = [f"uffdwp/native/{h[:-2]}.c" for h in HEADERS]  # relative: setuptools wants them so
+SOURCES = sorted(f"uffdwp/native/{p.name}" for p in HERE.glob("*.c"))  # relative: setuptools
 
 
 def _native_cdef() -> str:

@@ -25,208 +25,13 @@
 #include "uffd_compat.h"
 #include "uffdwp_native.h"
 #include "uffdwp_internal.h"
+#include "pagedata_native.h"
+#include "records.h"
 #include "snapshot_native.h"
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22 /* 5.14 */
 #endif
-
-/* Image record header: 32 bytes, little-endian (uffdwp/snapshot/image.py mirrors it). */
-#define REC_MAGIC 0x43455253u /* "SREC" */
-#define REC_PAGES 1u
-#define REC_ZERO 2u
-#define REC_END 3u
-#define REC_HDR 32u
-
-struct rec_hdr {
-	uint32_t magic;
-	uint32_t type;
-	uint32_t region;
-	uint32_t count;
-	uint64_t first;
-	uint32_t data_crc;
-	uint32_t header_crc; /* crc32c of the 28 bytes before it */
-};
-_Static_assert(sizeof(struct rec_hdr) == REC_HDR, "record header is 32 bytes");
-
-/* ----------------------------------------------------------------------------------------------
- * CRC32C (Castagnoli): SSE4.2 where the CPU has it, else slicing by table.
- */
-static uint32_t crc_table[256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-static int crc_hw;
-
-static void crc_init(void)
-{
-	for (uint32_t i = 0; i < 256; i++) {
-		uint32_t c = i;
-		for (int k = 0; k < 8; k++)
-			c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-		crc_table[i] = c;
-	}
-#if defined(__x86_64__)
-	__builtin_cpu_init();
-	crc_hw = __builtin_cpu_supports("sse4.2");
-#endif
-}
-
-#if defined(__x86_64__)
-#include <nmmintrin.h>
-__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
-							     uint64_t n)
-{
-	uint64_t c = ~crc;
-	while (n && ((uintptr_t)p & 7)) {
-		c = _mm_crc32_u8((uint32_t)c, *p++);
-		n--;
-	}
-	while (n >= 8) {
-		uint64_t v;
-		memcpy(&v, p, 8);
-		c = _mm_crc32_u64(c, v);
-		p += 8;
-		n -= 8;
-	}
-	while (n--)
-		c = _mm_crc32_u8((uint32_t)c, *p++);
-	return ~(uint32_t)c;
-}
-#endif
-
-#if defined(__x86_64__)
-/* Copy and checksum in one pass: the bytes are in a register anyway, so the CRC costs next to
- * nothing over the copy, and the output thread is left with nothing but write(2). */
-__attribute__((target("sse4.2"))) static uint32_t copy_crc_hw(void *dst, const void *src,
-							      uint64_t n, uint32_t crc)
-{
-	uint64_t c = ~crc;
-	const uint8_t *p = src;
-	uint8_t *d = dst;
-	for (; n >= 32; n -= 32, p += 32, d += 32) {
-		uint64_t v[4];
-		memcpy(v, p, 32);
-		c = _mm_crc32_u64(c, v[0]);
-		c = _mm_crc32_u64(c, v[1]);
-		c = _mm_crc32_u64(c, v[2]);
-		c = _mm_crc32_u64(c, v[3]);
-		memcpy(d, v, 32);
-	}
-	for (; n; n--) {
-		*d++ = *p;
-		c = _mm_crc32_u8((uint32_t)c, *p++);
-	}
-	return ~(uint32_t)c;
-}
-#endif
-
-static uint32_t copy_crc(void *dst, const void *src, uint64_t n, uint32_t crc)
-{
-	pthread_once(&crc_once, crc_init);
-#if defined(__x86_64__)
-	if (crc_hw)
-		return copy_crc_hw(dst, src, n, crc);
-#endif
-	memcpy(dst, src, n);
-	return uffdsnap_crc32c(crc, dst, n);
-}
-
-uint32_t uffdsnap_crc32c(uint32_t crc, const void *buf, uint64_t len)
-{
-	pthread_once(&crc_once, crc_init);
-	const uint8_t *p = buf;
-#if defined(__x86_64__)
-	if (crc_hw)
-		return crc32c_hw(crc, p, len);
-#endif
-	uint32_t c = ~crc;
-	while (len--)
-		c = crc_table[(c ^ *p++) & 0xff] ^ (c >> 8);
-	return ~c;
-}
-
-int uffdsnap_is_zero(const void *buf, uint64_t len)
-{
-	const uint64_t *q = buf;
-	uint64_t words = len / 8, i = 0;
-	/* OR eight words at a time: the compiler vectorizes it; a non-zero page usually exits in
-	 * the first 64 bytes. */
-	for (; i + 8 <= words; i += 8)
-		if (q[i] | q[i + 1] | q[i + 2] | q[i + 3] | q[i + 4] | q[i + 5] | q[i + 6] | q[i + 7])
-			return 0;
-	for (; i < words; i++)
-		if (q[i])
-			return 0;
-	const uint8_t *b = (const uint8_t *)(q + words);
-	for (uint64_t k = 0; k < len % 8; k++)
-		if (b[k])
-			return 0;
-	return 1;
-}
-
-static void seal_header(struct rec_hdr *h, uint32_t *chain)
-{
-	h->magic = REC_MAGIC;
-	h->header_crc = uffdsnap_crc32c(0, h, offsetof(struct rec_hdr, header_crc));
-	/* The chain covers the 28 bytes before header_crc: a CRC over a message followed by its
-	 * own CRC is a constant, so chaining whole self-checked headers would prove nothing. */
-	if (chain)
-		*chain = uffdsnap_crc32c(*chain, h, offsetof(struct rec_hdr, header_crc));
-}
-
-/* write(2) everything, riding out EINTR and short writes; on a non-blocking fd wait in poll()
- * for room or for stop_fd (so an abort interrupts a stuck reader). */
-static int write_full(int fd, const void *buf, uint64_t len, int stop_fd)
-{
-	const uint8_t *p = buf;
-	while (len) {
-		ssize_t n = write(fd, p, len > (1u << 30) ? (1u << 30) : len);
-		if (n > 0) {
-			p += n;
-			len -= (uint64_t)n;
-			continue;
-		}
-		if (n == 0)
-			return -EIO;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return -errno;
-		struct pollfd pf[2] = { { .fd = fd, .events = POLLOUT },
-					{ .fd = stop_fd, .events = POLLIN } };
-		if (poll(pf, stop_fd >= 0 ? 2 : 1, 1000) < 0 && errno != EINTR)
-			return -errno;
-		if (stop_fd >= 0 && pf[1].revents)
-			return -ECANCELED;
-		if (pf[0].revents & (POLLERR | POLLHUP) && !(pf[0].revents & POLLOUT))
-			return -EPIPE;
-	}
-	return 0;
-}
-
-/* A SIGPIPE raised by our own write must not kill the process: block it in this thread, and
- * consume the one a failed write left pending. */
-static void block_sigpipe(void)
-{
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-}
-
-static void drop_pending_sigpipe(void)
-{
-	sigset_t set;
-	struct timespec zero = { 0, 0 };
-	sigemptyset(&set);
-	sigaddset(&set, SIGPIPE);
-	while (sigtimedwait(&set, NULL, &zero) == SIGPIPE)
-		;
-}
-
-static int wp_range(int uffd, uint64_t start, uint64_t len, int protect)
-{
-	return uffdwp_writeprotect(uffd, start, len, protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0);
-}
 
 /* ----------------------------------------------------------------------------------------------
  * engine
@@ -245,7 +50,8 @@ struct slot {
 struct uffdsnap {
 	pthread_t engine, output;
 	int engine_started, output_started;
-	int uffd, out_fd, out_nonblock, populate, protect, priority;
+	int uffd, uffd_flags, out_fd, out_nonblock, populate, protect, priority, fork_fails;
+	int stall_ms;
 	_Atomic int32_t priority_applied;
 	int engine_evfd; /* output -> engine: a slot was freed, or abort */
 	int output_evfd; /* abort -> output thread stuck in poll() */
@@ -253,6 +59,9 @@ struct uffdsnap {
 	struct snap_region *r;
 	uint64_t pages_total, chunk_bytes;
 	uint32_t cur_region;
+	struct memguard guard; /* the engine thread's: the caller may unmap a region under it */
+	int draining;          /* an event is pending: save everything before reading it */
+	uint64_t unsaved;      /* pages not saved yet (engine thread only) */
 
 	/* ring: slot sequence numbers; slot k lives at slots[k % n_slots] */
 	struct slot *slots;
@@ -271,7 +80,8 @@ struct uffdsnap {
 	_Atomic uint32_t chain_crc;
 	_Atomic uint64_t pages_saved, linear_pages, fault_pages, zero_pages, data_pages, faults,
 		faults_already, records, bytes_committed, bytes_written, t_start, t_protect, t_frozen,
-		t_saved, t_end, populate_ns, protect_ns, service_max, service_total, ring_waits;
+		t_saved, t_end, populate_ns, protect_ns, service_max, service_total, ring_waits,
+		events, drains, discarded_bytes, error_addr;
 	_Atomic uint64_t service_hist[64];
 };
 
@@ -284,6 +94,13 @@ static void set_error(struct uffdsnap *s, int err, int phase)
 	atomic_store(&s->abort_req, 1);
 }
 
+static void set_error_at(struct uffdsnap *s, int err, int phase, uint64_t addr)
+{
+	if (!atomic_load(&s->error))
+		atomic_store(&s->error_addr, addr);
+	set_error(s, err, phase);
+}
+
 static void kick(int evfd)
 {
 	uint64_t one = 1;
@@ -291,7 +108,7 @@ static void kick(int evfd)
 	(void)ret;
 }
 
-static void drain(int evfd)
+static void drain_evfd(int evfd)
 {
 	uint64_t v;
 	ssize_t ret = read(evfd, &v, sizeof(v));
@@ -335,7 +152,7 @@ static void wait_for_output(struct uffdsnap *s, int also_uffd)
 	struct pollfd pf[2] = { { .fd = s->engine_evfd, .events = POLLIN },
 				{ .fd = s->uffd, .events = POLLIN } };
 	if (poll(pf, also_uffd ? 2 : 1, 100) > 0 && pf[0].revents)
-		drain(s->engine_evfd);
+		drain_evfd(s->engine_evfd);
 }
 
 static struct rec_hdr *put_header(struct uffdsnap *s, uint8_t *at, uint32_t type,
@@ -362,40 +179,103 @@ static struct snap_region *region_of(struct uffdsnap *s, uint64_t addr, uint32_t
 	return NULL;
 }
 
+/* Region memory is read under the engine's guard: if the caller unmaps a page before it is
+ * saved, its content at the freeze is gone and the snapshot fails, instead of the process. */
+static const void *page_at(struct uffdsnap *s, uint32_t ri, uint64_t idx)
+{
+	return (const void *)(uintptr_t)(s->r[ri].addr + idx * s->r[ri].ps);
+}
+
+/* 1 if the page is all zero, 0 if not, -EFAULT if it is not mapped (the snapshot fails). */
+static int page_is_zero(struct uffdsnap *s, uint32_t ri, uint64_t idx)
+{
+	const void *page = page_at(s, ri, idx);
+	if (sigsetjmp(s->guard.jb, 0)) {
+		set_error_at(s, -EFAULT, UFFDSNAP_PHASE_MEMORY, (uint64_t)(uintptr_t)page);
+		return -EFAULT;
+	}
+	memguard_arm(&s->guard, (uintptr_t)page, (uintptr_t)page + s->r[ri].ps);
+	int zero = uffdsnap_is_zero(page, s->r[ri].ps);
+	memguard_disarm(&s->guard);
+	return zero;
+}
+
+/* Copy the page to dst, extending *crc; 0 or -EFAULT (the snapshot fails). */
+static int copy_page(struct uffdsnap *s, uint32_t ri, uint64_t idx, uint8_t *dst, uint32_t *crc)
+{
+	const void *page = page_at(s, ri, idx);
+	if (sigsetjmp(s->guard.jb, 0)) {
+		set_error_at(s, -EFAULT, UFFDSNAP_PHASE_MEMORY, (uint64_t)(uintptr_t)page);
+		return -EFAULT;
+	}
+	memguard_arm(&s->guard, (uintptr_t)page, (uintptr_t)page + s->r[ri].ps);
+	*crc = uffdwp_copy_crc(dst, page, s->r[ri].ps, *crc);
+	memguard_disarm(&s->guard);
+	return 0;
+}
+
+static int unprotect(struct uffdsnap *s, uint64_t start, uint64_t len)
+{
+	int ret = uffdwp_writeprotect(s->uffd, start, len, 0);
+	if (ret == -EAGAIN) {
+		/* An event is pending: protection stays until everything is saved (drain). */
+		s->draining = 1;
+		return 0;
+	}
+	if (ret == -ENOENT || ret == -EINVAL) /* split or punched by the caller: piece by piece */
+		ret = uffdwp_writeprotect_mapped(s->uffd, start, len, 0, uffdwp_writeprotect);
+	if (ret == -EAGAIN) {
+		s->draining = 1;
+		return 0;
+	}
+	return ret;
+}
+
+static void mark_saved(struct uffdsnap *s, struct snap_region *r, uint64_t idx)
+{
+	r->saved[idx] = 1;
+	s->unsaved--;
+}
+
 /* Save a faulted page out of order, then unprotect it, which wakes the writer. */
 static void serve_fault(struct uffdsnap *s, uint64_t addr, uint64_t t_read)
 {
 	uint32_t ri;
 	struct snap_region *r = region_of(s, addr, &ri);
 	atomic_fetch_add_explicit(&s->faults, 1, memory_order_relaxed);
-	if (!r)
+	if (!r) {
+		uffdwp_wake(s->uffd, addr & ~(uint64_t)4095, 4096);
 		return;
+	}
 	uint64_t idx = (addr - r->addr) / r->ps, page = r->addr + idx * r->ps;
 	if (r->saved[idx]) {
 		/* saved and unprotected after the fault was queued: that unprotect woke it; wake
-		 * again in case the message outlived the wake-up */
+		 * again in case the message outlived the wake-up (or protection is still on because
+		 * an event held it: the release at the end lifts it) */
 		atomic_fetch_add_explicit(&s->faults_already, 1, memory_order_relaxed);
 		uffdwp_wake(s->uffd, page, r->ps);
 		return;
 	}
-	int zero = uffdsnap_is_zero((void *)(uintptr_t)page, r->ps);
-	uint64_t need = REC_HDR + (zero ? 0 : r->ps);
 	uint8_t *at;
-	while (!(at = room(s, need, 1))) {
+	while (!(at = room(s, REC_HDR + r->ps, 1))) { /* room for a data page; a zero one uses less */
 		if (atomic_load(&s->abort_req))
 			return;
 		wait_for_output(s, 0);
 	}
+	int zero = page_is_zero(s, ri, idx);
+	if (zero < 0)
+		return;
 	struct rec_hdr *h = put_header(s, at, zero ? REC_ZERO : REC_PAGES, ri, idx, 1);
 	if (!zero) {
-		h->data_crc = copy_crc(at + REC_HDR, (void *)(uintptr_t)page, r->ps, 0);
+		if (copy_page(s, ri, idx, at + REC_HDR, &h->data_crc) < 0)
+			return;
 		s->cur->used += r->ps;
 	}
-	r->saved[idx] = 1;
-	int ret = wp_range(s->uffd, page, r->ps, 0);
+	mark_saved(s, r, idx);
+	int ret = unprotect(s, page, r->ps);
 	uint64_t t = uffdwp_now_ns() - t_read;
 	if (ret < 0)
-		set_error(s, ret, UFFDSNAP_PHASE_UNPROTECT);
+		set_error_at(s, ret, UFFDSNAP_PHASE_UNPROTECT, page);
 	atomic_fetch_add_explicit(zero ? &s->zero_pages : &s->data_pages, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->fault_pages, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->pages_saved, 1, memory_order_relaxed);
@@ -406,12 +286,65 @@ static void serve_fault(struct uffdsnap *s, uint64_t addr, uint64_t t_read)
 				  memory_order_relaxed);
 }
 
-/* Read and serve every pending fault message; returns how many were read, or -1 on error. */
-static int serve_faults(struct uffdsnap *s)
+/* Pages of [start, end) that are not saved: what a discard of that range would lose. */
+static uint64_t unsaved_in(struct uffdsnap *s, uint64_t start, uint64_t end, uint64_t *first)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < s->n_regions; i++) {
+		struct snap_region *r = &s->r[i];
+		uint64_t lo = start > r->addr ? start : r->addr;
+		uint64_t hi = end < r->addr + r->len ? end : r->addr + r->len;
+		for (uint64_t a = lo; a < hi; a += r->ps)
+			if (!r->saved[(a - r->addr) / r->ps] && n++ == 0)
+				*first = a;
+	}
+	return n;
+}
+
+static void release_child(struct uffdsnap *s, int child_uffd)
+{
+	/* The child's copy of the regions came with our protection: lift it there too, so the
+	 * child never blocks on a fault nobody reads, then let its uffd go. */
+	for (uint32_t i = 0; i < s->n_regions; i++) {
+		uffdwp_writeprotect_settle(child_uffd, s->r[i].addr, s->r[i].len, 0);
+		uffdwp_wake(child_uffd, s->r[i].addr, s->r[i].len);
+	}
+	close(child_uffd);
+}
+
+static void handle_event(struct uffdsnap *s, const struct uffd_msg *m)
+{
+	atomic_fetch_add(&s->events, 1);
+	if (m->event == UFFD_EVENT_REMOVE) {
+		/* Reading this let the discard go on. The engine reads only when no event was
+		 * pending, so pages here are unsaved only if the discard started between that check
+		 * and the read: then their content at the freeze may be gone, and the image would
+		 * not be the memory at the freeze. */
+		uint64_t first = 0;
+		uint64_t lost = unsaved_in(s, m->arg.remove.start, m->arg.remove.end, &first);
+		atomic_fetch_add(&s->discarded_bytes, m->arg.remove.end - m->arg.remove.start);
+		if (lost)
+			set_error_at(s, -ESTALE, UFFDSNAP_PHASE_DISCARD, first);
+	} else if (m->event == UFFD_EVENT_FORK) {
+		release_child(s, (int)m->arg.fork.ufd);
+		if (s->fork_fails)
+			set_error(s, -EBUSY, UFFDSNAP_PHASE_FORK);
+	}
+	/* REMAP and UNMAP are not asked for: a moved or unmapped region shows as unreadable. */
+}
+
+/* Read and serve pending messages; returns how many were read, or -1 on error. Reads only
+ * while no event is pending or everything is saved: reading an event lets its thread go on,
+ * and a discard must not run before the pages it drops are saved. */
+static int serve_messages(struct uffdsnap *s)
 {
 	struct uffd_msg msgs[64];
 	int total = 0;
 	for (;;) {
+		if (s->unsaved && uffdwp_event_pending(s->uffd)) {
+			s->draining = 1;
+			return total;
+		}
 		ssize_t n = read(s->uffd, msgs, sizeof(msgs));
 		if (n < 0) {
 			if (errno == EAGAIN)
@@ -423,17 +356,21 @@ static int serve_faults(struct uffdsnap *s)
 		}
 		uint64_t t_read = uffdwp_now_ns();
 		int count = (int)(n / (ssize_t)sizeof(struct uffd_msg));
-		for (int i = 0; i < count; i++)
+		for (int i = 0; i < count && !atomic_load(&s->abort_req); i++) {
 			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
 				serve_fault(s, msgs[i].arg.pagefault.address, t_read);
+			else
+				handle_event(s, &msgs[i]);
+		}
 		total += count;
-		if (count < 64)
+		if (count < 64 || atomic_load(&s->abort_req))
 			return total;
 	}
 }
 
 /* One chunk of the linear pass: copy what is not saved yet (zero pages as bare records), then
- * unprotect the chunk. Returns 1 if it made progress, 0 if the ring is full, -1 at the end. */
+ * unprotect the chunk (not while draining: an event holds protection until all is saved).
+ * Returns 1 if it made progress, 0 if the ring is full, -1 at the end or on error. */
 static int linear_step(struct uffdsnap *s)
 {
 	while (s->cur_region < s->n_regions && s->r[s->cur_region].next >= s->r[s->cur_region].pages)
@@ -444,7 +381,7 @@ static int linear_step(struct uffdsnap *s)
 	struct snap_region *r = &s->r[ri];
 	uint64_t chunk = s->chunk_bytes / r->ps ? s->chunk_bytes / r->ps : 1;
 	uint64_t first = r->next, n = r->pages - first < chunk ? r->pages - first : chunk;
-	uint8_t *at = room(s, n * (REC_HDR + r->ps), 0);
+	uint8_t *at = room(s, n * (REC_HDR + r->ps), s->draining);
 	if (!at)
 		return 0;
 	struct rec_hdr *run = NULL;
@@ -455,63 +392,81 @@ static int linear_step(struct uffdsnap *s)
 			run = NULL;
 			continue;
 		}
-		const void *page = (const void *)(uintptr_t)(r->addr + i * r->ps);
-		uint32_t type = uffdsnap_is_zero(page, r->ps) ? REC_ZERO : REC_PAGES;
+		int zero = page_is_zero(s, ri, i);
+		if (zero < 0)
+			return -1;
+		uint32_t type = zero ? REC_ZERO : REC_PAGES;
 		if (!run || run_type != type) {
 			run = put_header(s, s->cur->buf + s->cur->used, type, ri, i, 0);
 			run_type = type;
 		}
 		run->count++;
 		if (type == REC_PAGES) {
-			run->data_crc = copy_crc(s->cur->buf + s->cur->used, page, r->ps,
-						 run->data_crc);
+			if (copy_page(s, ri, i, s->cur->buf + s->cur->used, &run->data_crc) < 0)
+				return -1;
 			s->cur->used += r->ps;
 			atomic_fetch_add_explicit(&s->data_pages, 1, memory_order_relaxed);
 		} else {
 			atomic_fetch_add_explicit(&s->zero_pages, 1, memory_order_relaxed);
 		}
-		r->saved[i] = 1;
+		mark_saved(s, r, i);
 		saved_here++;
 	}
-	int ret = wp_range(s->uffd, r->addr + first * r->ps, n * r->ps, 0);
-	if (ret < 0)
-		set_error(s, ret, UFFDSNAP_PHASE_UNPROTECT);
 	r->next = first + n;
 	atomic_fetch_add_explicit(&s->linear_pages, saved_here, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->pages_saved, saved_here, memory_order_relaxed);
+	if (!s->draining) {
+		int ret = unprotect(s, r->addr + first * r->ps, n * r->ps);
+		if (ret < 0)
+			set_error_at(s, ret, UFFDSNAP_PHASE_UNPROTECT, r->addr + first * r->ps);
+	}
 	return 1;
 }
+static void *output_main(void *arg);
 
-/* Remove all protection and wake every writer: the exit of every path. */
+/* Remove all protection and wake every writer: the exit of every path. An event may hold
+ * protection (EAGAIN) until it is read; it is read here once everything is saved (or the
+ * snapshot failed anyway), so its thread goes on. Returns how many ranges failed. */
 static int release_all(struct uffdsnap *s)
 {
 	int failures = 0;
 	for (uint32_t i = 0; i < s->n_regions; i++) {
-		int ret = wp_range(s->uffd, s->r[i].addr, s->r[i].len, 0);
+		struct snap_region *r = &s->r[i];
+		uint64_t deadline = uffdwp_now_ns() + 10ull * 1000000000ull;
+		int ret;
+		for (;;) {
+			ret = uffdwp_writeprotect_mapped(s->uffd, r->addr, r->len, 0,
+							 uffdwp_writeprotect);
+			if (ret != -EAGAIN || uffdwp_now_ns() > deadline)
+				break;
+			s->unsaved = 0; /* nothing left to protect from a discard: read events now */
+			if (serve_messages(s) <= 0)
+				usleep(100); /* read already; its thread has yet to clear the flag */
+		}
 		if (ret < 0 && ret != -ENOENT)
 			failures++;
-		ret = uffdwp_wake(s->uffd, s->r[i].addr, s->r[i].len);
+		ret = uffdwp_wake(s->uffd, r->addr, r->len);
 		if (ret < 0 && ret != -ENOENT)
 			failures++;
 	}
 	return failures;
 }
 
-static int populate_region(struct snap_region *r)
+static int populate_region(struct uffdsnap *s, uint32_t ri)
 {
 	/* Without UFFD_FEATURE_WP_UNPOPULATED an empty PTE cannot carry the WP bit, so a write to
 	 * a never-touched page would not fault and escape the image. Read-populate maps the zero
 	 * page (anon) or the page cache page, which protection then covers (QEMU does the same). */
+	struct snap_region *r = &s->r[ri];
 	if (madvise((void *)(uintptr_t)r->addr, r->len, MADV_POPULATE_READ) == 0)
 		return 0;
 	if (errno != EINVAL)
 		return -errno;
 	for (uint64_t i = 0; i < r->pages; i++) /* before 5.14: touch every page */
-		(void)*(volatile uint8_t *)(uintptr_t)(r->addr + i * r->ps);
+		if (page_is_zero(s, ri, i) < 0)
+			return -EFAULT;
 	return 0;
 }
-
-static void *output_main(void *arg);
 
 /* A faulting writer waits until the engine runs: on a busy machine a CFS time slice is
  * milliseconds, so the engine may run at a real-time priority (or a lower nice value). */
@@ -531,31 +486,67 @@ static void apply_priority(struct uffdsnap *s)
 	}
 }
 
-static void *engine_main(void *arg)
-{
-	struct uffdsnap *s = arg;
-	apply_priority(s);
-	atomic_store(&s->t_start, uffdwp_now_ns());
+/* Faults read before the freeze is complete: served once it is (no writer may go on before
+ * every region is protected). */
+#define MAX_EARLY 1024
+struct early_fault {
+	uint64_t addr, t_read;
+};
 
-	if (s->populate) {
-		uint64_t t0 = uffdwp_now_ns();
-		for (uint32_t i = 0; i < s->n_regions; i++) {
-			int ret = populate_region(&s->r[i]);
-			if (ret < 0) {
-				set_error(s, ret, UFFDSNAP_PHASE_POPULATE);
-				break;
-			}
+/* An event is pending while the regions are being protected: read it (its thread waits for
+ * that). A discard or a fork then happens before the cut, which is the freeze's end. */
+static int read_before_cut(struct uffdsnap *s, struct early_fault *early, int *n_early)
+{
+	struct uffd_msg msgs[64];
+	ssize_t n = read(s->uffd, msgs, sizeof(msgs));
+	if (n <= 0)
+		return 0;
+	uint64_t t_read = uffdwp_now_ns();
+	int count = (int)(n / (ssize_t)sizeof(struct uffd_msg));
+	for (int i = 0; i < count; i++) {
+		const struct uffd_msg *m = &msgs[i];
+		if (m->event == UFFD_EVENT_PAGEFAULT) {
+			if (*n_early < MAX_EARLY)
+				early[(*n_early)++] = (struct early_fault){ m->arg.pagefault.address,
+									    t_read };
+			/* else: woken by the release at the end, like any other writer */
+		} else if (m->event == UFFD_EVENT_FORK) {
+			release_child(s, (int)m->arg.fork.ufd);
+			if (s->fork_fails)
+				set_error(s, -EBUSY, UFFDSNAP_PHASE_FORK);
+			atomic_fetch_add(&s->events, 1);
+		} else {
+			if (m->event == UFFD_EVENT_REMOVE)
+				atomic_fetch_add(&s->discarded_bytes,
+						 m->arg.remove.end - m->arg.remove.start);
+			atomic_fetch_add(&s->events, 1);
 		}
-		atomic_store(&s->populate_ns, uffdwp_now_ns() - t0);
 	}
-	/* Freeze: protect every region before serving any fault, so no writer that faulted on
-	 * one region is released before the last region is protected: a consistent cut. */
+	return count;
+}
+
+static void freeze(struct uffdsnap *s)
+{
+	/* Protect every region before serving any fault, so no writer that faulted on one region
+	 * is released before the last region is protected: a consistent cut. */
+	struct early_fault *early = calloc(MAX_EARLY, sizeof(*early));
+	int n_early = 0;
 	uint64_t t0 = uffdwp_now_ns(), t1 = t0;
+	if (!early) {
+		set_error(s, -ENOMEM, UFFDSNAP_PHASE_PROTECT);
+		return;
+	}
 	if (s->protect && !atomic_load(&s->abort_req)) {
-		for (uint32_t i = 0; i < s->n_regions; i++) {
-			int ret = wp_range(s->uffd, s->r[i].addr, s->r[i].len, 1);
-			if (ret < 0) {
-				set_error(s, ret, UFFDSNAP_PHASE_PROTECT);
+		for (uint32_t i = 0; i < s->n_regions && !atomic_load(&s->abort_req); i++) {
+			int ret;
+			while ((ret = uffdwp_writeprotect_mapped(s->uffd, s->r[i].addr, s->r[i].len,
+								 UFFDIO_WRITEPROTECT_MODE_WP,
+								 uffdwp_writeprotect)) == -EAGAIN &&
+			       !atomic_load(&s->abort_req))
+				if (!read_before_cut(s, early, &n_early))
+					usleep(50); /* read already; its thread has yet to go on */
+			if (ret < 0 && ret != -EAGAIN) {
+				set_error_at(s, ret, UFFDSNAP_PHASE_PROTECT, s->r[i].addr);
 				break;
 			}
 		}
@@ -565,16 +556,45 @@ static void *engine_main(void *arg)
 	atomic_store(&s->t_protect, t0);
 	atomic_store(&s->protect_ns, t1 - t0);
 	atomic_store(&s->t_frozen, t1);
+	for (int k = 0; k < n_early && !atomic_load(&s->abort_req); k++)
+		serve_fault(s, early[k].addr, early[k].t_read);
+	free(early);
+}
+
+static void *engine_main(void *arg)
+{
+	struct uffdsnap *s = arg;
+	apply_priority(s);
+	atomic_store(&s->t_start, uffdwp_now_ns());
+	int ret = memguard_take(&s->guard);
+	if (ret < 0)
+		set_error(s, ret, UFFDSNAP_PHASE_MEMORY);
+
+	if (s->populate && !atomic_load(&s->abort_req)) {
+		uint64_t t0 = uffdwp_now_ns();
+		for (uint32_t i = 0; i < s->n_regions; i++) {
+			ret = populate_region(s, i);
+			if (ret < 0) {
+				set_error_at(s, ret, UFFDSNAP_PHASE_POPULATE, s->r[i].addr);
+				break;
+			}
+		}
+		atomic_store(&s->populate_ns, uffdwp_now_ns() - t0);
+	}
+	freeze(s);
 
 	while (!atomic_load(&s->abort_req)) {
-		int served = serve_faults(s);
+		int was_draining = s->draining;
+		int served = s->draining ? 0 : serve_messages(s);
 		if (served < 0 || atomic_load(&s->abort_req))
 			break;
+		if (s->draining && !was_draining)
+			atomic_fetch_add(&s->drains, 1);
 		int step = linear_step(s);
 		if (step < 0)
 			break;
-		if (step == 0 && served == 0)
-			wait_for_output(s, 1); /* ring full: sleep until room or a fault */
+		if (step == 0 && served == 0) /* ring full: sleep until room (or a fault) */
+			wait_for_output(s, !s->draining);
 	}
 	if (!atomic_load(&s->abort_req)) {
 		atomic_store(&s->t_saved, uffdwp_now_ns());
@@ -586,6 +606,7 @@ static void *engine_main(void *arg)
 	 * writers go. Either way nothing stays protected or blocked. */
 	if (release_all(s) && !atomic_load(&s->error))
 		set_error(s, -EIO, UFFDSNAP_PHASE_UNPROTECT);
+	memguard_release(&s->guard);
 	pthread_mutex_lock(&s->lock);
 	s->producer_done = 1;
 	pthread_cond_signal(&s->ready);
@@ -619,7 +640,7 @@ static void seal_slot(struct uffdsnap *s, struct slot *sl, uint32_t *chain)
 	while (off < sl->used) {
 		struct rec_hdr *h = (struct rec_hdr *)(sl->buf + off);
 		uint64_t data = h->type == REC_PAGES ? (uint64_t)h->count * s->r[h->region].ps : 0;
-		seal_header(h, chain);
+		seal_record(h, chain);
 		off += REC_HDR + data;
 	}
 }
@@ -628,8 +649,7 @@ static void *output_main(void *arg)
 {
 	struct uffdsnap *s = arg;
 	uint32_t chain = 0;
-	uint64_t pages = 0;
-	block_sigpipe();
+	block_sigpipe(NULL);
 	for (;;) {
 		pthread_mutex_lock(&s->lock);
 		while (s->written == s->committed && !s->producer_done &&
@@ -646,9 +666,9 @@ static void *output_main(void *arg)
 					     .first = atomic_load(&s->pages_saved),
 					     .count = (uint32_t)atomic_load(&s->records),
 					     .data_crc = chain };
-			seal_header(&h, NULL);
+			seal_record(&h, NULL);
 			int ret = write_full(s->out_fd, &h, REC_HDR,
-					     s->out_nonblock ? s->output_evfd : -1);
+					     s->out_nonblock ? s->output_evfd : -1, s->stall_ms);
 			if (ret < 0) {
 				drop_pending_sigpipe();
 				set_error(s, ret, UFFDSNAP_PHASE_OUTPUT);
@@ -656,13 +676,12 @@ static void *output_main(void *arg)
 				atomic_fetch_add(&s->bytes_written, REC_HDR);
 				atomic_store(&s->chain_crc, chain);
 			}
-			(void)pages;
 			break;
 		}
 		if (!sl->raw)
 			seal_slot(s, sl, &chain);
 		int ret = write_full(s->out_fd, sl->buf, sl->used,
-				     s->out_nonblock ? s->output_evfd : -1);
+				     s->out_nonblock ? s->output_evfd : -1, s->stall_ms);
 		if (ret < 0) {
 			drop_pending_sigpipe();
 			set_error(s, ret == -ECANCELED ? -ECANCELED : ret,
@@ -681,6 +700,8 @@ static void *output_main(void *arg)
 
 static void snap_destroy(struct uffdsnap *s)
 {
+	if (s->uffd_flags >= 0)
+		fcntl(s->uffd, F_SETFL, s->uffd_flags);
 	if (s->slots)
 		for (uint32_t i = 0; i < s->n_slots; i++)
 			if (s->slots[i].buf)
@@ -713,7 +734,10 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 	s->engine_evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->output_evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->uffd = cfg->uffd;
+	s->uffd_flags = -1;
 	s->out_fd = cfg->out_fd;
+	s->stall_ms = cfg->stall_timeout_ms;
+	s->fork_fails = cfg->fork_fails;
 	s->out_nonblock = cfg->out_nonblock;
 	s->populate = cfg->populate;
 	s->protect = cfg->protect;
@@ -722,8 +746,12 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 	s->chunk_bytes = cfg->chunk_bytes ? cfg->chunk_bytes : 128 * 1024;
 	s->n_slots = cfg->n_slots >= 2 ? cfg->n_slots : 32;
 	s->reserve = cfg->reserve_slots < s->n_slots ? cfg->reserve_slots : s->n_slots / 4;
-	if (s->engine_evfd < 0 || s->output_evfd < 0 || !cfg->n_regions) {
-		*err = cfg->n_regions ? -errno : -EINVAL;
+	if (s->engine_evfd < 0 || s->output_evfd < 0) {
+		*err = -errno;
+		goto fail;
+	}
+	if (!cfg->n_regions || !cfg->regions || (cfg->prefix_len && !cfg->prefix)) {
+		*err = -EINVAL;
 		goto fail;
 	}
 	s->r = calloc(cfg->n_regions, sizeof(*s->r));
@@ -733,11 +761,20 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 	for (uint32_t i = 0; i < cfg->n_regions; i++) {
 		const struct uffdsnap_region *in = &cfg->regions[i];
 		struct snap_region *r = &s->r[i];
-		if (!in->page_size || in->page_size % 8 || in->length % in->page_size ||
-		    !in->length) {
+		/* whole pages of a power-of-two size, no wrap-around, no overlap with another
+		 * region (a page would be saved twice, and its record would not match memory) */
+		if (!in->page_size || in->page_size & (in->page_size - 1) || in->page_size < 4096 ||
+		    !in->length || in->length % in->page_size || in->address % in->page_size ||
+		    in->address + in->length < in->address) {
 			*err = -EINVAL;
 			goto fail;
 		}
+		for (uint32_t j = 0; j < i; j++)
+			if (in->address < s->r[j].addr + s->r[j].len &&
+			    s->r[j].addr < in->address + in->length) {
+				*err = -EINVAL;
+				goto fail;
+			}
 		r->addr = in->address;
 		r->len = in->length;
 		r->ps = in->page_size;
@@ -746,6 +783,7 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 		if (!r->saved)
 			goto nomem;
 		s->pages_total += r->pages;
+		s->unsaved += r->pages;
 		uint64_t chunk = s->chunk_bytes / r->ps ? s->chunk_bytes / r->ps : 1;
 		if (chunk * (REC_HDR + r->ps) > need)
 			need = chunk * (REC_HDR + r->ps);
@@ -762,12 +800,14 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 			goto nomem;
 		s->slots[i].buf = p;
 	}
-	/* userfaultfd's poll() answers POLLERR on a blocking fd: the engine needs O_NONBLOCK. */
+	/* userfaultfd's poll() answers POLLERR on a blocking fd: the engine needs O_NONBLOCK
+	 * (the caller's setting comes back when the snapshot is freed). */
 	int fl = fcntl(s->uffd, F_GETFL);
 	if (fl < 0 || fcntl(s->uffd, F_SETFL, fl | O_NONBLOCK) < 0) {
 		*err = -errno;
 		goto fail;
 	}
+	s->uffd_flags = fl;
 	if (cfg->prefix_len) { /* the header goes out first, as a raw slot */
 		memcpy(s->slots[0].buf, cfg->prefix, cfg->prefix_len);
 		s->slots[0].used = cfg->prefix_len;
@@ -804,6 +844,12 @@ fail:
 void uffdsnap_get_stats(struct uffdsnap *s, struct uffdsnap_stats *out)
 {
 	memset(out, 0, sizeof(*out));
+	if (!s)
+		return;
+	out->events = atomic_load(&s->events);
+	out->drains = atomic_load(&s->drains);
+	out->discarded_bytes = atomic_load(&s->discarded_bytes);
+	out->error_addr = atomic_load(&s->error_addr);
 	out->pages_total = s->pages_total;
 	out->pages_saved = atomic_load(&s->pages_saved);
 	out->linear_pages = atomic_load(&s->linear_pages);
@@ -836,6 +882,8 @@ void uffdsnap_get_stats(struct uffdsnap *s, struct uffdsnap_stats *out)
 
 int uffdsnap_wait(struct uffdsnap *s, int timeout_ms)
 {
+	if (!s)
+		return 0;
 	struct timespec ts = uffdwp_deadline(timeout_ms);
 	int ret = 0;
 	pthread_mutex_lock(&s->lock);
@@ -848,6 +896,8 @@ int uffdsnap_wait(struct uffdsnap *s, int timeout_ms)
 
 void uffdsnap_abort(struct uffdsnap *s)
 {
+	if (!s)
+		return;
 	int32_t zero = 0;
 	if (atomic_compare_exchange_strong(&s->error, &zero, -ECANCELED))
 		atomic_store(&s->error_phase, UFFDSNAP_PHASE_ABORT);
@@ -861,6 +911,8 @@ void uffdsnap_abort(struct uffdsnap *s)
 
 int uffdsnap_free(struct uffdsnap *s)
 {
+	if (!s)
+		return 0;
 	pthread_mutex_lock(&s->lock);
 	int finished = s->finished;
 	pthread_mutex_unlock(&s->lock);
@@ -873,238 +925,3 @@ int uffdsnap_free(struct uffdsnap *s)
 	return -failures;
 }
 
-/* ----------------------------------------------------------------------------------------------
- * helpers for baselines and tests
- */
-int64_t uffdsnap_write_all(int fd, uint64_t addr, uint64_t len, uint64_t chunk)
-{
-	block_sigpipe();
-	if (!chunk)
-		chunk = 1 << 20;
-	for (uint64_t off = 0; off < len; off += chunk) {
-		uint64_t n = len - off < chunk ? len - off : chunk;
-		int ret = write_full(fd, (const void *)(uintptr_t)(addr + off), n, -1);
-		if (ret < 0) {
-			drop_pending_sigpipe();
-			return ret;
-		}
-	}
-	return (int64_t)len;
-}
-
-int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t page_size,
-			     const uint64_t *indices, uint64_t n, uint32_t *chain,
-			     uint64_t *records)
-{
-	const uint64_t cap = 4u << 20;
-	uint8_t *buf = malloc(cap + REC_HDR + page_size);
-	if (!buf)
-		return -ENOMEM;
-	block_sigpipe();
-	uint64_t used = 0, total = 0, count = 0;
-	struct rec_hdr *run = NULL;
-	uint64_t run_end = 0;
-	int64_t ret = 0;
-	for (uint64_t k = 0; k < n; k++) {
-		uint64_t i = indices[k];
-		const void *page = (const void *)(uintptr_t)(base + i * page_size);
-		uint32_t type = uffdsnap_is_zero(page, page_size) ? REC_ZERO : REC_PAGES;
-		if (used + REC_HDR + page_size > cap) { /* flush */
-			if (run)
-				seal_header(run, chain);
-			run = NULL;
-			int w = write_full(fd, buf, used, -1);
-			if (w < 0) {
-				ret = w;
-				goto out;
-			}
-			total += used;
-			used = 0;
-		}
-		if (!run || run->type != type || run_end != i) {
-			if (run)
-				seal_header(run, chain);
-			run = (struct rec_hdr *)(buf + used);
-			memset(run, 0, REC_HDR);
-			run->type = type;
-			run->region = region;
-			run->first = i;
-			used += REC_HDR;
-			count++;
-		}
-		if (type == REC_PAGES) {
-			memcpy(buf + used, page, page_size);
-			run->data_crc = uffdsnap_crc32c(run->data_crc, buf + used, page_size);
-			used += page_size;
-		}
-		run->count++;
-		run_end = i + 1;
-	}
-	if (run)
-		seal_header(run, chain);
-	if (used) {
-		int w = write_full(fd, buf, used, -1);
-		if (w < 0) {
-			ret = w;
-			goto out;
-		}
-		total += used;
-	}
-	ret = (int64_t)total;
-out:
-	if (ret < 0)
-		drop_pending_sigpipe();
-	if (records)
-		*records += count;
-	free(buf);
-	return ret;
-}
-
-int64_t uffdsnap_write_end(int fd, uint64_t pages, uint64_t records, uint32_t chain)
-{
-	struct rec_hdr h = { .type = REC_END, .region = 0xffffffffu, .first = pages,
-			     .count = (uint32_t)records, .data_crc = chain };
-	seal_header(&h, NULL);
-	int ret = write_full(fd, &h, REC_HDR, -1);
-	return ret < 0 ? (int64_t)ret : (int64_t)REC_HDR;
-}
-
-int64_t uffdsnap_soft_dirty(int pagemap_fd, uint64_t addr, uint64_t pages, uint64_t *out)
-{
-	const uint64_t batch = 65536;
-	uint64_t *buf = malloc(batch * 8);
-	if (!buf)
-		return -ENOMEM;
-	int64_t found = 0;
-	for (uint64_t done = 0; done < pages;) {
-		uint64_t n = pages - done < batch ? pages - done : batch;
-		off_t off = (off_t)((addr / 4096 + done) * 8);
-		ssize_t got = pread(pagemap_fd, buf, n * 8, off);
-		if (got <= 0) {
-			free(buf);
-			return got < 0 ? -errno : -EIO;
-		}
-		uint64_t entries = (uint64_t)got / 8;
-		for (uint64_t i = 0; i < entries; i++)
-			if (buf[i] & (1ull << 55)) /* PM_SOFT_DIRTY */
-				out[found++] = done + i;
-		done += entries;
-	}
-	free(buf);
-	return found;
-}
-
-/* ----------------------------------------------------------------------------------------------
- * causal chain writers
- */
-struct chain_thread {
-	pthread_t thread;
-	struct uffdsnap_chain *c;
-	uint32_t index;
-	int started;
-};
-
-struct uffdsnap_chain {
-	uint64_t *addrs;
-	uint32_t n_addrs, n_threads;
-	uint64_t max_steps;
-	_Atomic uint64_t step;
-	_Atomic int stop;
-	_Atomic uint32_t running;
-	struct chain_thread *threads;
-};
-
-static void *chain_main(void *arg)
-{
-	struct chain_thread *t = arg;
-	struct uffdsnap_chain *c = t->c;
-	for (;;) {
-		uint64_t i = atomic_load_explicit(&c->step, memory_order_acquire);
-		if (atomic_load_explicit(&c->stop, memory_order_relaxed) ||
-		    (c->max_steps && i >= c->max_steps))
-			break;
-		if (i % c->n_threads != t->index) {
-			sched_yield(); /* the other thread's turn: it may be blocked in a fault */
-			continue;
-		}
-		*(volatile uint64_t *)(uintptr_t)c->addrs[i % c->n_addrs] = i + 1;
-		atomic_store_explicit(&c->step, i + 1, memory_order_release);
-	}
-	atomic_fetch_sub(&c->running, 1);
-	return NULL;
-}
-
-struct uffdsnap_chain *uffdsnap_chain_start(const uint64_t *addrs, uint32_t n_addrs,
-					    uint32_t n_threads, uint64_t max_steps, int *err)
-{
-	if (!n_addrs || !n_threads) {
-		*err = -EINVAL;
-		return NULL;
-	}
-	struct uffdsnap_chain *c = calloc(1, sizeof(*c));
-	if (!c) {
-		*err = -ENOMEM;
-		return NULL;
-	}
-	c->addrs = malloc(n_addrs * sizeof(uint64_t));
-	c->threads = calloc(n_threads, sizeof(*c->threads));
-	if (!c->addrs || !c->threads) {
-		free(c->addrs);
-		free(c->threads);
-		free(c);
-		*err = -ENOMEM;
-		return NULL;
-	}
-	memcpy(c->addrs, addrs, n_addrs * sizeof(uint64_t));
-	c->n_addrs = n_addrs;
-	c->n_threads = n_threads;
-	c->max_steps = max_steps;
-	for (uint32_t i = 0; i < n_threads; i++) {
-		c->threads[i].c = c;
-		c->threads[i].index = i;
-		atomic_fetch_add(&c->running, 1);
-		int ret = pthread_create(&c->threads[i].thread, NULL, chain_main, &c->threads[i]);
-		if (ret) {
-			atomic_fetch_sub(&c->running, 1);
-			atomic_store(&c->stop, 1);
-			uffdsnap_chain_stop(c, 10000);
-			uffdsnap_chain_free(c);
-			*err = -ret;
-			return NULL;
-		}
-		c->threads[i].started = 1;
-	}
-	*err = 0;
-	return c;
-}
-
-uint64_t uffdsnap_chain_steps(struct uffdsnap_chain *c)
-{
-	return atomic_load(&c->step);
-}
-
-int uffdsnap_chain_stop(struct uffdsnap_chain *c, int timeout_ms)
-{
-	atomic_store(&c->stop, 1);
-	uint64_t deadline = uffdwp_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	while (atomic_load(&c->running)) {
-		if (uffdwp_now_ns() > deadline)
-			return -ETIMEDOUT;
-		usleep(1000);
-	}
-	for (uint32_t i = 0; i < c->n_threads; i++)
-		if (c->threads[i].started) {
-			pthread_join(c->threads[i].thread, NULL);
-			c->threads[i].started = 0;
-		}
-	return 0;
-}
-
-void uffdsnap_chain_free(struct uffdsnap_chain *c)
-{
-	if (uffdsnap_chain_stop(c, 60000) < 0)
-		return; /* threads still blocked: leak rather than free memory they use */
-	free(c->addrs);
-	free(c->threads);
-	free(c);
-}

@@ -34,6 +34,8 @@ struct uffdsnap_config {
 	uint32_t n_slots;      /* ring slots */
 	uint32_t reserve_slots; /* slots the linear pass leaves to faulted pages */
 	int32_t engine_priority; /* 0 inherit; > 0 SCHED_FIFO priority; < 0 a nice value */
+	int32_t stall_timeout_ms; /* > 0: fail when a non-blocking target takes nothing that long */
+	int32_t fork_fails;    /* a fork event fails the snapshot (a child would share a region) */
 };
 
 enum uffdsnap_state {
@@ -51,6 +53,9 @@ enum uffdsnap_phase {
 	UFFDSNAP_PHASE_UNPROTECT = 4,
 	UFFDSNAP_PHASE_OUTPUT = 5,
 	UFFDSNAP_PHASE_ABORT = 6,
+	UFFDSNAP_PHASE_MEMORY = 7,  /* region memory was unmapped before it was saved */
+	UFFDSNAP_PHASE_DISCARD = 8, /* a discard of unsaved pages raced the engine's read */
+	UFFDSNAP_PHASE_FORK = 9,    /* a child was forked that shares a region */
 };
 
 struct uffdsnap_stats {
@@ -81,11 +86,16 @@ struct uffdsnap_stats {
 	int32_t error;
 	int32_t error_phase;
 	uint32_t chain_crc;
+	uint64_t error_addr;           /* where the error happened, when it has an address */
+	uint64_t events;               /* fork/remove messages read */
+	uint64_t drains;               /* times a pending event made the engine save all first */
+	uint64_t discarded_bytes;      /* bytes the caller discarded (MADV_DONTNEED/REMOVE) */
 };
 
 struct uffdsnap;
 struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err);
 void uffdsnap_get_stats(struct uffdsnap *s, struct uffdsnap_stats *out);
+/* Every function below accepts NULL for s and does nothing. */
 /* Waits up to timeout_ms for the end (done, failed or aborted): 0, or -ETIMEDOUT. */
 int uffdsnap_wait(struct uffdsnap *s, int timeout_ms);
 /* Asks the engine to stop: it removes all protection and wakes every writer. */
@@ -93,32 +103,5 @@ void uffdsnap_abort(struct uffdsnap *s);
 /* Aborts if running, joins, removes protection again and wakes every range; frees s.
  * Returns 0 or minus the number of cleanup ioctls that failed. */
 int uffdsnap_free(struct uffdsnap *s);
-
-/* --- helpers (image checks, baselines for benchmarks, test writers) -------------------------- */
-uint32_t uffdsnap_crc32c(uint32_t crc, const void *buf, uint64_t len);
-int uffdsnap_is_zero(const void *buf, uint64_t len);
-/* write(2) all of [addr, addr+len) to fd in chunk-sized calls: bytes written or -errno. */
-int64_t uffdsnap_write_all(int fd, uint64_t addr, uint64_t len, uint64_t chunk);
-/* Write image records for the listed pages of one region (runs of consecutive indices become one
- * record, zero pages carry no bytes); *chain is the running CRC of record headers.
- * Returns bytes written or -errno; *records counts records written. */
-int64_t uffdsnap_write_pages(int fd, uint32_t region, uint64_t base, uint64_t page_size,
-			     const uint64_t *indices, uint64_t n, uint32_t *chain,
-			     uint64_t *records);
-/* The end record for a stream of records (so baselines produce a loadable image). */
-int64_t uffdsnap_write_end(int fd, uint64_t pages, uint64_t records, uint32_t chain);
-/* Soft-dirty pages of [addr, addr + pages*4096) from /proc/self/pagemap (fd): their indices go
- * to out (capacity pages); returns how many, or -errno. */
-int64_t uffdsnap_soft_dirty(int pagemap_fd, uint64_t addr, uint64_t pages, uint64_t *out);
-
-/* A causal chain of writes: step i is stored (value i+1) to addrs[i % n_addrs] by thread
- * i % n_threads, which waits until step i-1 is done. A consistent image shows a prefix. */
-struct uffdsnap_chain;
-struct uffdsnap_chain *uffdsnap_chain_start(const uint64_t *addrs, uint32_t n_addrs,
-					    uint32_t n_threads, uint64_t max_steps, int *err);
-uint64_t uffdsnap_chain_steps(struct uffdsnap_chain *c);
-/* Asks the threads to stop and joins them within timeout_ms: 0, or -ETIMEDOUT (still blocked). */
-int uffdsnap_chain_stop(struct uffdsnap_chain *c, int timeout_ms);
-void uffdsnap_chain_free(struct uffdsnap_chain *c);
 
 #endif

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "uffd_compat.h"
 #include "uffdwp_native.h"
 #include "uffdwp_internal.h"
+#include "memguard_native.h"
 
 /* ----------------------------------------------------------------------------------------------
  * wrappers
@@ -70,14 +72,36 @@ int uffdwp_close(int fd)
 	return close(fd) < 0 ? -errno : 0;
 }
 
-void uffdwp_store_u64(uint64_t addr, uint64_t value)
+int uffdwp_store_u64(uint64_t addr, uint64_t value)
 {
+	struct memguard g;
+	int ret = memguard_take(&g);
+	if (ret < 0)
+		return ret;
+	if (sigsetjmp(g.jb, 0)) {
+		memguard_release(&g);
+		return -EFAULT;
+	}
+	memguard_arm(&g, addr, addr + sizeof(value));
 	*(volatile uint64_t *)(uintptr_t)addr = value;
+	memguard_release(&g);
+	return 0;
 }
 
-uint64_t uffdwp_load_u64(uint64_t addr)
+int uffdwp_load_u64(uint64_t addr, uint64_t *value)
 {
-	return *(volatile uint64_t *)(uintptr_t)addr;
+	struct memguard g;
+	int ret = memguard_take(&g);
+	if (ret < 0)
+		return ret;
+	if (sigsetjmp(g.jb, 0)) {
+		memguard_release(&g);
+		return -EFAULT;
+	}
+	memguard_arm(&g, addr, addr + sizeof(*value));
+	*value = *(volatile uint64_t *)(uintptr_t)addr;
+	memguard_release(&g);
+	return 0;
 }
 
 uint64_t uffdwp_now_ns(void)
@@ -93,6 +117,7 @@ uint64_t uffdwp_now_ns(void)
 struct uffdwp_handler {
 	pthread_t thread;
 	int uffd;
+	int uffd_flags; /* the caller's file status flags, given back on stop */
 	int stop_fd;
 	int policy;
 	uint64_t page_size;
@@ -101,7 +126,7 @@ struct uffdwp_handler {
 	uint64_t copy_to;
 	struct uffdwp_record *records;
 	size_t record_capacity;
-	_Atomic size_t n_records;
+	_Atomic size_t n_records; /* records written in full (release): a reader sees them whole */
 	_Atomic uint64_t messages, wp_faults, missing_faults, minor_faults, events, resolved,
 		errors, dropped;
 	_Atomic int running;
@@ -112,10 +137,81 @@ int uffdwp_writeprotect(int uffd, uint64_t start, uint64_t len, uint64_t mode)
 {
 	struct uffdio_writeprotect wp = { .range = { .start = start, .len = len }, .mode = mode };
 	int ret;
-	do /* EAGAIN: the mm is changing under us (fork, mremap…); the call is safe to repeat */
+	do
 		ret = uffdwp_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
-	while (ret == -EAGAIN || ret == -EINTR);
+	while (ret == -EINTR);
 	return ret;
+}
+
+/* Read and drop every pending message: the thread behind an event goes on, a fork's new uffd
+ * is closed (which unregisters the child), faulting threads are woken by the caller later.
+ * Returns how many were read. */
+static int drop_messages(int uffd)
+{
+	struct uffd_msg msgs[64];
+	int total = 0;
+	for (;;) {
+		ssize_t n = read(uffd, msgs, sizeof(msgs));
+		if (n <= 0)
+			return total;
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++)
+			if (msgs[i].event == UFFD_EVENT_FORK)
+				close((int)msgs[i].arg.fork.ufd);
+		total += (int)(n / (ssize_t)sizeof(struct uffd_msg));
+	}
+}
+
+int uffdwp_writeprotect_settle(int uffd, uint64_t start, uint64_t len, uint64_t mode)
+{
+	uint64_t deadline = uffdwp_now_ns() + 10ull * 1000000000ull;
+	for (;;) {
+		int ret = uffdwp_writeprotect_mapped(uffd, start, len, mode, uffdwp_writeprotect);
+		if (ret != -EAGAIN || uffdwp_now_ns() > deadline)
+			return ret;
+		/* an event holds the mm: nobody else reads this uffd any more, so read it here */
+		if (!drop_messages(uffd))
+			usleep(100); /* read already; its thread has yet to go on */
+	}
+}
+
+int uffdwp_event_pending(int uffd)
+{
+	/* The kernel tests mmap_changing before it even reads the argument: a zero-length range
+	 * answers EAGAIN while an event is pending and EINVAL otherwise, and changes nothing. */
+	struct uffdio_writeprotect wp = { .range = { .start = 0, .len = 0 }, .mode = 0 };
+	return uffdwp_ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) == -EAGAIN;
+}
+
+int uffdwp_writeprotect_mapped(int uffd, uint64_t start, uint64_t len, uint64_t mode,
+			       int (*wp)(int, uint64_t, uint64_t, uint64_t))
+{
+	int ret = wp(uffd, start, len, mode);
+	if (ret != -ENOENT && ret != -EINVAL)
+		return ret;
+	/* On older kernels (6.1 among them) one call covers one VMA only: a range the caller split
+	 * (mprotect) or punched (munmap) spans several or has holes: go VMA by VMA over what is
+	 * mapped. */
+	FILE *maps = fopen("/proc/self/maps", "re");
+	if (!maps)
+		return ret;
+	char line[512];
+	int first_error = 0, done = 0;
+	uint64_t end = start + len;
+	while (fgets(line, sizeof(line), maps)) {
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx", &lo, &hi) != 2 || hi <= start || lo >= end)
+			continue;
+		uint64_t a = lo > start ? lo : start, b = hi < end ? hi : end;
+		int r = wp(uffd, a, b - a, mode);
+		if (r == 0)
+			done++;
+		else if (r != -ENOENT && !first_error)
+			first_error = r; /* ENOENT: a piece not registered (or no longer ours) */
+	}
+	fclose(maps);
+	if (first_error)
+		return first_error;
+	return done ? 0 : -ENOENT;
 }
 
 int uffdwp_wake(int uffd, uint64_t start, uint64_t len)
@@ -162,11 +258,10 @@ static int resolve_fault(struct uffdwp_handler *h, const struct uffd_msg *msg)
 		if (h->policy == UFFDWP_POLICY_COPY_UNPROTECT && h->copy_to) {
 			int found;
 			uint64_t off = copy_offset(h, page, &found);
-			if (found)
-				memcpy((void *)(uintptr_t)(h->copy_to + off), (void *)(uintptr_t)page,
-				       h->page_size);
+			if (found && uffdwp_guarded_copy(h->copy_to + off, page, h->page_size) < 0)
+				return -EFAULT; /* left protected: stop() lifts it and wakes the writer */
 		}
-		return uffdwp_writeprotect(h->uffd, page, h->page_size, 0);
+		return uffdwp_writeprotect(h->uffd, page, h->page_size, 0); /* EAGAIN: retried */
 	}
 	if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
 		atomic_fetch_add(&h->minor_faults, 1);
@@ -193,10 +288,11 @@ static int resolve_fault(struct uffdwp_handler *h, const struct uffd_msg *msg)
 	return ret == -EEXIST ? 0 : ret;
 }
 
+/* Only the handler thread writes records: fill one in, then publish it. */
 static void record(struct uffdwp_handler *h, const struct uffd_msg *msg, uint64_t t_read,
 		   int result)
 {
-	size_t i = atomic_fetch_add(&h->n_records, 1);
+	size_t i = atomic_load_explicit(&h->n_records, memory_order_relaxed);
 	if (i >= h->record_capacity) {
 		atomic_fetch_add(&h->dropped, 1);
 		return;
@@ -227,17 +323,46 @@ static void record(struct uffdwp_handler *h, const struct uffd_msg *msg, uint64_
 		r->arg2 = msg->arg.remove.end;
 		break;
 	}
+	atomic_store_explicit(&h->n_records, i + 1, memory_order_release);
 }
+
+static void count_result(struct uffdwp_handler *h, int result)
+{
+	if (result == 0)
+		atomic_fetch_add(&h->resolved, 1);
+	else if (result < 0) {
+		atomic_fetch_add(&h->errors, 1);
+		atomic_store(&h->last_error, result);
+	}
+}
+
+static void finish(struct uffdwp_handler *h, const struct uffd_msg *msg, uint64_t t_read,
+		   int result)
+{
+	record(h, msg, t_read, result);
+	/* counted after its record: wait_for(n) then records() sees n whole records */
+	atomic_fetch_add_explicit(&h->messages, 1, memory_order_release);
+}
+
+/* A WP fault whose unprotect the kernel refused with EAGAIN (an event is pending: the mm is
+ * changing) waits here until the handler has read that event, then is tried again. */
+#define MAX_DEFERRED 256
+struct deferred {
+	struct uffd_msg msg;
+	uint64_t t_read;
+};
 
 static void *handler_main(void *arg)
 {
 	struct uffdwp_handler *h = arg;
 	struct uffd_msg msgs[64];
+	struct deferred later[MAX_DEFERRED];
+	int n_later = 0;
 
 	for (;;) {
 		struct pollfd p[2] = { { .fd = h->uffd, .events = POLLIN },
 				       { .fd = h->stop_fd, .events = POLLIN } };
-		if (poll(p, 2, -1) < 0) {
+		if (poll(p, 2, n_later ? 1 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			atomic_store(&h->last_error, -errno);
@@ -249,30 +374,42 @@ static void *handler_main(void *arg)
 			atomic_store(&h->last_error, -EBADF);
 			break;
 		}
-		ssize_t n = read(h->uffd, msgs, sizeof(msgs));
+		ssize_t n = p[0].revents ? read(h->uffd, msgs, sizeof(msgs)) : 0;
 		if (n < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				continue;
-			atomic_store(&h->last_error, -errno);
-			break;
+			if (errno != EAGAIN && errno != EINTR) {
+				atomic_store(&h->last_error, -errno);
+				break;
+			}
+			n = 0;
 		}
 		uint64_t t_read = uffdwp_now_ns();
 		for (ssize_t i = 0; i < n / (ssize_t)sizeof(struct uffd_msg); i++) {
 			int result = 1;
-			atomic_fetch_add(&h->messages, 1);
 			if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
 				result = resolve_fault(h, &msgs[i]);
-				if (result == 0)
-					atomic_fetch_add(&h->resolved, 1);
-				else if (result < 0) {
-					atomic_fetch_add(&h->errors, 1);
-					atomic_store(&h->last_error, result);
+				if (result == -EAGAIN && n_later < MAX_DEFERRED &&
+				    msgs[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+					later[n_later++] = (struct deferred){ msgs[i], t_read };
+					continue;
 				}
+				count_result(h, result);
 			} else {
 				atomic_fetch_add(&h->events, 1);
 			}
-			record(h, &msgs[i], t_read, result);
+			finish(h, &msgs[i], t_read, result);
 		}
+		int kept = 0;
+		for (int k = 0; k < n_later; k++) {
+			int result = uffdwp_writeprotect(h->uffd, later[k].msg.arg.pagefault.address &
+							 ~(h->page_size - 1), h->page_size, 0);
+			if (result == -EAGAIN) {
+				later[kept++] = later[k];
+				continue;
+			}
+			count_result(h, result);
+			finish(h, &later[k].msg, later[k].t_read, result);
+		}
+		n_later = kept;
 	}
 	atomic_store(&h->running, 0);
 	return NULL;
@@ -296,21 +433,27 @@ struct uffdwp_handler *uffdwp_handler_start(int uffd, int policy, uint64_t page_
 	h->ranges = calloc(n_ranges ? 2 * n_ranges : 1, sizeof(uint64_t));
 	h->records = calloc(record_capacity ? record_capacity : 1, sizeof(struct uffdwp_record));
 	h->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (uffd < 0 || fcntl(uffd, F_GETFD) < 0) {
+		*err = -EBADF;
+		goto fail;
+	}
 	if (!h->ranges || !h->records || h->stop_fd < 0) {
 		*err = h->stop_fd < 0 ? -errno : -ENOMEM;
 		goto fail;
 	}
 	if (n_ranges)
 		memcpy(h->ranges, ranges, 2 * n_ranges * sizeof(uint64_t));
-	/* userfaultfd's poll() answers POLLERR on a blocking fd: the handler needs O_NONBLOCK. */
-	int fl = fcntl(uffd, F_GETFL);
-	if (fl < 0 || fcntl(uffd, F_SETFL, fl | O_NONBLOCK) < 0) {
+	/* userfaultfd's poll() answers POLLERR on a blocking fd: the handler needs O_NONBLOCK
+	 * (the caller's setting comes back on stop). */
+	h->uffd_flags = fcntl(uffd, F_GETFL);
+	if (h->uffd_flags < 0 || fcntl(uffd, F_SETFL, h->uffd_flags | O_NONBLOCK) < 0) {
 		*err = -errno;
 		goto fail;
 	}
 	atomic_store(&h->running, 1);
 	int ret = pthread_create(&h->thread, NULL, handler_main, h);
 	if (ret) {
+		fcntl(uffd, F_SETFL, h->uffd_flags);
 		*err = -ret;
 		goto fail;
 	}
@@ -327,6 +470,9 @@ fail:
 
 void uffdwp_handler_get_stats(struct uffdwp_handler *h, struct uffdwp_handler_stats *out)
 {
+	memset(out, 0, sizeof(*out));
+	if (!h)
+		return;
 	out->messages = atomic_load(&h->messages);
 	out->wp_faults = atomic_load(&h->wp_faults);
 	out->missing_faults = atomic_load(&h->missing_faults);
@@ -341,7 +487,9 @@ void uffdwp_handler_get_stats(struct uffdwp_handler *h, struct uffdwp_handler_st
 
 size_t uffdwp_handler_records(struct uffdwp_handler *h, struct uffdwp_record *out, size_t max)
 {
-	size_t n = atomic_load(&h->n_records);
+	if (!h)
+		return 0;
+	size_t n = atomic_load_explicit(&h->n_records, memory_order_acquire);
 	if (n > h->record_capacity)
 		n = h->record_capacity;
 	if (n > max)
@@ -354,19 +502,23 @@ int uffdwp_handler_stop(struct uffdwp_handler *h)
 {
 	uint64_t one = 1;
 	int failures = 0;
+	if (!h)
+		return 0;
 	if (write(h->stop_fd, &one, sizeof(one)) != sizeof(one))
 		failures++;
 	pthread_join(h->thread, NULL);
 	/* Leave nothing blocked: lift protection, then wake whoever still waits in a fault. */
 	for (size_t i = 0; i < h->n_ranges; i++) {
 		uint64_t start = h->ranges[2 * i], len = h->ranges[2 * i + 1];
-		int ret = uffdwp_writeprotect(h->uffd, start, len, 0);
+		int ret = uffdwp_writeprotect_settle(h->uffd, start, len, 0);
 		if (ret < 0 && ret != -ENOENT && ret != -EINVAL)
 			failures++;
 		ret = uffdwp_wake(h->uffd, start, len);
 		if (ret < 0 && ret != -ENOENT && ret != -EINVAL)
 			failures++;
 	}
+	if (fcntl(h->uffd, F_SETFL, h->uffd_flags) < 0 && errno != EBADF)
+		failures++;
 	close(h->stop_fd);
 	free(h->ranges);
 	free(h->records);
@@ -385,6 +537,8 @@ struct uffdwp_writer {
 	size_t record_capacity;
 	_Atomic int stop;
 	_Atomic int running;
+	_Atomic int error;
+	/* stores done and logged: its record is whole before the count covers it (release) */
 	_Atomic uint64_t writes, max_stall, total_stall, t_start, t_end, dropped;
 	_Atomic uint64_t histogram[64];
 	pthread_mutex_t lock;
@@ -429,8 +583,20 @@ static void *writer_main(void *arg)
 	uint64_t rng = w->seed ? w->seed : 0x9e3779b97f4a7c15ull;
 	uint64_t t0 = uffdwp_now_ns();
 	uint64_t interval = w->rate ? 1000000000ull / w->rate : 0;
+	struct memguard g;
 	atomic_store(&w->t_start, t0);
 
+	int ret = memguard_take(&g);
+	if (ret < 0) {
+		atomic_store(&w->error, ret);
+		goto out;
+	}
+	/* The caller may unmap the range under us: that ends the writer with -EFAULT. */
+	if (sigsetjmp(g.jb, 0)) {
+		atomic_store(&w->error, -EFAULT);
+		goto out;
+	}
+	memguard_arm(&g, w->addr, w->addr + w->len);
 	for (uint64_t i = 0; !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
 			     (w->max_writes == 0 || i < w->max_writes);
 	     i++) {
@@ -442,7 +608,6 @@ static void *writer_main(void *arg)
 		*(volatile uint64_t *)(uintptr_t)target = value;
 		uint64_t stall = uffdwp_now_ns() - start;
 
-		atomic_fetch_add_explicit(&w->writes, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&w->total_stall, stall, memory_order_relaxed);
 		if (stall > atomic_load_explicit(&w->max_stall, memory_order_relaxed))
 			atomic_store_explicit(&w->max_stall, stall, memory_order_relaxed);
@@ -457,7 +622,10 @@ static void *writer_main(void *arg)
 		} else {
 			atomic_fetch_add_explicit(&w->dropped, 1, memory_order_relaxed);
 		}
+		atomic_store_explicit(&w->writes, i + 1, memory_order_release);
 	}
+out:
+	memguard_release(&g);
 	atomic_store(&w->t_end, uffdwp_now_ns());
 	pthread_mutex_lock(&w->lock);
 	atomic_store(&w->running, 0);
@@ -472,7 +640,8 @@ struct uffdwp_writer *uffdwp_writer_start(uint64_t addr, uint64_t len, uint64_t 
 					  uint64_t seed, uint64_t value_base,
 					  size_t record_capacity, int *err)
 {
-	if (!page_size || len < page_size || offset_in_page + 8 > page_size) {
+	if (!page_size || len < page_size || offset_in_page + 8 > page_size ||
+	    offset_in_page % 8 || addr + len < addr || pattern < 0 || pattern > 2) {
 		*err = -EINVAL;
 		return NULL;
 	}
@@ -513,6 +682,10 @@ struct uffdwp_writer *uffdwp_writer_start(uint64_t addr, uint64_t len, uint64_t 
 
 void uffdwp_writer_get_stats(struct uffdwp_writer *w, struct uffdwp_writer_stats *out)
 {
+	memset(out, 0, sizeof(*out));
+	if (!w)
+		return;
+	out->error = atomic_load(&w->error);
 	out->writes = atomic_load(&w->writes);
 	out->max_stall_ns = atomic_load(&w->max_stall);
 	out->total_stall_ns = atomic_load(&w->total_stall);
@@ -526,7 +699,9 @@ void uffdwp_writer_get_stats(struct uffdwp_writer *w, struct uffdwp_writer_stats
 
 size_t uffdwp_writer_records(struct uffdwp_writer *w, struct uffdwp_write_record *out, size_t max)
 {
-	size_t n = atomic_load(&w->writes);
+	if (!w)
+		return 0;
+	size_t n = atomic_load_explicit(&w->writes, memory_order_acquire);
 	if (n > w->record_capacity)
 		n = w->record_capacity;
 	if (n > max)
@@ -537,6 +712,8 @@ size_t uffdwp_writer_records(struct uffdwp_writer *w, struct uffdwp_write_record
 
 int uffdwp_writer_wait(struct uffdwp_writer *w, int timeout_ms)
 {
+	if (!w)
+		return 0;
 	struct timespec ts = uffdwp_deadline(timeout_ms);
 	int ret = 0;
 	pthread_mutex_lock(&w->lock);
@@ -549,11 +726,14 @@ int uffdwp_writer_wait(struct uffdwp_writer *w, int timeout_ms)
 
 void uffdwp_writer_request_stop(struct uffdwp_writer *w)
 {
-	atomic_store(&w->stop, 1);
+	if (w)
+		atomic_store(&w->stop, 1);
 }
 
 void uffdwp_writer_free(struct uffdwp_writer *w)
 {
+	if (!w)
+		return;
 	atomic_store(&w->stop, 1);
 	pthread_join(w->thread, NULL);
 	pthread_mutex_destroy(&w->lock);

@@ -14,9 +14,10 @@ int uffdwp_ioctl(int fd, unsigned long request, void *arg);
 int uffdwp_read_msgs(int fd, void *buf, size_t max_msgs);
 int uffdwp_poll_in(int fd, int timeout_ms);
 int uffdwp_close(int fd);
-/* A single store/load performed in C, so a Python thread blocks in a fault without the GIL. */
-void uffdwp_store_u64(uint64_t addr, uint64_t value);
-uint64_t uffdwp_load_u64(uint64_t addr);
+/* A single store/load performed in C, so a Python thread blocks in a fault without the GIL.
+ * 0, or -EFAULT where addr is not mapped (or not writable). */
+int uffdwp_store_u64(uint64_t addr, uint64_t value);
+int uffdwp_load_u64(uint64_t addr, uint64_t *value);
 uint64_t uffdwp_now_ns(void);
 
 /* --- fault-servicing thread -------------------------------------------------------------------- */
@@ -52,14 +53,16 @@ struct uffdwp_handler_stats {
 	int32_t last_error;
 };
 
+/* Every function below accepts NULL for h and does nothing (stats read as zero). */
 struct uffdwp_handler;
 struct uffdwp_handler *uffdwp_handler_start(int uffd, int policy, uint64_t page_size,
 					    const uint64_t *ranges, size_t n_ranges,
 					    uint64_t copy_to, size_t record_capacity, int *err);
 void uffdwp_handler_get_stats(struct uffdwp_handler *h, struct uffdwp_handler_stats *out);
 size_t uffdwp_handler_records(struct uffdwp_handler *h, struct uffdwp_record *out, size_t max);
-/* Stops the thread, then unprotects and wakes every range it was given. Returns how many of
- * those cleanup ioctls failed (as a negative count) or 0. Frees h. */
+/* Stops the thread, then unprotects and wakes every range it was given, and gives the fd back
+ * its O_NONBLOCK setting. Returns how many of those cleanup ioctls failed (as a negative
+ * count) or 0. Frees h. */
 int uffdwp_handler_stop(struct uffdwp_handler *h);
 
 /* --- writer thread ----------------------------------------------------------------------------- */
@@ -85,8 +88,10 @@ struct uffdwp_writer_stats {
 	uint64_t dropped_records;
 	uint64_t histogram[64]; /* log2 buckets of stall in ns: bucket i holds [2^i, 2^(i+1)) */
 	int32_t running;
+	int32_t error; /* -EFAULT: the range was unmapped under the writer, which stopped */
 };
 
+/* Every function below accepts NULL for w and does nothing (stats read as zero). */
 struct uffdwp_writer;
 struct uffdwp_writer *uffdwp_writer_start(uint64_t addr, uint64_t len, uint64_t page_size,
 					  uint64_t offset_in_page, int pattern,

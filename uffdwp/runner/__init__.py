@@ -6,6 +6,8 @@
   progress    the live display (rich bar on a TTY, one line per finished file otherwise)
   verdicts    outcome + known bug + kernel release -> pass|fail|skip|known-bug|error
   results     the results.json document (schema uffdwp-results/1)
-  tables      shared views for the human reports (verdict grid, skips by reason, ...)
-  report_md, report_html, ktap, kcidb   one writer per output format
+  context     what the run ran on: distribution package, TCG/KVM, the suite's version and commit
+  tables      shared views of the results (the fix behind a known bug, verdict grid, counts)
+  skips       skips by cause: missing feature (with its release), capability, environment
+  report_md, report_html, junit, ktap, kcidb   one writer per output format
 """

@@ -20,7 +20,18 @@ from rich.markup import escape
 
 from .. import __version__
 from ..probe import kernel_info, probe
-from . import kcidb, ktap, report_html, report_md, results, session, tables, verdicts
+from . import (
+    context,
+    junit,
+    kcidb,
+    ktap,
+    report_html,
+    report_md,
+    results,
+    session,
+    tables,
+    verdicts,
+)
 from .plugin import bug_selection, function_name
 from .progress import make_progress
 
@@ -63,12 +74,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="known bugs (on kernels without the fix) do not fail the run")
     p.add_argument("--list", action="store_true",
                    help="list the test × memory type cases without running them")
+    k = p.add_argument_group(
+        "KCIDB", "what kcidb.json says about the kernel's source, and existing KCIDB objects to "
+                 "attach the tests to")
+    k.add_argument("--kcidb-tree", default="", metavar="NAME",
+                   help="tree name, e.g. mainline, stable, net-next (default: the distribution "
+                        "of a packaged kernel)")
+    k.add_argument("--kcidb-git-url", default="", metavar="URL",
+                   help="https URL of the git repository the kernel was built from")
+    k.add_argument("--kcidb-git-commit", default="", metavar="HASH", type=_git_hash,
+                   help="full commit hash the kernel was built from")
+    k.add_argument("--kcidb-git-commit-name", default="", metavar="NAME",
+                   help="`git describe` of that commit")
+    k.add_argument("--kcidb-checkout-id", default="", metavar="ID", type=_kcidb_id,
+                   help="attach to this existing checkout (origin:id) instead of writing one")
+    k.add_argument("--kcidb-build-id", default="", metavar="ID", type=_kcidb_id,
+                   help="attach the tests to this existing build (origin:id); no checkout or "
+                        "build is written")
+    k.add_argument("--kcidb-artifacts-url", default="", metavar="URL",
+                   help="where this report directory will be published: log and file URLs")
     p.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                    help="extra arguments for pytest, after --")
     p.set_defaults(func=run)
 
 
 # --- helpers -----------------------------------------------------------------------------------
+def _git_hash(text: str) -> str:
+    if text and not re.fullmatch(r"[0-9a-f]{40}", text):
+        raise argparse.ArgumentTypeError("a full 40-digit lowercase hex commit hash")
+    return text
+
+
+def _kcidb_id(text: str) -> str:
+    if text and not re.fullmatch(r"[a-z0-9_]+:.+", text):
+        raise argparse.ArgumentTypeError("an id of the form origin:rest")
+    return text
+
+
+def _kcidb_options(args: argparse.Namespace) -> kcidb.Options:
+    return kcidb.Options(
+        checkout_id=args.kcidb_checkout_id, build_id=args.kcidb_build_id,
+        tree_name=args.kcidb_tree, git_url=args.kcidb_git_url, git_commit=args.kcidb_git_commit,
+        git_commit_name=args.kcidb_git_commit_name, artifacts_url=args.kcidb_artifacts_url)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
 
@@ -143,7 +192,7 @@ def _classify(event: dict, kv: verdicts.KernelVersion | None) -> dict:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """After ^C: let pytest stop and clean up (host setup, junit.xml). From a terminal it got the
+    """After ^C: let pytest stop and clean up (host setup). From a terminal it got the
     SIGINT too; a lone `kill -INT` of this process did not reach it, so pass that on."""
     try:
         proc.wait(timeout=2)
@@ -175,6 +224,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     started = dt.datetime.now(dt.timezone.utc).astimezone()
     kernel = kernel_info()
+    # The suite's commit as the run starts: the code that runs is the code imported now.
+    suite = context.suite(session.repo_root())
+    accel, accel_evidence = context.accel()
     kv = verdicts.kernel_version(kernel["release"], kernel["version"], _version_signature())
     try:
         probed = probe(with_register=False)
@@ -198,8 +250,7 @@ def run(args: argparse.Namespace) -> int:
     if not api:
         console.print(f"[yellow]userfaultfd unavailable:[/] {escape(probe_error)} "
                       "(the suites will skip)")
-    cmd = session.pytest_command(_suites(args), events, junit=report / "junit.xml",
-                                 jobs=args.jobs, extra=_extra_args(args))
+    cmd = session.pytest_command(_suites(args), events, jobs=args.jobs, extra=_extra_args(args))
     tests: dict[str, dict] = {}
     details: dict[str, str] = {}
     collected: list[str] = []
@@ -261,8 +312,13 @@ def run(args: argparse.Namespace) -> int:
         "pytest": {"argv": cmd.argv, "cwd": str(cmd.cwd), "exit_status": pytest_rc},
         "interrupted": interrupted, "kernel_version_parsed": str(kv) if kv else None,
         "probe_error": probe_error, "uffdwp": __version__, "python": sys.version.split()[0],
+        "suite": suite,
+        "context": {"package": context.kernel_package(kernel["release"], kernel["version"],
+                                                      _version_signature()),
+                    "accel": accel, "accel_evidence": accel_evidence},
+        "kcidb": {k: v for k, v in vars(_kcidb_options(args)).items() if v},
     }
-    _write_reports(report, data, run_info, details, args.allow_known_bugs)
+    _write_reports(report, data, run_info, details, _kcidb_options(args))
 
     s = data["summary"]
     console.print(
@@ -277,11 +333,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_reports(report: Path, data: dict, run_info: dict, details: dict[str, str],
-                   allow_known_bugs: bool) -> None:
+                   kcidb_options: kcidb.Options) -> None:
     results.write_json(report / "results.json", data)
     results.write_json(report / "run.json", run_info)
-    results.write_json(report / "kcidb.json", kcidb.render(data, run_info, allow_known_bugs))
-    (report / "results.ktap").write_text(ktap.render(data, allow_known_bugs), encoding="utf-8")
+    results.write_json(report / "kcidb.json", kcidb.render(data, run_info, kcidb_options))
+    junit.write(report / "junit.xml", [junit.run_suite(data, run_info, details)])
+    (report / "results.ktap").write_text(ktap.render(data), encoding="utf-8")
     (report / "report.md").write_text(report_md.render(data, run_info, details),
                                       encoding="utf-8")
     (report / "report.html").write_text(report_html.render(data, run_info, details),

@@ -1,11 +1,13 @@
-"""report.md: the run for a person, in GitHub-flavoured Markdown (footnotes carry the reasons)."""
+"""report.md: the run for a person, in GitHub-flavoured Markdown, in the same triage order as
+report.html: the verdict line, failures with their reasons (and the fix a regression undid),
+known bugs with their fixes, skips by cause, then every result and the negotiated features."""
 
 from __future__ import annotations
 
-from . import tables
+from . import skips, tables
 
-CELL = {"pass": "pass", "fail": "**FAIL**", "skip": "skip", "known-bug": "*known-bug*",
-        "error": "**ERROR**"}
+CELL = {"pass": "pass", "fail": "**FAIL**", "regression": "**REGRESSION**", "skip": "skip",
+        "known-bug": "*known-bug*", "error": "**ERROR**"}
 
 
 def _esc(text: str) -> str:
@@ -13,37 +15,105 @@ def _esc(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|").replace("[^", "[\\^")
 
 
+def _fix(fix: tables.Fix) -> str:
+    commit = f"[`{fix.commit}`]({fix.url})" if fix.url else f"`{fix.commit}`"
+    return f"{commit} “{_esc(fix.title)}” ({fix.releases()})"
+
+
+def _names(tests: list[dict]) -> str:
+    return ", ".join(f"`{_esc(tables.short_row(t['nodeid']))}`" for t in tests)
+
+
 def _header(results: dict, run: dict) -> list[str]:
-    k = results["kernel"]
-    s = results["summary"]
-    lines = [f"# uffdwp run on {k.get('release', '?')}", "",
+    k, api = results["kernel"], results.get("api") or {}
+    ctx = run.get("context") or {}
+    pkg, suite = ctx.get("package") or {}, run.get("suite") or {}
+    n = tables.counts(results["tests"])
+    _, word = tables.headline(n)
+    bugs = len(tables.known_bugs(results["tests"]))
+
+    def count(kind: str) -> str:
+        text = tables.count_label(kind, n[kind])
+        if kind == "known-bug":
+            text += f" ({tables.plural(bugs, 'bug')})"
+        return f"**{text}**" if n[kind] and kind in tables.BAD else text
+
+    allowed = " (known bugs allowed)" if run.get("allow_known_bugs") else ""
+    lines = [f"# uffdwp on {k.get('release', '?')}", "",
+             f"**{word}** · " + " · ".join(count(kind) for kind in (
+                 "regression", "fail", "error", "known-bug", "pass", "skip"))
+             + f" of {len(results['tests'])} · exit status {results['exit_status']}{allowed}", "",
              f"- **kernel**: `{k.get('release', '')}` {k.get('machine', '')} — "
              f"`{k.get('version', '')}`"]
+    if pkg:
+        lines.append(f"- **package**: {pkg['package']} {pkg['package_version']} "
+                     f"(upstream {pkg['upstream']})")
+    if ctx.get("accel"):
+        lines.append(f"- **machine**: {ctx['accel']} ({ctx.get('accel_evidence', '')})")
+    lines.append(f"- **uffd**: features `{api['features']:#x}` ioctls `{api['ioctls']:#x}`"
+                 if api else "- **uffd**: userfaultfd could not be opened: no handshake, every "
+                             "test skipped")
     if run.get("started"):
-        lines.append(f"- **started**: {run['started']}, took {run.get('seconds', 0):.1f} s "
-                     f"on {run.get('hostname', '?')} ({run.get('jobs', '?')} jobs)")
-    lines.append(f"- **exit status**: {results['exit_status']}"
-                 + (" (known bugs allowed)" if run.get("allow_known_bugs") else ""))
-    lines.append("- **summary**: " + " · ".join(f"{v} {n}" for v, n in s.items()))
-    regressions = tables.regressions(results["tests"])
-    if regressions:
-        lines.append(f"- **regressions of fixed bugs**: {len(regressions)}")
+        lines.append(f"- **run**: {run['started']}, {run.get('seconds', 0):.1f} s on "
+                     f"{run.get('hostname', '?')} ({run.get('jobs', '?')} jobs)")
+    if suite:
+        lines.append(f"- **suite**: uffdwp {suite.get('version', '?')} "
+                     f"`{suite.get('commit') or 'commit unknown'}`")
     return [*lines, ""]
 
 
-def _features(results: dict) -> list[str]:
-    api = results.get("api") or {}
-    lines = ["## Negotiated features", ""]
-    if not api:
-        lines += ["userfaultfd could not be opened on this machine: no handshake, "
-                  "every test skipped (see the reasons below).", ""]
-    else:
-        lines += [f"UFFDIO_API features=`{api['features']:#x}` ioctls=`{api['ioctls']:#x}`", ""]
-    lines += ["| feature | bit | mainline since | present |", "|---|--:|---|---|"]
-    for row in tables.feature_rows(api):
-        present = "—" if row.present is None else ("yes" if row.present else "**no**")
-        lines.append(f"| {row.name} | {row.bit} | {row.since} | {present} |")
+def _failures(results: dict, details: dict[str, str]) -> list[str]:
+    failed = tables.problems(results["tests"])
+    lines = [f"## Regressions, failures and errors ({len(failed)})", ""]
+    if not failed:
+        return [*lines, "None.", ""]
+    for t in failed:
+        kind = tables.kind(t)
+        lines += [f"### {kind.upper()} `{t['nodeid']}`", "", _esc(t.get("reason", "")), ""]
+        fix = tables.fix_of(t.get("bug"))
+        if kind == "regression" and fix:
+            lines += [f"Undid the fix {_fix(fix)}.", ""]
+        message = details.get(t["nodeid"], "").strip()
+        if message:
+            lines += ["```", message.replace("```", "'''"), "```", ""]
+    return lines
+
+
+def _bugs(results: dict) -> list[str]:
+    found = tables.known_bugs(results["tests"])
+    if not found:
+        return []
+    n = sum(len(b.tests) for b in found)
+    lines = [f"## Known bugs: {len(found)} bugs in {n} results", "",
+             "The kernel predates the fix (or its backport): the bug is real, and expected.", "",
+             "| bug | fix | results | tests |", "|---|---|--:|---|"]
+    lines += [f"| {b.fix.key} | {_fix(b.fix)} | {len(b.tests)} | {_names(b.tests)} |"
+              for b in found]
     return [*lines, ""]
+
+
+def _skips(results: dict) -> list[str]:
+    groups = skips.skip_groups(results["tests"])
+    if not groups:
+        return []
+    lines = [f"## Skipped: {sum(len(g.tests) for g in groups)}, by cause", ""]
+    for kind in skips.KINDS:
+        mine = [g for g in groups if g.cause.kind == kind]
+        if not mine:
+            continue
+        lines += [f"### {skips.KIND_TITLES[kind].capitalize()} "
+                  f"({sum(len(g.tests) for g in mine)})", ""]
+        if kind == "feature":
+            lines += ["| feature | mainline | skips | reasons |", "|---|---|--:|---|"]
+            lines += [f"| `{g.cause.name}` | {g.cause.since} | {len(g.tests)} | "
+                      + "<br>".join(f"{_esc(r)} ({c})" for r, c in g.reasons.most_common())
+                      + " |" for g in mine]
+        else:
+            lines += ["| reason | skips | tests |", "|---|--:|---|"]
+            lines += [f"| {_esc(g.cause.name)} | {len(g.tests)} | {_names(g.tests)} |"
+                      for g in mine]
+        lines.append("")
+    return lines
 
 
 def _matrix(results: dict) -> list[str]:
@@ -55,13 +125,15 @@ def _matrix(results: dict) -> list[str]:
     def cell(t: dict | None) -> str:
         if t is None:
             return ""
-        text = CELL.get(t["verdict"], t["verdict"])
-        if t["verdict"] != "pass" and t.get("reason"):
-            n = notes.setdefault(t["reason"], len(notes) + 1)
-            text += f"[^{n}]"
+        kind = tables.kind(t)
+        text = CELL.get(kind, kind)
+        reason = tables.bug_message(t) if t.get("bug") and kind != "pass" else t.get("reason")
+        if kind != "pass" and reason:
+            text += f"[^{notes.setdefault(reason, len(notes) + 1)}]"
         return text
 
-    lines = ["## Verdicts (test × memory type)", "",
+    n = sum(len(cells) for _, cells in grid.rows)
+    lines = [f"## All {n} results (test × memory type)", "",
              "| test | " + " | ".join(grid.columns) + " |",
              "|---|" + "---|" * len(grid.columns)]
     for key, cells in grid.rows:
@@ -72,45 +144,17 @@ def _matrix(results: dict) -> list[str]:
     return [*lines, ""]
 
 
-def _failures(results: dict, details: dict[str, str]) -> list[str]:
-    failed = tables.by_verdict(results["tests"], "fail", "error")
-    if not failed:
-        return []
-    lines = ["## Failures", ""]
-    for t in failed:
-        lines += [f"### {t['verdict'].upper()} `{t['nodeid']}`", "", _esc(t.get("reason", "")), ""]
-        message = details.get(t["nodeid"], "").strip()
-        if message:
-            lines += ["```", message.replace("```", "'''"), "```", ""]
-    return lines
-
-
-def _bugs(results: dict) -> list[str]:
-    found = tables.known_bugs(results["tests"])
-    if not found:
-        return []
-    lines = ["## Known bugs found", "",
-             "| bug | commit | fixed in | backports | title | tests |", "|---|---|---|---|---|---|"]
-    for b in found:
-        names = ", ".join(f"`{tables.short_row(t['nodeid'])}`" for t in b.tests)
-        lines.append(f"| {b.key} | {b.commit} | {b.fixed_in} | {', '.join(b.backports) or '—'} "
-                     f"| {_esc(b.title)} | {names} |")
-    return [*lines, ""]
-
-
-def _skips(results: dict) -> list[str]:
-    groups = tables.skips_by_reason(results["tests"])
-    if not groups:
-        return []
-    lines = ["## Skips by reason", ""]
-    for reason, tests in groups:
-        names = ", ".join(f"`{tables.short_row(t['nodeid'])}`" for t in tests)
-        lines.append(f"- **{_esc(reason)}** ({len(tests)}): {names}")
+def _features(results: dict) -> list[str]:
+    lines = ["## Negotiated features", "",
+             "| feature | bit | mainline since | present |", "|---|--:|---|---|"]
+    for row in tables.feature_rows(results.get("api") or {}):
+        present = "—" if row.present is None else ("yes" if row.present else "**no**")
+        lines.append(f"| {row.name} | {row.bit} | {row.since} | {present} |")
     return [*lines, ""]
 
 
 def render(results: dict, run: dict | None = None, details: dict[str, str] | None = None) -> str:
     run, details = run or {}, details or {}
-    lines = [*_header(results, run), *_features(results), *_matrix(results),
-             *_failures(results, details), *_bugs(results), *_skips(results)]
+    lines = [*_header(results, run), *_failures(results, details), *_bugs(results),
+             *_skips(results), *_matrix(results), *_features(results)]
     return "\n".join(lines).rstrip() + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -26,22 +27,33 @@ def feature_rows(api: dict) -> list[FeatureRow]:
             for f in FEATURE_FACTS]
 
 
+def without_memtype(params: str, memtype: str | None) -> str | None:
+    """A node id's parameters without its memory type: 'anon-4k' -> '4k', 'anon' -> '';
+    None where the memory type is not one of them."""
+    if not memtype:
+        return None
+    if params == memtype:
+        return ""
+    if params.startswith(memtype + "-"):
+        return params.removeprefix(memtype + "-")
+    if params.endswith("-" + memtype):
+        return params.removesuffix("-" + memtype)
+    if f"-{memtype}-" in params:
+        return params.replace(f"-{memtype}-", "-", 1)
+    return None
+
+
 def row_key(test: dict) -> str:
     """The matrix row of a test: its node id without the memory-type parameter, so that
     test_x[anon] and test_x[shmem] share a row (and test_y[anon-4k] goes with test_y[shmem-4k])."""
-    nodeid, memtype = test["nodeid"], test.get("memtype")
-    if "[" not in nodeid or not nodeid.endswith("]") or not memtype:
+    nodeid = test["nodeid"]
+    if "[" not in nodeid or not nodeid.endswith("]"):
         return nodeid
     base, params = nodeid[:-1].split("[", 1)
-    if params == memtype:
-        return base
-    for rest in (params.removeprefix(memtype + "-") if params.startswith(memtype + "-") else None,
-                 params.removesuffix("-" + memtype) if params.endswith("-" + memtype) else None):
-        if rest:
-            return f"{base}[{rest}]"
-    if f"-{memtype}-" in params:
-        return f"{base}[{params.replace(f'-{memtype}-', '-', 1)}]"
-    return nodeid
+    rest = without_memtype(params, test.get("memtype"))
+    if rest is None:
+        return nodeid
+    return f"{base}[{rest}]" if rest else base
 
 
 def guess_memtype(nodeid: str) -> str | None:
@@ -71,13 +83,18 @@ class Grid:
 
 
 def grid(tests: list[dict]) -> Grid:
-    """Test × memory type, rows in run order (file order), columns in MEMORY_TYPES order."""
+    """Test × memory type, rows in run order (file order), columns in MEMORY_TYPES order.
+    Every test gets a cell: one whose cell is taken (two variants that differ only in what
+    row_key drops) gets a row of its own, keyed by its node id."""
     rows: dict[str, dict[str, dict]] = {}
     seen: set[str] = set()
     for t in tests:
         col = t.get("memtype") or NO_MEMTYPE
         seen.add(col)
-        rows.setdefault(row_key(t), {})[col] = t
+        key = row_key(t)
+        if col in rows.get(key, {}):
+            key = t["nodeid"]
+        rows.setdefault(key, {})[col] = t
     columns = [m for m in MEMORY_TYPES if m in seen]
     columns += sorted(c for c in seen if c not in MEMORY_TYPES and c != NO_MEMTYPE)
     if NO_MEMTYPE in seen:
@@ -96,13 +113,72 @@ def skips_by_reason(tests: list[dict]) -> list[tuple[str, list[dict]]]:
     return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
 
 
+# --- known bugs and their fixes ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Fix:
+    """The kernel fix of a known bug, as every report names it."""
+
+    key: str
+    title: str
+    commit: str  # "?" where the hash is not confirmed
+    fixed_in: str  # mainline release
+    backports: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str | None:
+        """The commit on git.kernel.org (its short link to mainline), where the hash is known."""
+        if re.fullmatch(r"[0-9a-f]{7,40}", self.commit):
+            return f"https://git.kernel.org/linus/{self.commit}"
+        return None
+
+    def releases(self) -> str:
+        ports = f", backported to {', '.join(self.backports)}" if self.backports else ""
+        return f"mainline {self.fixed_in}{ports}"
+
+    def describe(self) -> str:
+        """'c88033efe9a3 "reset ptes on close()" (mainline 6.9, backported to 6.8.10)'."""
+        return f'{self.commit} "{self.title}" ({self.releases()})'
+
+
+def fix_of(bug: dict | None) -> Fix | None:
+    """The fix behind a result's "bug" object: the one place the reports read known-bug facts,
+    so that a change in what results.json or kernel_facts carry is one edit here."""
+    if not bug:
+        return None
+    key = str(bug.get("key") or "")
+    facts = KNOWN_BUGS.get(key)
+    return Fix(key=key or "xfail",
+               title=facts.title if facts else str(bug.get("title") or "expected failure"),
+               commit=str(bug.get("commit") or (facts.commit if facts else "?")),
+               fixed_in=str(bug.get("fixed_in") or (facts.fixed_in if facts else "?")),
+               backports=tuple(facts.backports) if facts else ())
+
+
+def is_regression(test: dict) -> bool:
+    """A failure of a known-bug test on a kernel that should have the fix: the fix was undone."""
+    return test["verdict"] == "fail" and bool(test.get("bug"))
+
+
+def bug_message(test: dict) -> str:
+    """How every report words a known bug or a regression: the fix, its releases, and what the
+    test saw."""
+    fix = fix_of(test.get("bug"))
+    reason = " ".join(str(test.get("reason") or "").split())
+    if fix is None:
+        return reason
+    if is_regression(test):
+        return f"regression: fix {fix.describe()} undone on this kernel — {reason}"
+    return f"known bug, fixed by {fix.describe()} — {reason}"
+
+
+def kind(test: dict) -> str:
+    """The verdict as triage sorts it: a regression is a failure of its own kind."""
+    return "regression" if is_regression(test) else test["verdict"]
+
+
 @dataclass
 class BugFound:
-    key: str
-    commit: str
-    fixed_in: str
-    title: str
-    backports: tuple[str, ...]
+    fix: Fix
     tests: list[dict] = field(default_factory=list)
 
 
@@ -110,16 +186,52 @@ def known_bugs(tests: list[dict]) -> list[BugFound]:
     """Known bugs this run reproduced (verdict known-bug), with the tests that showed each."""
     found: dict[str, BugFound] = {}
     for t in by_verdict(tests, "known-bug"):
-        bug = t.get("bug") or {"key": "xfail", "commit": "?", "fixed_in": "?"}
-        facts = KNOWN_BUGS.get(bug["key"])
-        entry = found.setdefault(bug["key"], BugFound(
-            bug["key"], bug.get("commit", "?"), bug.get("fixed_in", "?"),
-            facts.title if facts else "expected failure (xfail)",
-            facts.backports if facts else ()))
-        entry.tests.append(t)
+        fix = fix_of(t.get("bug") or {"key": "xfail"})
+        assert fix is not None
+        found.setdefault(fix.key, BugFound(fix)).tests.append(t)
     return list(found.values())
 
 
 def regressions(tests: list[dict]) -> list[dict]:
     """Failures of known-bug tests on kernels that have the fix."""
-    return [t for t in by_verdict(tests, "fail") if t.get("bug")]
+    return [t for t in tests if is_regression(t)]
+
+
+def problems(tests: list[dict]) -> list[dict]:
+    """What a maintainer looks at first: regressions, then failures, then errors."""
+    order = {"regression": 0, "fail": 1, "error": 2}
+    return sorted((t for t in tests if kind(t) in order), key=lambda t: order[kind(t)])
+
+
+BAD = ("regression", "fail", "error")  # kinds that fail a run whatever it allows
+
+
+def counts(tests: list[dict]) -> dict[str, int]:
+    """Counts by triage kind, regressions apart from failures."""
+    out = dict.fromkeys(("regression", "fail", "error", "known-bug", "pass", "skip"), 0)
+    for t in tests:
+        out[kind(t)] = out.get(kind(t), 0) + 1
+    return out
+
+
+def headline(n: dict[str, int]) -> tuple[str, str]:
+    """(css class, word) of the verdict line."""
+    if any(n[k] for k in BAD):
+        return "bad", "FAIL"
+    if n["known-bug"]:
+        return "known", "KNOWN BUGS"
+    if n["pass"]:
+        return "good", "PASS"
+    return "none", "NOTHING RAN" if not n["skip"] else "ALL SKIPPED"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def count_label(kind: str, n: int) -> str:
+    """'1 failure', '26 known-bug results', '501 passed' for the verdict line."""
+    if kind in ("pass", "skip"):
+        return f"{n} {'passed' if kind == 'pass' else 'skipped'}"
+    return plural(n, {"regression": "regression", "fail": "failure", "error": "error",
+                      "known-bug": "known-bug result"}[kind])

@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from ..errors import MemoryUnavailableError, UffdError
 from ..memory import MEMORY_TYPES
@@ -23,13 +22,19 @@ def _err(msg: str) -> None:
     print(f"uffdwp: error: {msg}", file=sys.stderr)
 
 
+MAX_RATE = 10**9  # stores/s per writer: one per nanosecond is already beyond any CPU
+
+
 def _size(text: str) -> int:
     from .demo import parse_size
 
     try:
-        return parse_size(text)
+        size = parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"a size must be positive, not {text!r}")
+    return size
 
 
 def _rate(text: str) -> int:
@@ -38,10 +43,47 @@ def _rate(text: str) -> int:
     if text == "idle":
         return -1
     try:
-        return int(float(text.replace(",", "").replace("_", "")))
+        rate = float(text.replace(",", "").replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a rate: {text!r} (stores/s, 'idle' or "
                                          "'max')") from None
+    if not 0 <= rate <= MAX_RATE:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"a rate is 0..{MAX_RATE} stores/s ('max', 'idle'), "
+                                         f"not {text!r}")
+    return int(rate)
+
+
+def _bounded_int(lo: int, hi: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not "
+                                             f"{text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be from {lo} to {hi}, not {value}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 10**7:
+        raise argparse.ArgumentTypeError(f"seconds must be positive, not {text!r}")
+    return value
+
+
+def _target(text: str) -> str:
+    from .targets import TargetError, parse_target
+
+    try:
+        parse_target(text)
+    except TargetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def register(subparsers) -> None:
@@ -53,8 +95,12 @@ def register(subparsers) -> None:
 
 # --- snapshot ----------------------------------------------------------------------------------
 def _demo_args(p: argparse.ArgumentParser) -> None:
+    from .demo import MAX_WRITERS
+
     p.add_argument("--size", type=_size, default=_size("1G"), help="region size (1G, 256M…)")
-    p.add_argument("--writers", type=int, default=2, help="native writer threads")
+    p.add_argument("--writers", type=_bounded_int(0, MAX_WRITERS, "--writers"), default=2,
+                   help=f"native writer threads (0..{MAX_WRITERS}: each owns a word of the "
+                        "page)")
     p.add_argument("--write-rate", type=_rate, default=0,
                    help="stores/s per writer (0 or 'max': as fast as they can)")
     p.add_argument("--pattern", choices=[x.name.lower() for x in Pattern], default="random")
@@ -62,8 +108,14 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--populate", action=argparse.BooleanOptionalAction, default=None,
                    help="read-populate before protecting (default: only without "
                         "WP_UNPOPULATED); --populate forces the pre-6.4 path")
-    p.add_argument("--engine-priority", type=int, default=0,
-                   help="engine thread: >0 SCHED_FIFO priority, <0 nice value, 0 inherit")
+    p.add_argument("--engine-priority", type=_bounded_int(-20, 99, "--engine-priority"),
+                   default=0, help="engine thread: >0 SCHED_FIFO priority, <0 nice value, "
+                                   "0 inherit")
+    p.add_argument("--timeout", type=_seconds, default=None,
+                   help="abort the snapshot if it has not finished (image committed) after "
+                        "this many seconds")
+    p.add_argument("--stall-timeout", type=_seconds, default=None,
+                   help="abort when a pipe target takes nothing for this many seconds")
 
 
 def _register_snapshot(subparsers) -> None:
@@ -74,8 +126,11 @@ def _register_snapshot(subparsers) -> None:
                        "snapshotted; the image is then checked against the initial content "
                        "plus each writer's logged stores up to its cut.")
     _demo_args(d)
-    d.add_argument("--to", dest="target", default="file:/tmp/uffdwp-demo.img",
-                   help="file:PATH, exec:CMD or fd:N")
+    d.add_argument("--to", dest="target", type=_target, default=None,
+                   help="file:PATH, exec:CMD or fd:N (default: a temporary file, checked, "
+                        "then removed unless --keep)")
+    d.add_argument("--keep", action="store_true",
+                   help="keep the default temporary image (its path is printed)")
     d.add_argument("--stats-json", help="save engine and writer statistics here (for wrlat)")
     d.add_argument("--no-verify", action="store_true", help="skip the check of the image")
     d.add_argument("--no-progress", action="store_true")
@@ -88,14 +143,18 @@ def _progress_bar(enabled: bool):
         return None, None
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("snapshot"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                   TextColumn("{task.fields[faults]} pages saved first"),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
-    task = bar.add_task("snapshot", total=1, faults=0, rate="")
+    bar = Progress(TextColumn("{task.description:<10}"), BarColumn(),
+                   TextColumn("{task.percentage:>5.1f}%"), TextColumn("{task.fields[detail]}"),
+                   TimeElapsedColumn())
+    task = bar.add_task("filling", total=None, detail="region (initial pattern, writers)")
 
     def update(p) -> None:
-        bar.update(task, total=p.pages_total, completed=p.pages_saved, faults=p.fault_pages,
-                   rate=f"{p.throughput / (1 << 20):.0f} MiB/s out")
+        if isinstance(p, str):  # a phase without counters: 'checking' the image
+            bar.update(task, description=p, total=None, detail="image against the writers' logs")
+            return
+        bar.update(task, description="snapshot", total=p.pages_total, completed=p.pages_saved,
+                   detail=f"{p.fault_pages} pages saved first, "
+                          f"{p.throughput / (1 << 20):.0f} MiB/s out")
     return bar, update
 
 
@@ -110,7 +169,8 @@ def _run_demo(args, verify: bool = True):
         return run_demo(args.size, args.target, writers=args.writers, rate=args.write_rate,
                         pattern=Pattern[args.pattern.upper()], memtype=args.memtype,
                         populate=args.populate, verify=verify, progress=update,
-                        engine_priority=args.engine_priority)
+                        engine_priority=args.engine_priority, timeout=args.timeout,
+                        stall_timeout=args.stall_timeout, keep=getattr(args, "keep", True))
     finally:
         if bar:
             bar.stop()
@@ -135,6 +195,9 @@ def _demo_report(res) -> str:
         + summary_line(res.fault_stalls_ns),
         f"check: {res.check_note}",
     ]
+    lines += [f"note: {n}" for n in res.snapshot.notes]
+    if res.kept_image:
+        lines.append(f"image: {res.kept_image}")
     return "\n".join(lines)
 
 
@@ -144,12 +207,12 @@ def cmd_demo(args) -> int:
 
     try:
         res = _run_demo(args, verify=not args.no_verify)
+        if args.stats_json:
+            res.save(args.stats_json)
     except (SnapshotError, TargetError, MemoryUnavailableError, UffdError, OSError,
             ValueError) as exc:
         _err(str(exc))
         return EXIT_FAIL
-    if args.stats_json:
-        res.save(args.stats_json)
     if args.json:
         print(json.dumps(res.as_dict(), indent=1))
     else:
@@ -169,23 +232,26 @@ def _register_image(subparsers) -> None:
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_image_info)
     v = sub.add_parser("verify", help="check every checksum and that the image is complete")
-    v.add_argument("file")
+    v.add_argument("file", help="the image, or - for standard input (a stream, e.g. from a "
+                                "FIFO or `exec:` target)")
     v.set_defaults(func=cmd_image_verify)
     x = sub.add_parser("extract", help="write the memory of one region (raw bytes) to a file")
     x.add_argument("file")
-    x.add_argument("--region", type=int, default=0)
-    x.add_argument("-o", "--output", required=True)
+    x.add_argument("--region", type=_bounded_int(0, 65535, "--region"), default=0)
+    x.add_argument("-o", "--output", required=True,
+                   help="the file to write (it appears only once the image verified)")
     x.set_defaults(func=cmd_image_extract)
 
 
 def _open_image_error(exc: Exception, path: str) -> int:
     from .image import ImageError
 
-    if isinstance(exc, ImageError):
+    if isinstance(exc, (ImageError, ValueError)):
         _err(f"{path}: {exc}")
         return EXIT_FAIL
     if isinstance(exc, OSError):
-        _err(f"{path}: {exc.strerror or exc}")
+        where = f"{exc.filename}: " if exc.filename and exc.filename != path else ""
+        _err(f"{path}: {where}{exc.strerror or exc}")
         return EXIT_FAIL
     raise exc
 
@@ -218,8 +284,9 @@ def cmd_image_info(args) -> int:
     for n, r in enumerate(header.regions):
         print(f"  region {n}: {r.memtype:<16} {r.address:#x} {r.length / (1 << 20):.1f} MiB, "
               f"page size {r.page_size}")
-    print(f"  records: {counts}; pages: {pages}; "
-          f"end record: {'yes' if complete else 'NO (partial image)'}")
+    recorded = sum(pages.values())
+    print(f"  records: {counts}; pages recorded: {recorded} of {header.total_pages} the "
+          f"header describes; end record: {'yes' if complete else 'NO (partial image)'}")
     print("  (`uffdwp image verify` checks checksums and completeness)")
     return 0
 
@@ -228,8 +295,8 @@ def cmd_image_verify(args) -> int:
     from .image import ImageError, verify
 
     try:
-        r = verify(args.file)
-    except (ImageError, OSError) as exc:
+        r = verify(sys.stdin.buffer if args.file == "-" else args.file)
+    except (ImageError, OSError, ValueError) as exc:
         return _open_image_error(exc, args.file)
     print(f"{args.file}: OK: {len(r.header.regions)} region(s), {r.pages} pages "
           f"({r.data_pages} with data, {r.zero_pages} zero), {r.records} records, "
@@ -238,18 +305,14 @@ def cmd_image_verify(args) -> int:
 
 
 def cmd_image_extract(args) -> int:
-    from .image import ImageError, load
+    from .image import ImageError, extract
 
     try:
-        image = load(args.file)
-    except (ImageError, OSError) as exc:
+        summary = extract(args.file, args.region, args.output)
+    except (ImageError, OSError, ValueError) as exc:
         return _open_image_error(exc, args.file)
-    if not 0 <= args.region < len(image.contents):
-        _err(f"{args.file} has {len(image.contents)} region(s); --region {args.region} is "
-             "not one of them")
-        return EXIT_USAGE
-    Path(args.output).write_bytes(image.contents[args.region])
-    print(f"region {args.region}: {len(image.contents[args.region])} bytes -> {args.output}")
+    length = summary.header.regions[args.region].length
+    print(f"region {args.region}: {length} bytes -> {args.output}")
     return 0
 
 
@@ -264,10 +327,11 @@ def _register_wrlat(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--demo", action="store_true")
     src.add_argument("--stats", metavar="FILE")
-    src.add_argument("--pid", type=int)
+    src.add_argument("--pid", type=_bounded_int(1, 2**22, "--pid"))
     _demo_args(p)
-    p.add_argument("--to", dest="target", default="file:/dev/null")
-    p.add_argument("--duration", type=int, default=10, help="seconds to trace (--pid)")
+    p.add_argument("--to", dest="target", type=_target, default="file:/dev/null")
+    p.add_argument("--duration", type=_bounded_int(1, 86400, "--duration"), default=10,
+                   help="seconds to trace (--pid)")
     p.set_defaults(func=cmd_wrlat, size=_size("256M"))
 
 
@@ -310,18 +374,32 @@ def _register_bench(subparsers) -> None:
     s.add_argument("--size", type=_size, default=_size("1G"))
     s.add_argument("--rates", type=_rate, nargs="+",
                    default=None, help="stores/s per writer ('idle', numbers, 'max')")
-    s.add_argument("--writers", type=int, default=1)
+    s.add_argument("--writers", type=_bounded_int(0, 64, "--writers"), default=1)
     s.add_argument("--methods", nargs="+", default=None,
                    choices=["uffd-wp", "precopy", "fork", "stop"])
     s.add_argument("--dir", help="target directory for the images (default: a temp dir)")
     s.add_argument("--plots", default="bench-plots", help="directory for the PNG plots")
     s.add_argument("--no-plots", action="store_true")
-    s.add_argument("--engine-priority", type=int, default=0)
+    s.add_argument("--engine-priority", type=_bounded_int(-20, 99, "--engine-priority"),
+                   default=0)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_bench_snapshot)
+    k = sub.add_parser("soak", help="snapshots back to back under full-speed writers, each "
+                       "checked; counts leaked fds, threads and protected pages")
+    k.add_argument("--size", type=_size, default=_size("1G"), help="region size")
+    k.add_argument("--rounds", type=_bounded_int(1, 100000, "--rounds"), default=20)
+    from .demo import MAX_WRITERS
+
+    k.add_argument("--writers", type=_bounded_int(0, MAX_WRITERS, "--writers"), default=4,
+                   help="native writers storing as fast as they can")
+    k.add_argument("--memtype", choices=MEMORY_TYPES, default="anon")
+    k.add_argument("--dir", default=None, help="directory for the image (default: a "
+                   "temporary one, removed afterwards)")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_bench_soak)
     r = sub.add_parser("roundtrip", help="native handler write-fault round trip")
-    r.add_argument("--pages", type=int, default=4096)
-    r.add_argument("--rounds", type=int, default=5)
+    r.add_argument("--pages", type=_bounded_int(1, 1 << 24, "--pages"), default=4096)
+    r.add_argument("--rounds", type=_bounded_int(1, 1000, "--rounds"), default=5)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_bench_roundtrip)
 
@@ -380,6 +458,44 @@ def cmd_bench_snapshot(args) -> int:
     for p in plots:
         print(f"plot: {p}")
     return 0
+
+
+def cmd_bench_soak(args) -> int:
+    import tempfile
+
+    from .engine import SnapshotError
+    from .soak import soak
+
+    if not args.json:
+        print(f"{'round':>5} {'time s':>7} {'saved first':>11} {'check':>6} {'fds':>4} "
+              f"{'threads':>7} {'protected':>9}")
+
+    def show(r) -> None:
+        if not args.json:
+            print(f"{r.index:>5} {r.seconds:>7.2f} {r.fault_pages:>11} "
+                  f"{'ok' if r.check_ok else 'FAIL':>6} {r.fds:>4} {r.threads:>7} "
+                  f"{r.protected_after if r.protected_after >= 0 else 'n/a':>9}", flush=True)
+            if not r.check_ok:
+                print(f"      {r.check_note}")
+
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="uffdwp-soak-") as directory:
+        try:
+            result = soak(args.size, args.rounds, writers=args.writers, memtype=args.memtype,
+                          image=os.path.join(directory, "soak.img"), on_round=show)
+        except (SnapshotError, MemoryUnavailableError, UffdError, OSError, ValueError) as exc:
+            _err(str(exc))
+            return EXIT_FAIL
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+        return 0 if result.ok else EXIT_FAIL
+    checked = sum(r.check_ok for r in result.rounds)
+    last = result.rounds[-1]
+    print(f"soak: {checked}/{len(result.rounds)} images equal memory at the freeze; fds "
+          f"{result.fds_before} -> {last.fds}, threads {result.threads_before} -> "
+          f"{last.threads}; pages protected after a round: at most "
+          f"{max(r.protected_after for r in result.rounds)}"
+          + ("" if result.ok else "  FAILED"))
+    return 0 if result.ok else EXIT_FAIL
 
 
 def cmd_bench_roundtrip(args) -> int:

@@ -4,7 +4,10 @@ is checked against an independent reference of the frozen state (see uffdwp.snap
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +21,8 @@ from .image import RegionInfo, load
 from .targets import FileTarget, parse_target
 
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# Each writer stores at its own 64-bit word of the page, so no two touch the same bytes.
+MAX_WRITERS = memory.PAGE_SIZE // 8
 
 
 def parse_size(text: str) -> int:
@@ -48,6 +53,8 @@ class DemoResult:
     check_note: str
     nonzero_bytes: int
     undisturbed_rate: float  # stores/s of all writers before the snapshot
+    kept_image: str = ""  # the default temporary image, when kept
+    protected_after: int = -1  # pages still write-protected after it (-1: no pagemap bit)
 
     @property
     def fault_stalls_ns(self) -> list[int]:
@@ -64,6 +71,7 @@ class DemoResult:
                 "ok": self.check.ok, "cuts": self.check.cuts, "problems": self.check.problems,
                 "compared_bytes": self.check.compared_bytes},
             "check_note": self.check_note,
+            "protected_after": self.protected_after,
         }
 
     def save(self, path: str | Path) -> None:
@@ -73,37 +81,68 @@ class DemoResult:
 STALL_FLOOR_NS = 1000  # a store slower than this during the snapshot waited on a WP fault
 
 
-def run_demo(size: int, target: str, *, writers: int = 2, rate: int = 0,
+def run_demo(size: int, target: str | None, *, writers: int = 2, rate: int = 0,
              pattern: Pattern = Pattern.RANDOM, memtype: str = "anon",
              populate: bool | None = None, verify: bool = True,
-             progress: Callable[[Progress], None] | None = None,
-             record_capacity: int = 1 << 22, engine_priority: int = 0) -> DemoResult:
+             progress: Callable[[Progress | str], None] | None = None,
+             record_capacity: int = 1 << 22, engine_priority: int = 0,
+             timeout: float | None = None, stall_timeout: float | None = None,
+             keep: bool = False) -> DemoResult:
     """Snapshot *size* bytes of *memtype* under *writers* native writers (each *rate* stores/s,
-    0 = as fast as it can) to *target*, then check the image if it is a file."""
+    0 = as fast as it can) to *target*, then check the image if it is a file. Without a
+    target the image goes to a temporary file, removed after the check unless *keep*.
+    *progress* gets the snapshot's Progress, and 'checking' when the check starts."""
+    if not 0 <= writers <= MAX_WRITERS:
+        raise ValueError(f"{writers} writers: from 0 to {MAX_WRITERS} (each owns a 64-bit word "
+                         "of the page)")
+    if rate < 0:
+        raise ValueError(f"a write rate is stores/s >= 0 (0: as fast as they can), not {rate}")
+    temporary = target is None
+    if temporary:
+        fd, path = tempfile.mkstemp(prefix="uffdwp-demo-", suffix=".img")
+        os.close(fd)
+        target = f"file:{path}"
+    try:
+        result = _run(size, target, writers, rate, pattern, memtype, populate, verify,
+                      progress, record_capacity, engine_priority, timeout, stall_timeout)
+    finally:
+        if temporary and not keep:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    if temporary and keep:
+        result.kept_image = path
+    return result
+
+
+def _run(size, target, writers, rate, pattern, memtype, populate, verify, progress,
+         record_capacity, engine_priority, timeout, stall_timeout) -> DemoResult:
     params = {"size": size, "target": str(target), "writers": writers, "rate": rate,
               "pattern": pattern.name.lower(), "memtype": memtype, "populate": populate}
     tgt = parse_target(target)
     with memory.allocate(memtype, size) as region:
         info = RegionInfo(region.address, region.length, region.page_size, memtype)
         initial = fill_initial(info)
-        ws = [Writer(region.address, region.length, page_size=region.page_size,
-                     offset_in_page=8 * w, pattern=pattern, rate=rate, seed=w + 1,
-                     value_base=value_base(w), record_capacity=record_capacity)
-              for w in range(writers)]
+        ws: list[Writer] = []
         try:
+            for w in range(writers):  # one by one: a failure stops those already running
+                ws.append(Writer(region.address, region.length, page_size=region.page_size,
+                                 offset_in_page=8 * w, pattern=pattern, rate=rate, seed=w + 1,
+                                 value_base=value_base(w), record_capacity=record_capacity))
             time.sleep(0.05)  # let the writers reach their pace; measure it undisturbed
             c0, t0 = sum(w.stats.writes for w in ws), time.monotonic()
             time.sleep(0.05)
             undisturbed = (sum(w.stats.writes for w in ws) - c0) / (time.monotonic() - t0)
             snap = Snapshot([region], tgt, populate=populate, progress=progress,
-                            engine_priority=engine_priority)
+                            engine_priority=engine_priority, stall_timeout=stall_timeout)
             snap.start()
-            result = snap.wait()
+            result = snap.wait(timeout)
         finally:
+            # Before the region is unmapped (leaving the with): no writer may still store.
             for w in ws:
                 w.request_stop()
             for w in ws:
                 w.wait(30)
+        protected_after = _protected_pages(region)
         s = result.stats
         logs, summaries = [], []
         for i, w in enumerate(ws):
@@ -117,6 +156,8 @@ def run_demo(size: int, target: str, *, writers: int = 2, rate: int = 0,
     if not verify:
         note = "not checked (--no-verify)"
     elif isinstance(tgt, FileTarget) and not tgt.in_place:
+        if progress:
+            progress("checking")
         check = check_image(load(tgt.path), [initial], logs, s.t_protect_ns, s.t_frozen_ns)
         note = str(check)
     else:
@@ -124,7 +165,22 @@ def run_demo(size: int, target: str, *, writers: int = 2, rate: int = 0,
                 "stored")
     # non-zero memory at the freeze: the pages the engine had to store with their bytes
     nonzero = s.data_pages * info.page_size
-    return DemoResult(params, result, summaries, check, note, nonzero, undisturbed)
+    return DemoResult(params, result, summaries, check, note, nonzero, undisturbed,
+                      protected_after=protected_after)
+
+
+def _protected_pages(region: memory.Region) -> int:
+    from .. import kernel_facts as kf
+    from .. import pagemap
+    from ..probe import version_tuple
+
+    since = next(f.since for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
+    if version_tuple(os.uname().release) < version_tuple(since):
+        return -1  # pagemap shows no uffd-wp bit: the count would always read 0
+    try:
+        return sum(pagemap.uffd_wp(region.address, region.length, region.page_size))
+    except OSError:
+        return -1
 
 
 def _until(log: WriterLog, t_ns: int) -> WriterLog:
@@ -144,4 +200,4 @@ def _summary(log: WriterLog, st, t_begin: int, t_end: int) -> WriterSummary:
     return WriterSummary(st.writes, hi - lo, st.max_stall_ns, list(st.histogram), stalls)
 
 
-__all__ = ["DemoResult", "WriterSummary", "parse_size", "run_demo"]
+__all__ = ["MAX_WRITERS", "DemoResult", "WriterSummary", "parse_size", "run_demo"]

@@ -24,15 +24,21 @@ precopy) whose later records of a page supersede earlier ones.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
+import secrets
+import stat
 import struct
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .._ffi import ffi, lib
+from ..memory import unmapped_part
 
 MAGIC = b"UFFDSNAP"
 VERSION = 1
@@ -51,6 +57,8 @@ REC_SIZE = REC.size  # 32
 assert REC_SIZE == 32
 
 RECORD_NAMES = {REC_PAGES: "PAGES", REC_ZERO: "ZERO", REC_END: "END"}
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = 4096, 16 << 30  # 4 KiB pages .. 16 GiB huge pages
+ADDRESS_LIMIT = 1 << 64
 
 
 class ImageError(Exception):
@@ -134,11 +142,19 @@ class ImageHeader:
         regions = []
         for i in range(n_regions):
             addr, length, ps, _, name = _REGION.unpack_from(rest, i * _REGION.size)
-            if ps == 0 or length % ps:
-                raise ImageError("corrupt", f"region {i}: length {length} is not a multiple "
-                                            f"of page size {ps}", _FIXED.size + i * _REGION.size)
+            at = _FIXED.size + i * _REGION.size
+            if not MIN_PAGE_SIZE <= ps <= MAX_PAGE_SIZE or ps & (ps - 1):
+                raise ImageError("corrupt", f"region {i}: page size {ps} is not a power of two "
+                                            f"from {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE}", at)
+            if not length or length % ps or addr + length > ADDRESS_LIMIT:
+                raise ImageError("corrupt", f"region {i}: {addr:#x}+{length:#x} is not whole "
+                                            f"pages of {ps} bytes inside the address space", at)
             memtype = name.rstrip(b"\0").decode(errors="replace")
             regions.append(RegionInfo(addr, length, ps, memtype))
+        spans = sorted((r.address, r.address + r.length, i) for i, r in enumerate(regions))
+        for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:]):
+            if start_b < end_a:
+                raise ImageError("corrupt", f"regions {a} and {b} overlap", 16)
         return cls(regions, flags, created, version)
 
 
@@ -200,8 +216,129 @@ class VerifyResult:
 
 def _open(source: str | os.PathLike | BinaryIO) -> tuple[BinaryIO, bool]:
     if isinstance(source, (str, os.PathLike)):
+        # Opening a FIFO would wait for a writer for ever: a path must name a file. (A stream
+        # is read from an open file object, e.g. `uffdwp image verify - < FIFO`.)
+        mode = os.stat(source).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                    "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise ImageError("format", f"{os.fspath(source)} is {kind}, not an image file "
+                                       "(read a stream from standard input: -)")
         return open(source, "rb", buffering=1 << 20), True
     return source, False
+
+
+class _Spans:
+    """Which pages of one region the records cover, as runs in file order (a linear pass
+    is one run, each page saved early for a writer one more): memory grows with the records
+    the file holds, never with the size its header claims."""
+
+    def __init__(self) -> None:
+        self.first, self.count, self.offset = array("Q"), array("Q"), array("Q")
+
+    def add(self, first: int, count: int, offset: int) -> None:
+        if self.first and self.first[-1] + self.count[-1] == first:
+            self.count[-1] += count  # extends the last run
+        else:
+            self.first.append(first)
+            self.count.append(count)
+            self.offset.append(offset)
+
+    def check(self, region: int, pages: int, rewrites: bool, end_offset: int | None) -> int:
+        """Raise ImageError if a page is recorded twice (unless *rewrites*) and, given the end
+        record's *end_offset*, unless every page is covered; returns how many pages were
+        recorded again."""
+        covered, again = 0, 0
+        for k in sorted(range(len(self.first)), key=self.first.__getitem__):
+            first, count = self.first[k], self.count[k]
+            if first < covered:
+                if not rewrites:
+                    raise ImageError("corrupt", f"region {region} page {first} recorded twice",
+                                     self.offset[k])
+                again += min(covered, first + count) - first
+            elif first > covered and end_offset is not None:
+                break
+            covered = max(covered, first + count)
+        if end_offset is not None and covered < pages:
+            raise ImageError("incomplete", f"region {region} page {covered} is not in the "
+                                           "image", end_offset)
+        return again
+
+
+class _Sink:
+    """Where the pages of a scanned image go (nowhere, for verify)."""
+
+    def wants(self, region: int) -> bool:
+        return False
+
+    def fill(self, f: BinaryIO, region: int, offset: int, length: int) -> tuple[int, int]:
+        """Read *length* bytes of f into place; returns (bytes read, their crc32c)."""
+        raise NotImplementedError
+
+    def zero(self, region: int, offset: int, length: int) -> None:
+        """Pages recorded as zero (they already are, unless an earlier record wrote them)."""
+
+
+_ZEROS = bytes(1 << 20)
+
+
+class _BufferSink(_Sink):
+    def __init__(self, buffers: Sequence[bytearray | memoryview], header: ImageHeader) -> None:
+        self.views = [memoryview(b).cast("B") for b in buffers]
+        for i, (v, r) in enumerate(zip(self.views, header.regions)):
+            if len(v) != r.length:
+                raise ValueError(f"region {i}: buffer of {len(v)} bytes for {r.length}")
+        self.rewrites = bool(header.flags & FLAG_REWRITES)
+
+    def wants(self, region: int) -> bool:
+        return True
+
+    def fill(self, f, region, offset, length):
+        target = self.views[region][offset:offset + length]
+        got = f.readinto(target) or 0
+        return got, crc32c(target[:got])
+
+    def zero(self, region, offset, length):
+        if self.rewrites:  # fresh buffers are zero; only a rewritten page needs clearing
+            view = self.views[region]
+            for at in range(offset, offset + length, len(_ZEROS)):
+                n = min(len(_ZEROS), offset + length - at)
+                view[at:at + n] = _ZEROS[:n]
+
+
+class _FileSink(_Sink):
+    """One region into a sparse file: zero pages are holes."""
+
+    def __init__(self, fd: int, region: int, rewrites: bool) -> None:
+        self.fd, self.region, self.rewrites = fd, region, rewrites
+        self.scratch = bytearray(1 << 20)
+
+    def wants(self, region: int) -> bool:
+        return region == self.region
+
+    def fill(self, f, region, offset, length):
+        got, crc, view = 0, 0, memoryview(self.scratch)
+        while got < length:
+            n = f.readinto(view[:min(len(view), length - got)])
+            if not n:
+                break
+            crc = crc32c(view[:n], crc)
+            _pwrite_all(self.fd, view[:n], offset + got)
+            got += n
+        return got, crc
+
+    def zero(self, region, offset, length):
+        if self.rewrites and region == self.region:
+            for at in range(offset, offset + length, len(_ZEROS)):
+                _pwrite_all(self.fd, _ZEROS[:min(len(_ZEROS), offset + length - at)], at)
+
+
+def _pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def scan(source: str | os.PathLike | BinaryIO,
@@ -210,22 +347,23 @@ def scan(source: str | os.PathLike | BinaryIO,
     every page into it. Raises ImageError naming what is wrong and where."""
     f, owned = _open(source)
     try:
-        return _scan(f, sink)
+        if sink is None:
+            return _scan(f, None)
+        pos = f.tell()
+        header = ImageHeader.read_from(f)
+        f.seek(pos)
+        return _scan(f, _BufferSink(sink, header))
     finally:
         if owned:
             f.close()
 
 
-def _scan(f: BinaryIO, sink: Sequence[bytearray | memoryview] | None) -> VerifyResult:
+def _scan(f: BinaryIO, sink: _Sink | None) -> VerifyResult:
     header = ImageHeader.read_from(f)
     rewrites = bool(header.flags & FLAG_REWRITES)
-    seen = [bytearray(r.pages) for r in header.regions]
+    spans = [_Spans() for _ in header.regions]
     result = VerifyResult(header)
-    views = [memoryview(b).cast("B") for b in sink] if sink is not None else None
-    if views is not None:
-        for i, (v, r) in enumerate(zip(views, header.regions)):
-            if len(v) != r.length:
-                raise ValueError(f"region {i}: buffer of {len(v)} bytes for {r.length}")
+    sink = sink or _Sink()
     offset = header.size
     chain = 0
     scratch = bytearray(1 << 20)
@@ -238,7 +376,12 @@ def _scan(f: BinaryIO, sink: Sequence[bytearray | memoryview] | None) -> VerifyR
         rec = _parse_record(raw, offset)
         offset += REC_SIZE
         if rec.type == REC_END:
-            _check_end(rec, chain, result, seen, rewrites)
+            for i, (s, r) in enumerate(zip(spans, header.regions)):
+                s.check(i, r.pages, rewrites, None)  # a duplicate first: it names the record
+            _check_end(rec, chain, result)
+            result.rewritten_pages = sum(
+                s.check(i, r.pages, rewrites, rec.offset)
+                for i, (s, r) in enumerate(zip(spans, header.regions)))
             if f.read(1):
                 raise ImageError("corrupt", "data after the end record", offset)
             result.image_bytes = offset
@@ -252,29 +395,16 @@ def _scan(f: BinaryIO, sink: Sequence[bytearray | memoryview] | None) -> VerifyR
         if rec.count == 0 or rec.first + rec.count > reg.pages:
             raise ImageError("corrupt", f"pages {rec.first}+{rec.count} outside region "
                                         f"{rec.region} ({reg.pages} pages)", rec.offset)
-        marks = seen[rec.region]
-        if marks.find(1, rec.first, rec.first + rec.count) != -1:
-            if not rewrites:
-                raise ImageError("corrupt", f"region {rec.region} page "
-                                            f"{marks.find(1, rec.first, rec.first + rec.count)}"
-                                            " recorded twice", rec.offset)
-            result.rewritten_pages += marks.count(1, rec.first, rec.first + rec.count)
-        marks[rec.first:rec.first + rec.count] = b"\1" * rec.count
+        spans[rec.region].add(rec.first, rec.count, rec.offset)
+        start, length = rec.first * reg.page_size, rec.count * reg.page_size
         if rec.type == REC_ZERO:
             if rec.data_crc:
                 raise ImageError("corrupt", "zero-page record with a data checksum", rec.offset)
             result.zero_pages += rec.count
-            if views is not None:
-                start = rec.first * reg.page_size
-                views[rec.region][start:start + rec.count * reg.page_size] = bytes(
-                    rec.count * reg.page_size)
+            sink.zero(rec.region, start, length)
             continue
-        length = rec.count * reg.page_size
-        if views is not None:
-            start = rec.first * reg.page_size
-            target = views[rec.region][start:start + length]
-            got = f.readinto(target)
-            data_crc = crc32c(target[:got])
+        if sink.wants(rec.region):
+            got, data_crc = sink.fill(f, rec.region, start, length)
         else:
             got, data_crc = 0, 0
             while got < length:
@@ -294,8 +424,7 @@ def _scan(f: BinaryIO, sink: Sequence[bytearray | memoryview] | None) -> VerifyR
         result.data_pages += rec.count
 
 
-def _check_end(rec: Record, chain: int, result: VerifyResult, seen: list[bytearray],
-               rewrites: bool) -> None:
+def _check_end(rec: Record, chain: int, result: VerifyResult) -> None:
     if rec.region != END_REGION:
         raise ImageError("corrupt", "malformed end record", rec.offset)
     if rec.data_crc != chain or rec.count != result.records & 0xFFFFFFFF:
@@ -305,11 +434,6 @@ def _check_end(rec: Record, chain: int, result: VerifyResult, seen: list[bytearr
     if rec.first != result.pages:
         raise ImageError("corrupt", f"end record says {rec.first} pages, found {result.pages}",
                          rec.offset)
-    for i, marks in enumerate(seen):
-        missing = marks.find(0)
-        if missing != -1:
-            raise ImageError("incomplete", f"region {i} page {missing} is not in the image "
-                                           f"({marks.count(0)} pages missing)", rec.offset)
 
 
 def verify(source: str | os.PathLike | BinaryIO) -> VerifyResult:
@@ -324,15 +448,37 @@ class LoadedImage:
     summary: VerifyResult
 
 
+def available_memory() -> int:
+    """Bytes this machine can still hand out without swapping (MemAvailable)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _allocate(header: ImageHeader) -> list[bytearray]:
+    need, have = header.memory_bytes, available_memory()
+    if need > have:
+        raise ValueError(f"the image holds {need / (1 << 30):.1f} GiB of memory, more than "
+                         f"the {have / (1 << 30):.1f} GiB available here: extract one region "
+                         "to a file instead (`uffdwp image extract`)")
+    return [bytearray(r.length) for r in header.regions]
+
+
 def load(source: str | os.PathLike | BinaryIO) -> LoadedImage:
-    """Read a complete image into memory: one bytearray per region."""
+    """Read a complete image into memory: one bytearray per region. ValueError when it holds
+    more memory than this machine has available."""
     f, owned = _open(source)
     try:
         pos = f.tell()
         header = ImageHeader.read_from(f)
         f.seek(pos)
-        contents = [bytearray(r.length) for r in header.regions]
-        summary = _scan(f, contents)
+        contents = _allocate(header)
+        summary = _scan(f, _BufferSink(contents, header))
     finally:
         if owned:
             f.close()
@@ -342,24 +488,70 @@ def load(source: str | os.PathLike | BinaryIO) -> LoadedImage:
 def restore(source: str | os.PathLike | BinaryIO, addresses: Sequence[int] | None = None
             ) -> VerifyResult:
     """Write the image back into memory: region i at *addresses[i]* (default: the address it
-    was taken from, which must be mapped and writable with the same length)."""
+    was taken from), which must be mapped writable for the region's whole length: ValueError
+    otherwise, before anything is written. A corrupt image writes nothing."""
     f, owned = _open(source)
     try:
         pos = f.tell()
         header = ImageHeader.read_from(f)
-        f.seek(pos)
         targets = list(addresses) if addresses is not None else [r.address
                                                                   for r in header.regions]
         if len(targets) != len(header.regions):
             raise ValueError(f"{len(targets)} addresses for {len(header.regions)} regions")
+        for i, (addr, r) in enumerate(zip(targets, header.regions)):
+            hole = unmapped_part(addr, r.length, writable=True)
+            if hole is not None:
+                raise ValueError(f"cannot restore region {i} ({r.length} bytes) to {addr:#x}: "
+                                 f"{hole:#x} is not mapped writable in this process")
+        f.seek(pos)
         # Load into a scratch copy first: a corrupt image must not leave memory half-written.
-        contents = [bytearray(r.length) for r in header.regions]
-        summary = _scan(f, contents)
+        contents = _allocate(header)
+        summary = _scan(f, _BufferSink(contents, header))
     finally:
         if owned:
             f.close()
-    for addr, data in zip(targets, contents):
-        ffi.memmove(ffi.cast("char *", addr), data, len(data))
+    for i, (addr, data) in enumerate(zip(targets, contents)):
+        src = int(ffi.cast("uintptr_t", ffi.from_buffer(data)))
+        if lib.uffdwp_guarded_copy(addr, src, len(data)) < 0:
+            raise OSError(errno.EFAULT, f"region {i} at {addr:#x} was unmapped while it was "
+                                        "restored")
+    return summary
+
+
+def extract(source: str | os.PathLike | BinaryIO, region: int, output: str | os.PathLike
+            ) -> VerifyResult:
+    """Write the memory of *region* as raw bytes to the file *output* (zero pages as holes),
+    checking the whole image on the way. The file appears only once the image verified; on
+    any error nothing is left behind. Needs no memory for the region itself."""
+    output = os.fspath(output)
+    f, owned = _open(source)
+    try:
+        pos = f.tell()
+        header = ImageHeader.read_from(f)
+        if not 0 <= region < len(header.regions):
+            raise ValueError(f"the image has {len(header.regions)} region(s); region {region} "
+                             "is not one of them")
+        f.seek(pos)
+        if os.path.exists(output) and not os.path.isfile(output):
+            raise OSError(errno.EEXIST, f"{output} exists and is not a regular file")
+        partial = f"{output}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            os.ftruncate(fd, header.regions[region].length)
+            summary = _scan(f, _FileSink(fd, region, bool(header.flags & FLAG_REWRITES)))
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(partial, output)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            raise
+    finally:
+        if owned:
+            f.close()
     return summary
 
 
@@ -458,5 +650,5 @@ def iter_records(source: str | os.PathLike | BinaryIO) -> Iterator[Record]:
 
 __all__ = ["FLAG_POPULATED", "FLAG_REWRITES", "MAGIC", "REC_SIZE", "VERSION", "ImageError",
            "ImageHeader", "ImageWriter", "LoadedImage", "Record", "RegionInfo", "VerifyResult",
-           "build_image", "crc32c", "iter_records", "load", "pack_record", "restore", "scan",
-           "verify"]
+           "available_memory", "build_image", "crc32c", "extract", "iter_records", "load",
+           "pack_record", "restore", "scan", "verify"]

@@ -1,18 +1,23 @@
 """Where an image goes, named as QEMU names migration targets: file:PATH, exec:CMD, fd:N.
 
 A target hands the engine a descriptor, then either commits (the image is complete) or discards
-(the snapshot failed). A partial image never passes for a complete one: a file target writes
-PATH.partial and renames it only on success (and removes it on failure); an exec command or an
-fd receives a stream without an end record, which `uffdwp image verify` rejects.
+(the snapshot failed). A partial image never passes for a complete one: a file target writes a
+partial file of its own beside PATH and renames it over PATH only on success, after fsync (and
+removes it on failure), so PATH always holds a whole image (two snapshots to one path: the last
+to commit wins, and each one's image is whole); an exec command or an fd receives a stream
+without an end record, which `uffdwp image verify` rejects.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import signal
 import stat
 import subprocess
+import time
 from abc import ABC, abstractmethod
 
 
@@ -29,8 +34,9 @@ class Target(ABC):
         """Start receiving; returns the descriptor the engine writes to."""
 
     @abstractmethod
-    def commit(self) -> None:
-        """The image is complete: make it visible. Raises TargetError if the target failed."""
+    def commit(self, deadline: float | None = None) -> None:
+        """The image is complete: make it visible, by *deadline* (time.monotonic()) if given.
+        Raises TargetError if the target failed or did not finish in time."""
 
     @abstractmethod
     def discard(self) -> str:
@@ -47,32 +53,65 @@ class FileTarget(Target):
         self.spec = f"file:{path}"
         self.path = path
         self.fd = -1
-        # Devices (/dev/null, /dev/full) and fifos are written in place; files go via .partial.
+        # Devices (/dev/null, /dev/full) and fifos are written in place; files go via a partial
+        # file of this snapshot's own, created exclusively: two snapshots to one path never
+        # write into each other's.
         try:
             mode = os.stat(path).st_mode
             self.in_place = not stat.S_ISREG(mode)
         except FileNotFoundError:
             self.in_place = False
-        self.partial = path if self.in_place else path + ".partial"
+        except OSError as exc:
+            raise TargetError(f"cannot use {path}: {exc.strerror}") from exc
+        self.partial = path if self.in_place else ""
 
     def open(self) -> int:
-        flags = os.O_WRONLY | os.O_CLOEXEC | (0 if self.in_place else os.O_CREAT | os.O_TRUNC)
-        try:
-            self.fd = os.open(self.partial, flags, 0o644)
-        except OSError as exc:
-            raise TargetError(f"cannot create {self.partial}: {exc.strerror}: check the "
-                              "directory exists and is writable") from exc
-        return self.fd
+        if self.in_place:
+            try:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise TargetError(f"cannot open {self.path}: {exc.strerror}") from exc
+            return self.fd
+        for _ in range(100):
+            candidate = f"{self.path}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                self.fd = os.open(candidate, os.O_WRONLY | os.O_CLOEXEC | os.O_CREAT | os.O_EXCL,
+                                  0o644)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise TargetError(f"cannot create {candidate}: {exc.strerror}: check the "
+                                  "directory exists and is writable") from exc
+            self.partial = candidate
+            return self.fd
+        raise TargetError(f"cannot create a partial file beside {self.path}")
 
-    def commit(self) -> None:
-        self._close()
-        if not self.in_place:
+    def commit(self, deadline: float | None = None) -> None:
+        if self.in_place:
+            self._close()
+            return
+        try:
+            # Durable before visible: after a crash PATH holds either the old file or this
+            # whole image, never a torn one.
+            os.fsync(self.fd)
+            self._close()
             os.replace(self.partial, self.path)
+        except OSError as exc:
+            self.discard()
+            raise TargetError(f"cannot commit the image to {self.path}: {exc.strerror}") from exc
+        with contextlib.suppress(OSError):
+            dirfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
 
     def discard(self) -> str:
         self._close()
         if self.in_place:
             return f"{self.path} received a partial image (it has no end record)"
+        if not self.partial:
+            return f"nothing was written to {self.path}"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.partial)
         return f"the partial image {self.partial} was removed"
@@ -101,8 +140,11 @@ class ExecTarget(Target):
     def open(self) -> int:
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         try:
+            # Its own session: an abort kills the command and everything it started (a
+            # `sleep` left behind would hold our stdout open, or keep writing).
             self.proc = subprocess.Popen(["/bin/sh", "-c", self.command], stdin=read_end,
-                                         close_fds=True, restore_signals=True)
+                                         close_fds=True, restore_signals=True,
+                                         start_new_session=True)
         except OSError as exc:
             os.close(write_end)
             raise TargetError(f"cannot run {self.command!r}: {exc.strerror}") from exc
@@ -112,12 +154,16 @@ class ExecTarget(Target):
         self.fd = write_end
         return write_end
 
-    def commit(self) -> None:
+    def commit(self, deadline: float | None = None) -> None:
         self._close()
-        status = self._wait(self.wait_timeout)
+        wait = self.wait_timeout
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - time.monotonic()))
+        status = self._wait(wait)
         if status is None:
+            self.discard()
             raise TargetError(f"exec command {self.command!r} did not exit within "
-                              f"{self.wait_timeout:.0f}s after the image ended")
+                              f"{wait:.1f}s after the image ended (it was killed)")
         if status != 0:
             raise TargetError(f"exec command {self.command!r} {_describe(status)}: "
                               "it may not have stored the whole image")
@@ -125,9 +171,11 @@ class ExecTarget(Target):
     def discard(self) -> str:
         self._close()
         status = self._wait(0.5)
-        if status is None and self.proc is not None:
-            self.proc.kill()
-            status = self._wait(5.0)
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # its children too
+            if status is None:
+                status = self._wait(5.0)
         return (f"exec command {self.command!r} {_describe(status)} after a partial image "
                 "(no end record: it will not verify)")
 
@@ -169,7 +217,7 @@ class FdTarget(Target):
         self.nonblock = not os.get_blocking(self.fd)
         return self.fd
 
-    def commit(self) -> None:
+    def commit(self, deadline: float | None = None) -> None:
         self._restore()
 
     def discard(self) -> str:
@@ -193,23 +241,35 @@ def _describe(status: int | None) -> str:
     return "exited with status 0" if status == 0 else f"exited with status {status}"
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+SCHEMES = ("file", "exec", "fd")
+
+
 def parse_target(spec: str | Target) -> Target:
-    """file:PATH, exec:CMD or fd:N (a bare path means file:PATH)."""
+    """file:PATH, exec:CMD or fd:N; a bare path (no scheme) means file:PATH."""
     if isinstance(spec, Target):
         return spec
-    kind, sep, rest = spec.partition(":")
-    if not sep or kind not in ("file", "exec", "fd"):
-        if "/" in spec or "." in spec:
-            return FileTarget(spec)
-        raise TargetError(f"unknown target {spec!r}: use file:PATH, exec:CMD or fd:N")
+    if not isinstance(spec, str) or not spec:
+        raise TargetError("no target: use file:PATH, exec:CMD or fd:N")
+    match = _SCHEME.match(spec)
+    if not match:
+        return FileTarget(spec)
+    kind, rest = match.group(1), spec[match.end():]
+    if kind not in SCHEMES:
+        raise TargetError(f"unknown target scheme {kind!r} in {spec!r}: use file:PATH, "
+                          "exec:CMD or fd:N (for a file whose name has a colon: file:NAME)")
     if kind == "file":
         return FileTarget(rest)
     if kind == "exec":
         return ExecTarget(rest)
     try:
-        return FdTarget(int(rest))
+        fd = int(rest)
     except ValueError:
         raise TargetError(f"fd target needs a number: fd:N, not {spec!r}") from None
+    if fd < 0:
+        raise TargetError(f"fd target needs a descriptor number >= 0, not {fd}")
+    return FdTarget(fd)
 
 
-__all__ = ["ExecTarget", "FdTarget", "FileTarget", "Target", "TargetError", "parse_target"]
+__all__ = ["SCHEMES", "ExecTarget", "FdTarget", "FileTarget", "Target", "TargetError",
+           "parse_target"]
