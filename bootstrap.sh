@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what uffdwp needs on a Debian/Ubuntu machine (as root) and builds it into .venv.
-# Idempotent: a second run only checks. Usage: ./bootstrap.sh [--matrix] [--dev]
-#   --matrix  QEMU, busybox, ... for `uffdwp matrix`
-#   --dev     what the project's own tests use to check the reports: Debian's chromium (headless
-#             screenshots of report.html) and the kernel's kunit_parser.py (reads results.ktap)
+# Idempotent: a second run only checks. Usage: ./bootstrap.sh [--matrix] [--vagrant] [--dev]
+#   --matrix   adds QEMU, busybox etc. for `uffdwp matrix`
+#   --vagrant  adds those, Vagrant and vagrant-libvirt, builds the box (vms/build-box.sh) and starts
+#              libvirtd/virtlogd where they are not running (they stay running)
+#   --dev      what the project's own tests use to check the reports: Debian's chromium (headless
+#              screenshots of report.html) and the kernel's kunit_parser.py (reads results.ktap)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,15 +40,20 @@ pip_quiet install -q --upgrade pip
 pip_quiet install -q -e '.[dev]' || { echo "bootstrap: building uffdwp failed" >&2; exit 1; }
 .venv/bin/python -c 'import uffdwp._native' || { echo "bootstrap: native build failed" >&2; exit 1; }
 
-matrix=0 dev=0
+matrix=0 vagrant=0 dev=0
 for arg in "$@"; do
   case "$arg" in
     --matrix) matrix=1 ;;
+    --vagrant) vagrant=1 ;;
     --dev) dev=1 ;;
-    *) echo "bootstrap: unknown option $arg (use --matrix, --dev)" >&2; exit 2 ;;
+    *) echo "bootstrap: unknown option $arg (use --matrix, --vagrant, --dev)" >&2; exit 2 ;;
   esac
 done
-if ((matrix)) && [ -x ci/install-matrix-deps.sh ]; then
+if ((vagrant)); then
+  ci/install-matrix-deps.sh --vagrant
+  .venv/bin/python -m uffdwp.matrix.libvirtd start
+  vms/build-box.sh
+elif ((matrix)); then
   ci/install-matrix-deps.sh
 fi
 if ((dev)); then

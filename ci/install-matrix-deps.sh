@@ -7,8 +7,9 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # debian-archive-keyring: apt verifies the Debian suites' Release files with it (Ubuntu lacks it)
+# bpftrace: `uffdwp wrlat --pid` inside the guests (they see this host's root), where kprobes are
 pkgs=(qemu-system-x86 qemu-utils busybox-static xz-utils zstd e2fsprogs debian-archive-keyring
-      ca-certificates)
+      ca-certificates bpftrace)
 if [[ "${1:-}" == "--vagrant" ]]; then
     pkgs+=(vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients debootstrap)
 fi

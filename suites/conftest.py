@@ -12,6 +12,7 @@ from uffdwp import kernel_facts as kf
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature
 from uffdwp.probe import supported_features
+from uffdwp.runner.bugcheck import checked_bug
 
 from . import hostsetup
 from .uffdtest import Ctx, UffdSpec, implied_features, missing_reason
@@ -83,8 +84,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = outcome.get_result()
     spec = _spec(item)
     bug = spec.bug_for(_memtype(item)) if spec else None
-    if report.failed and bug:
-        report.sections.append(("known bug", kf.KNOWN_BUGS[bug].describe()))
+    if report.failed and bug and call.excinfo is not None:
+        checked = checked_bug(call.excinfo.value)
+        if checked:
+            report.sections.append(("known bug", kf.KNOWN_BUGS[checked].describe()))
+        else:  # a precondition or another check: says nothing about the bug
+            report.sections.append(("not the known bug", f"failed outside the check of "
+                                    f"{kf.KNOWN_BUGS[bug].commit} ({bug})"))
 
 
 @pytest.fixture

@@ -20,10 +20,12 @@ WANT_HUGEPAGES = 96  # enough for two workers' hugetlb cases, fork CoW copies in
 SWAP_MB = 256
 STATE_DIR = Path(os.environ.get("UFFDWP_STATE_DIR", "/run/uffdwp" if os.geteuid() == 0
                                 else f"/tmp/uffdwp-{os.getuid()}"))
-# Swap needs a real disk: /run is tmpfs, and so is a guest's root overlay, where UFFDWP_SCRATCH
-# names the scratch disk (a directory that does not exist here means: not in that guest).
+# Swap files and O_DIRECT need a real disk: /run is tmpfs on most machines, and so is a guest's
+# root overlay, where UFFDWP_SCRATCH names the scratch disk (a directory that does not exist
+# here means: not in that guest).
 _SCRATCH = Path(os.environ.get("UFFDWP_SCRATCH", "/var/tmp"))
-SWAP_FILE = (_SCRATCH if _SCRATCH.is_dir() else Path("/var/tmp")) / "uffdwp-swapfile"
+SCRATCH_DIR = _SCRATCH if _SCRATCH.is_dir() else Path("/var/tmp")
+SWAP_FILE = SCRATCH_DIR / "uffdwp-swapfile"
 _STATE = STATE_DIR / "state.json"
 _LOCK = STATE_DIR / "state.lock"
 

@@ -31,7 +31,8 @@ from uffdwp._ffi import lib
 from uffdwp.errors import UffdError
 from uffdwp.uffd import DEV_USERFAULTFD, Userfaultfd
 
-from .uffdtest import MEM_ALL, MISSING, WP, pagemap_wp, require_user_mode_only, uffd_test
+from .observe import wp_pages
+from .uffdtest import MEM_ALL, MISSING, WP, require_user_mode_only, uffd_test
 
 SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
 SYSCTL_LOCK = Path("/tmp/uffdwp-unprivileged-userfaultfd.lock")
@@ -234,7 +235,7 @@ def test_user_mode_only_wp_kernel_write_efault(ctx, memtype):
     assert result == {"errno": errno.EFAULT}
     assert uffd.read(4, 0.05) == [], "a kernel-mode fault must not be delivered"
     assert region.read(region.page_size, 64) == b"\x5a" * 64
-    assert pagemap_wp(region.address, region.length, region.page_size) == [True, True]
+    assert wp_pages(region.address, region.length, region.page_size) == [True, True]
 
 
 @uffd_test(mem=MEM_ALL)

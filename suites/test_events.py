@@ -31,6 +31,7 @@ from uffdwp.messages import (
     UnmapEvent,
 )
 
+from .observe import page_wp, region_wp
 from .test_mm import (
     SHARED,
     assert_blocks_hp,
@@ -38,9 +39,8 @@ from .test_mm import (
     child_write,
     fork_with_event,
     in_thread,
-    region_wp,
 )
-from .uffdtest import MEM_ALL, MEM_SHARED, pagemap_wp_bit, uffd_test
+from .uffdtest import MEM_ALL, MEM_SHARED, uffd_test
 
 MAP_FIXED_ANON = 0x10 | 0x20 | 0x02  # MAP_FIXED | MAP_ANONYMOUS | MAP_PRIVATE
 
@@ -219,7 +219,7 @@ def test_fork_event_read_by_native_thread(ctx, memtype):
         assert os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[userfaultfd]"
     finally:
         os.close(fd)
-    assert pagemap_wp_bit(region.address)
+    assert page_wp(region.address)
 
 
 @pytest.mark.parametrize("event", ["remove", "unmap"])

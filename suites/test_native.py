@@ -10,7 +10,8 @@ import time
 from uffdwp import native
 from uffdwp.kernel_facts import Feature
 
-from .uffdtest import MEM_ALL, pagemap_wp, uffd_test
+from .observe import wp_pages
+from .uffdtest import MEM_ALL, uffd_test
 
 FILL = 0x5A
 LONG = 5.0
@@ -43,7 +44,7 @@ def test_python_write_resolved_by_native_handler(ctx, memtype):
     assert (stats.wp_faults, stats.resolved, stats.errors, stats.missing_faults) == (1, 1, 0, 0)
     [rec] = handler.records()
     assert rec.address & ~(region.page_size - 1) == region.page(1) and not rec.error
-    assert pagemap_wp(region.address, region.length, region.page_size) == \
+    assert wp_pages(region.address, region.length, region.page_size) == \
         [True, False, True]
     assert region.read(0, region.page_size) == bytes([FILL]) * region.page_size
 
@@ -62,7 +63,7 @@ def test_python_bulk_write_one_fault_per_page(ctx, memtype):
     assert sorted(r.address & ~(region.page_size - 1) for r in handler.records()) == \
         [region.page(i) for i in range(n)]
     assert region.read() == data
-    assert not any(pagemap_wp(region.address, region.length, region.page_size))
+    assert not any(wp_pages(region.address, region.length, region.page_size))
 
 
 @uffd_test(mem=MEM_ALL, features=Feature.THREAD_ID)
@@ -87,7 +88,7 @@ def test_stopped_record_handler_leaves_no_writer_blocked(ctx, memtype):
     deadline = time.monotonic() + LONG
     for i, s in enumerate(stores):
         assert s.finished(max(0.0, deadline - time.monotonic())), f"store {i} still blocked"
-    assert not any(pagemap_wp(region.address, region.length, region.page_size))
+    assert not any(wp_pages(region.address, region.length, region.page_size))
     assert [native.load_u64(region.page(i) + 8) for i in range(n)] == \
         [0x700 + i for i in range(n)]
 

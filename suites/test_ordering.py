@@ -15,7 +15,8 @@ from uffdwp import native
 from uffdwp.kernel_facts import Feature
 from uffdwp.messages import PageFault
 
-from .uffdtest import MEM_ALL, STRESS_SCALE, pagemap_wp, uffd_test
+from .observe import wp_pages
+from .uffdtest import MEM_ALL, STRESS_SCALE, uffd_test
 
 FILL = 0x5A
 FILL_U64 = int.from_bytes(bytes([FILL]) * 8, "little")
@@ -83,7 +84,7 @@ def test_writers_on_distinct_pages_resume_one_by_one(ctx, memtype):
         assert native.load_u64(region.page(i)) == 0x1000 + i
         for j in waiting:
             assert native.load_u64(region.page(j)) == FILL_U64, f"page {j} changed while protected"
-        bits = pagemap_wp(region.address, region.length, region.page_size)
+        bits = wp_pages(region.address, region.length, region.page_size)
         assert bits == [j not in released for j in range(n)], bits
     assert list(ctx.messages(uffd, 0.05)) == [], "no further message once every store resumed"
 
@@ -108,7 +109,7 @@ def test_writers_on_same_page_each_get_a_message_and_resume_together(ctx, memtyp
     for k in range(3):
         assert native.load_u64(region.page(0) + 8 * k) == 0xAB00 + k
     assert native.load_u64(region.page(1)) == FILL_U64
-    assert pagemap_wp(region.address, region.length, region.page_size) == [False, True]
+    assert wp_pages(region.address, region.length, region.page_size) == [False, True]
 
 
 @uffd_test(mem=MEM_ALL, features=Feature.THREAD_ID)
@@ -139,7 +140,7 @@ def test_dontwake_unprotect_resumes_only_on_wake(ctx, memtype):
     store = ctx.store(region.page(0), 0xD0)
     assert ctx.fault(uffd).address == region.page(0)
     uffd.unprotect(region.page(0), region.page_size, dontwake=True)
-    assert pagemap_wp(region.address, region.length, region.page_size) == [False, True]
+    assert wp_pages(region.address, region.length, region.page_size) == [False, True]
     time.sleep(SHORT)
     assert not store.finished(), "DONTWAKE must not wake the waiter"
     uffd.wake(region.page(1), region.page_size)

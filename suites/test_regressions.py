@@ -1,7 +1,9 @@
 """Regression tests for fixed UFFD-WP kernel bugs that user space can reproduce.
 
-Each test names its fix commit and declares ``bug=<key>`` (uffdwp.kernel_facts.KNOWN_BUGS): a
-kernel older than the fix may fail it, and the report then names the known bug.
+Each test names its fix commit and declares ``bug=<key>`` (uffdwp.kernel_facts.KNOWN_BUGS), and
+the one check that shows the bug (``with ctx.bug_check():``): a kernel older than the fix in its
+own series may fail that check, and the report then names the known bug. Everything before the
+check is a precondition: its failure is an error, or a skip that names the environment.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import mmap
 import os
 import subprocess
 import tempfile
@@ -22,6 +25,7 @@ from uffdwp.kernel_facts import Feature
 from uffdwp.memory import MADV_DONTNEED, MADV_PAGEOUT, PAGE_SIZE, Region, reserve_address
 
 from . import hostsetup
+from .observe import page_wp, region_wp, wp_pages
 from .test_mm import (
     MEM_SWAPPABLE,
     SAMPLE,
@@ -45,10 +49,6 @@ from .uffdtest import (
     MEM_ALL,
     MEM_ANON,
     MEM_HUGETLB,
-    pagemap_wp,
-    pagemap_wp_bit,
-    region_wp,
-    require_pagemap_wp,
     stress,
     uffd_test,
 )
@@ -93,40 +93,51 @@ def test_wp_race_no_lost_writes(ctx, memtype):
         assert len(records) == WRITES
         for r in records:
             last[r.address] = r.value
-        for addr, value in last.items():
-            assert load(addr) == value, f"lost write at {addr:#x}: {load(addr):#x} != {value:#x}"
+        with ctx.bug_check():
+            for addr, value in last.items():
+                assert load(addr) == value, \
+                    f"lost write at {addr:#x}: {load(addr):#x} != {value:#x}"
 
 
 # --- 099dd6878b9b: pte_same_as_swp() not removing the uffd-wp bit ---
+def _swap_error(res: subprocess.CompletedProcess, path: Path) -> str:
+    """A command's error without the swap file's random name (one reason, one group)."""
+    return res.stderr.strip().replace(str(path), "<swap file>")
+
+
 @contextlib.contextmanager
 def own_swap_file(mb: int = 32):
-    """A swap file of our own with the highest priority, swapped off (synchronously) at the end."""
+    """A swap file of our own with the highest priority, swapped off (synchronously) at the end.
+    It lives on the scratch disk: swapon refuses files on tmpfs (a guest's /run and root).
+    It is swapped on twice: the swapoff between drains the per-CPU swap slot caches (kernels
+    before 6.14 keep up to 64 pre-allocated slots per CPU, taken from whichever device was
+    first), so the next swap-out takes its slots by priority, from this file."""
     if os.geteuid() != 0:
         pytest.skip("swapon needs root")
-    hostsetup.STATE_DIR.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="regr-swap-", dir=hostsetup.STATE_DIR)
+    scratch = hostsetup.SCRATCH_DIR
+    fd, name = tempfile.mkstemp(prefix="regr-swap-", dir=scratch)
     os.close(fd)
     path = Path(name)
-    active = False
     try:
+        swapon = ["swapon", "-p", "32767", str(path)]
         for step in (["fallocate", "-l", f"{mb}M", str(path)], ["chmod", "600", str(path)],
-                     ["mkswap", str(path)], ["swapon", "-p", "32767", str(path)]):
+                     ["mkswap", str(path)], swapon, ["swapoff", str(path)], swapon):
             res = subprocess.run(step, capture_output=True, text=True, timeout=30, check=False)
             if res.returncode:
-                pytest.skip(f"cannot set up a swap file ({' '.join(step)}: {res.stderr.strip()})")
-        active = True
+                pytest.skip(f"cannot set up a swap file in {scratch} ({step[0]}: "
+                            f"{_swap_error(res, path)})")
         yield path
-    finally:
-        if active:
-            subprocess.run(["swapoff", str(path)], capture_output=True, timeout=60, check=False)
+    finally:  # (an error from swapoff here: it was never on, or the test swapped it off)
+        subprocess.run(["swapoff", str(path)], capture_output=True, timeout=60, check=False)
         path.unlink(missing_ok=True)
 
 
-@uffd_test(mem=MEM_SWAPPABLE, bug="swp-uffd-wp-bit", timeout=60)
+@uffd_test(mem=MEM_SWAPPABLE, bug=("swp-uffd-wp-bit", "unuse-pte-bits"), timeout=60)
 def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
-    """099dd6878b9b (5.13): protected pages swapped out to a swap file, then that file is swapped
-    off (unuse_pte(), which compares swap ptes ignoring the uffd-wp bit since the fix): swapoff
-    succeeds, the data comes back, bit 57 stays and writes still fault."""
+    """Protected pages swapped out to a swap file, then that file is swapped off: swapoff
+    succeeds (099dd6878b9b, 5.13: unuse_pte() compares swap ptes ignoring the uffd-wp bit), and
+    the pages come back protected (14a762dd1977, 5.19: unuse_pte() carries the bit over), with
+    their data; writes still fault."""
     region = ctx.region(4)
     fill_pattern(region)
     uffd = ctx.uffd()
@@ -134,17 +145,23 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
     uffd.writeprotect(region.address, region.length)
     with own_swap_file() as path:
         require_pageout(region)
-        res = subprocess.run(["swapoff", str(path)], capture_output=True, text=True, timeout=30,
-                             check=False)
-        assert res.returncode == 0, f"swapoff failed: {res.stderr.strip()}"
+        with ctx.bug_check("swp-uffd-wp-bit"):  # unuse_pte() never matched the marked entries
+            try:
+                res = subprocess.run(["swapoff", str(path)], capture_output=True, text=True,
+                                     timeout=30, check=False)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("swapoff hung on protected swap entries") from None
+            assert res.returncode == 0, f"swapoff failed: {_swap_error(res, path)}"
     if vma_field(region.address, "Swap"):
-        pytest.skip("the pages went to another swap device than the test's own")
-    assert all(region_wp(region)), "uffd-wp bit lost by swapoff"
+        swaps = " ".join(Path("/proc/swaps").read_text().split()[5:])
+        pytest.skip(f"the pages went to another swap device than the test's own ({swaps})")
     if memtype != "shmem":  # private pages are mapped back by unuse_pte()
         assert all(e.present for e in pagemap.entries(region.address, region.pages))
     for i in range(region.pages):
         assert load(region.page(i)) == pattern(i)
-    assert_blocks(ctx, uffd, region.page(2) + 8, 0x99)
+    with ctx.bug_check("unuse-pte-bits"):
+        assert all(region_wp(region)), "uffd-wp bit lost by swapoff"
+        assert_blocks(ctx, uffd, region.page(2) + 8, 0x99)
 
 
 # --- 8f34f1eac382: uffd-wp special cases for fork() ---
@@ -162,18 +179,18 @@ def test_fork_special_cases(ctx, memtype, swap, with_event):
     ctx.register(uffd, region)
     uffd.writeprotect(region.address, region.length)
     require_pageout(region, PAGE_SIZE, PAGE_SIZE)  # page 1 swapped, page 0 present
-    require_pagemap_wp()  # in the parent: the child reads the bit
 
     def run() -> int:
-        bits = pagemap_wp(region.address, region.length)
+        bits = wp_pages(region.address, region.length, in_child=True)
         if bits != [with_event] * 2:
             return 10
         for i in range(2):
             native.store_u64(region.page(i) + 8, 0xF00 + i)
         return 0
 
-    run_forked(ctx, uffd, region, run, with_event, faults=(0, 1), exact=True)
-    assert region_wp(region) == [True, True], "the parent lost its protection"
+    with ctx.bug_check():
+        run_forked(ctx, uffd, region, run, with_event, faults=(0, 1), exact=True)
+        assert region_wp(region) == [True, True], "the parent lost its protection"
     for i in range(2):
         assert load(region.page(i)) == pattern(i)
         assert load(region.page(i) + 8) == (0xF00 + i if memtype in SHARED else 0)
@@ -203,9 +220,10 @@ def test_fork_pte_marker(ctx, memtype, with_event):
     require_fork_event(ctx, with_event)
     uffd, region = _marker_region(ctx, memtype, Feature.EVENT_FORK if with_event else 0)
     addr = region.page(0) + 8
-    run_forked(ctx, uffd, region, child_write(addr, 0xAB, expect_wp=with_event), with_event)
-    assert region_wp(region) == [True, True], "the parent lost its marker"
-    assert_blocks_hp(ctx, uffd, region, 0, 0xCD)
+    with ctx.bug_check():
+        run_forked(ctx, uffd, region, child_write(addr, 0xAB, expect_wp=with_event), with_event)
+        assert region_wp(region) == [True, True], "the parent lost its marker"
+        assert_blocks_hp(ctx, uffd, region, 0, 0xCD)
 
 
 # --- hugetlb wr-protection for the CoW optimization path (6.3) ---
@@ -215,11 +233,13 @@ def test_hugetlb_wp_unpopulated_then_write(ctx, memtype):
     access is a write. It must fault WP (the private CoW shortcut used to map it writable), and
     after unprotect the write lands in a zeroed page."""
     uffd, region = ctx.wp_region(2, populate=False)
-    assert region_wp(region) == [True, True]
-    assert_blocks_hp(ctx, uffd, region, 0, 0x1234)
+    assert region_wp(region) == [True, True], "precondition: markers on the unpopulated pages"
+    with ctx.bug_check():
+        assert_blocks_hp(ctx, uffd, region, 0, 0x1234)
     assert region.read(0, 8) == bytes(8)
     assert region.read(region.page_size - 8, 8) == bytes(8)
-    assert_blocks_hp(ctx, uffd, region, 1, 0x5678)
+    with ctx.bug_check():
+        assert_blocks_hp(ctx, uffd, region, 1, 0x5678)
 
 
 # --- 24bf08c4376b: uffd-wp for THP migration entries ---
@@ -264,9 +284,11 @@ def test_thp_migration_keeps_wp(ctx, memtype):
     status = _move_pages(region.address, 1, nodes[1])
     if status[0] < 0:
         status = _move_pages(region.address, 1, nodes[0])
-    assert all(region_wp(region)), "uffd-wp bit lost by THP migration"
+    with ctx.bug_check():
+        assert all(region_wp(region)), "uffd-wp bit lost by THP migration"
+        for i in SAMPLE:
+            assert_blocks(ctx, uffd, region.page(i) + 8, 0x900 + i)
     for i in SAMPLE:
-        assert_blocks(ctx, uffd, region.page(i) + 8, 0x900 + i)
         assert load(region.page(i)) == pattern(i)
 
 
@@ -280,44 +302,72 @@ def test_hugetlb_fork(ctx, memtype, with_event):
     require_fork_event(ctx, with_event)
     uffd, region = ctx.wp_region(2, extra=Feature.EVENT_FORK if with_event else 0)
     region.madvise(MADV_DONTNEED, region.page_size, region.page_size)  # page 1: a marker
-    assert region_wp(region) == [True, True]  # skips here where pagemap has no uffd-wp bit
+    assert region_wp(region) == [True, True], "precondition: protected page and marker"
     addr = region.page(0) + 8
 
     def run() -> int:
-        present = pagemap_wp_bit(region.page(0))
-        marker = pagemap_wp_bit(region.page(1))
+        present = page_wp(region.page(0), in_child=True)
+        marker = page_wp(region.page(1), in_child=True)
         if present != with_event or (with_event and not marker) or (marker and not with_event):
             return 10
         native.store_u64(addr, 0xBB)
         return 0
 
-    run_forked(ctx, uffd, region, run, with_event, timeout=10)
-    assert region_wp(region) == [True, True]
+    with ctx.bug_check():
+        run_forked(ctx, uffd, region, run, with_event, timeout=10)
+        assert region_wp(region) == [True, True], "the parent lost its protection"
     assert load(addr) == (0xBB if memtype == "hugetlb" else 0x5A5A5A5A5A5A5A5A)
-    assert_blocks_hp(ctx, uffd, region, 0, 0xCC)
+    with ctx.bug_check():
+        assert_blocks_hp(ctx, uffd, region, 0, 0xCC)
 
 
 # --- 0f230bc24b6e: uffd-wp bit lost when hugetlb unshare happens ---
+def _fstype(path: Path) -> str:
+    """The filesystem type of the mount holding *path* (for skip reasons)."""
+    best, fstype = "", "?"
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            mnt = fields[1]
+            inside = str(path).startswith(mnt.rstrip("/") + "/") or str(path) == mnt
+            if inside and len(mnt) > len(best):
+                best, fstype = mnt, fields[2]
+    return fstype
+
+
+@contextlib.contextmanager
+def odirect_file():
+    """An O_DIRECT file on the scratch disk that has taken one aligned write, or a skip naming the
+    filesystem that refuses it (tmpfs before 6.6 rejects O_DIRECT: a guest's /var/tmp is one)."""
+    where = hostsetup.SCRATCH_DIR
+    fd, path = tempfile.mkstemp(prefix="uffdwp-odirect-", dir=where)
+    os.unlink(path)
+    probe = mmap.mmap(-1, PAGE_SIZE)  # page-aligned, as O_DIRECT wants
+    try:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+            os.write(fd, probe)
+        except OSError as exc:
+            pytest.skip(f"no O_DIRECT writes on {where} ({_fstype(where)}) to pin pages with: "
+                        f"{exc}")
+        yield fd
+    finally:
+        os.close(fd)
+        probe.close()
+
+
 @uffd_test(mem=("hugetlb-private",), bug="hugetlb-unshare", timeout=30)
 def test_hugetlb_unshare_keeps_wp(ctx, memtype):
     """0f230bc24b6e (6.4): a read-only pin (an O_DIRECT write reads the buffer through FOLL_PIN) of
     a private hugetlb page that fork() left shared makes the kernel unshare (copy) it; the copy must
-    keep bit 57, and a write must still fault."""
+    keep bit 57, and a write must still fault. The O_DIRECT file lives on the scratch disk."""
     uffd, region = ctx.wp_region(1)
-    with child(lambda: time.sleep(5) or 0):  # the child keeps the page shared
-        fd, path = tempfile.mkstemp(prefix="uffdwp-odirect-", dir="/var/tmp")
-        os.unlink(path)
-        try:
-            try:
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
-            except OSError as exc:
-                pytest.skip(f"no O_DIRECT file to pin pages with: {exc}")
-            written = os.write(fd, region.view()[:PAGE_SIZE])
-        finally:
-            os.close(fd)
+    with odirect_file() as fd, child(lambda: time.sleep(5) or 0):  # the child keeps it shared
+        written = os.write(fd, region.view()[:PAGE_SIZE])
     assert written == PAGE_SIZE
-    assert region_wp(region) == [True], "uffd-wp bit lost when the pinned page was unshared"
-    assert_blocks_hp(ctx, uffd, region, 0, 0xDD)
+    with ctx.bug_check():
+        assert region_wp(region) == [True], "uffd-wp bit lost when the pinned page was unshared"
+        assert_blocks_hp(ctx, uffd, region, 0, 0xDD)
     assert region.read(16, 8) == b"\x5a" * 8
 
 
@@ -327,12 +377,14 @@ def _move(region: Region) -> None:
 
 
 def _assert_no_wp_state(ctx, region: Region, uffd_old) -> None:
-    assert not any(region_wp(region)), "stale uffd-wp bits in a VMA that is not registered"
-    uffd2 = ctx.uffd()
-    ctx.register(uffd2, region)  # WP mode, nothing protected: no write may fault
-    for i in range(region.pages):
-        assert_writes_freely(ctx, region.page(i) + 16, 0xE00 + i)
-    assert not uffd2.read(4, 0.05) and not uffd_old.read(4, 0.05)
+    """The bug's check: nothing of the old protection follows the move."""
+    with ctx.bug_check():
+        assert not any(region_wp(region)), "stale uffd-wp bits in a VMA that is not registered"
+        uffd2 = ctx.uffd()
+        ctx.register(uffd2, region)  # WP mode, nothing protected: no write may fault
+        for i in range(region.pages):
+            assert_writes_freely(ctx, region.page(i) + 16, 0xE00 + i)
+        assert not uffd2.read(4, 0.05) and not uffd_old.read(4, 0.05)
 
 
 @pytest.mark.parametrize("state", ["present", "marker"])
@@ -379,11 +431,13 @@ def test_mremap_clears_wp_thp(ctx, memtype):
     uffd.writeprotect(region.address, region.length)
     assert all(region_wp(region)), "precondition: the THP is protected before the move"
     _move(region)
-    assert not any(region_wp(region)), "stale uffd-wp bits on the moved THP"
-    uffd2 = ctx.uffd()
-    ctx.register(uffd2, region)
+    with ctx.bug_check():
+        assert not any(region_wp(region)), "stale uffd-wp bits on the moved THP"
+        uffd2 = ctx.uffd()
+        ctx.register(uffd2, region)
+        for i in SAMPLE:
+            assert_writes_freely(ctx, region.page(i) + 16, 0xF00 + i)
     for i in SAMPLE:
-        assert_writes_freely(ctx, region.page(i) + 16, 0xF00 + i)
         assert load(region.page(i)) == pattern(i)
 
 
@@ -421,10 +475,11 @@ def test_thp_split_zero_subpages_keep_wp(ctx, memtype):
     ctx.register(uffd, region)
     uffd.writeprotect(region.address, region.length)
     _split_by_partial_pageout(region)
-    bits = region_wp(region)
-    lost = [i for i, b in enumerate(bits) if not b]
-    assert not lost, f"uffd-wp lost on {len(lost)} subpages after the split (e.g. {lost[:5]})"
-    for i in (zero[0], zero[len(zero) // 2], zero[-1], 1, 511):
-        assert_blocks(ctx, uffd, region.page(i) + 8, 0xA00 + i)
+    with ctx.bug_check():
+        bits = region_wp(region)
+        lost = [i for i, b in enumerate(bits) if not b]
+        assert not lost, f"uffd-wp lost on {len(lost)} subpages after the split (e.g. {lost[:5]})"
+        for i in (zero[0], zero[len(zero) // 2], zero[-1], 1, 511):
+            assert_blocks(ctx, uffd, region.page(i) + 8, 0xA00 + i)
     assert load(region.page(1)) == pattern(1)
     assert region.read(zero[0] * PAGE_SIZE, 8) == bytes(8)

@@ -19,6 +19,7 @@ from uffdwp.kernel_facts import Feature, Ioctl
 from uffdwp.memory import allocate
 from uffdwp.uffd import Userfaultfd
 
+from .observe import page_wp, region_wp
 from .test_wp import (
     BLOCKED,
     RESUME,
@@ -26,7 +27,6 @@ from .test_wp import (
     assert_killed_by,
     expect_errno,
     no_message,
-    region_wp,
     run_in_child,
 )
 from .uffdtest import (
@@ -38,7 +38,6 @@ from .uffdtest import (
     MINOR,
     MISSING,
     WP,
-    pagemap_wp_bit,
     uffd_test,
 )
 
@@ -89,7 +88,7 @@ def test_copy_wp_proactive_then_write_faults(ctx, memtype):
     data = pattern(region, 3)
     uffd.copy(region.address, data, wp=True)
     entry = pagemap.entry(region.address)
-    assert entry.present and pagemap_wp_bit(region.address)
+    assert entry.present and page_wp(region.address)
     assert region.read() == data
     store = ctx.store(region.address, 1)
     msg = ctx.fault(uffd)

@@ -135,9 +135,10 @@ def test_faulted_pages_are_saved_first(memtype, tmp_path):
         for _ in range(3):  # a loaded machine may not run the writers during a snapshot
             result, _, _ = run_case([region], tmp_path, Pattern.RANDOM, per_region=2)
             s = result.stats
-            # service latency (message read -> unprotect) was measured for every saved fault
-            assert sum(s.service_hist) == s.fault_pages
-            assert s.fault_pages <= s.faults
+            # service latency (message read -> page safe) was measured for every page saved
+            # out of order and every queued page given a copy for a writer
+            assert sum(s.service_hist) == s.fault_pages + s.patched
+            assert s.fault_pages - s.batched + s.patched <= s.faults
             if s.fault_pages:
                 return
         pytest.fail(f"writers never faulted during three snapshots: {s}")
@@ -343,7 +344,8 @@ def small_tmpfs(tmp_path):
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
                          capture_output=True, text=True, check=False)
     if res.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip()}")
+        # without the test's own directory name in it: one reason, one group
+        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip().replace(str(mnt), '<dir>')}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 

@@ -22,6 +22,7 @@ from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature, Ioctl
 from uffdwp.memory import PAGE_SIZE, PROT_READ, PROT_WRITE
 
+from .observe import region_wp, require_pagemap_wp
 from .uffdtest import (
     MEM_ALL,
     MEM_ANON,
@@ -32,7 +33,6 @@ from .uffdtest import (
     MINOR,
     MISSING,
     WP,
-    region_wp,
     uffd_test,
 )
 
@@ -406,15 +406,21 @@ def test_unprotect_part_of_range(ctx, memtype):
 @uffd_test(mem=MEM_ALL)
 def test_pagemap_bit_follows_protection(ctx, memtype):
     """Pagemap bit 57 (PM_UFFD_WP) is set by protect and cleared by unprotect, page by page,
-    while the pages stay present and their data intact."""
+    while the pages stay present and their data intact. (The bit itself: elsewhere the suites
+    observe protection by its effect where the kernel has no such bit.)"""
+    require_pagemap_wp()
     uffd, region = ctx.wp_region(3, protect=False, fill=0x11)
-    assert region_wp(region) == [False] * 3
+
+    def bits() -> list[bool]:
+        return pagemap.uffd_wp(region.address, region.length, region.page_size)
+
+    assert bits() == [False] * 3
     uffd.writeprotect(region.address, region.length)
-    assert region_wp(region) == [True] * 3
+    assert bits() == [True] * 3
     uffd.unprotect(region.page(2), region.page_size)
-    assert region_wp(region) == [True, True, False]
+    assert bits() == [True, True, False]
     uffd.unprotect(region.address, region.length)
-    assert region_wp(region) == [False] * 3
+    assert bits() == [False] * 3
     assert all(pagemap.entry(region.page(i)).present for i in range(3))
     assert region.read() == b"\x11" * region.length
 
@@ -524,8 +530,9 @@ def test_wp_unpopulated_file_without_feature(ctx, memtype):
     assert not ctx.features() & Feature.WP_UNPOPULATED
     uffd, region = ctx.wp_region(1, populate=False)
     store = ctx.store(region.address, 4)
-    msg = ctx.fault(uffd)
-    assert msg.is_wp and msg.address == region.address
+    with ctx.bug_check():
+        msg = ctx.fault(uffd)
+        assert msg.is_wp and msg.address == region.address
     uffd.unprotect(region.address, region.length)
     assert store.finished(RESUME)
     assert native.load_u64(region.address) == 4
@@ -538,13 +545,14 @@ def test_unregister_clears_protection(ctx, memtype):
     proceed, and registering again in WP mode does not bring stale protection back."""
     uffd, region = ctx.wp_region(2, fill=0x22)
     uffd.unregister(region.address, region.length)
-    assert region_wp(region) == [False, False]
-    store = ctx.store(region.page(0), 1)
-    assert store.finished(RESUME)
-    ctx.register(uffd, region, WP)
-    again = ctx.store(region.page(1), 2)
-    assert again.finished(RESUME), "stale uffd-wp bit survived UFFDIO_UNREGISTER"
-    no_message(ctx, uffd, 0.05)
+    with ctx.bug_check():
+        assert region_wp(region) == [False, False]
+        store = ctx.store(region.page(0), 1)
+        assert store.finished(RESUME)
+        ctx.register(uffd, region, WP)
+        again = ctx.store(region.page(1), 2)
+        assert again.finished(RESUME), "stale uffd-wp bit survived UFFDIO_UNREGISTER"
+        no_message(ctx, uffd, 0.05)
     assert native.load_u64(region.page(0)) == 1 and native.load_u64(region.page(1)) == 2
 
 
@@ -555,14 +563,15 @@ def test_close_clears_protection(ctx, memtype):
     protection."""
     uffd, region = ctx.wp_region(2, fill=0x33)
     uffd.close()
-    assert region_wp(region) == [False, False]
-    store = ctx.store(region.page(0), 1)
-    assert store.finished(RESUME)
-    fresh = ctx.uffd()
-    ctx.register(fresh, region, WP)
-    again = ctx.store(region.page(1), 2)
-    assert again.finished(RESUME), "stale uffd-wp bit survived close()"
-    no_message(ctx, fresh, 0.05)
+    with ctx.bug_check():
+        assert region_wp(region) == [False, False]
+        store = ctx.store(region.page(0), 1)
+        assert store.finished(RESUME)
+        fresh = ctx.uffd()
+        ctx.register(fresh, region, WP)
+        again = ctx.store(region.page(1), 2)
+        assert again.finished(RESUME), "stale uffd-wp bit survived close()"
+        no_message(ctx, fresh, 0.05)
 
 
 @uffd_test(mem=MEM_ALL)
@@ -597,10 +606,11 @@ def _mprotect_roundtrip_still_traps(ctx):
     uffd, region = ctx.wp_region(1, fill=0x44)
     region.mprotect(PROT_READ)
     region.mprotect(PROT_READ | PROT_WRITE)
-    assert region_wp(region) == [True]
-    store = ctx.store(region.address, 0x55)
-    msg = ctx.fault(uffd)
-    assert msg.is_wp and msg.address == region.address
+    with ctx.bug_check():  # shared types: writenotify kept (51d3d5eb74ff)
+        assert region_wp(region) == [True]
+        store = ctx.store(region.address, 0x55)
+        msg = ctx.fault(uffd)
+        assert msg.is_wp and msg.address == region.address
     assert native.load_u64(region.address) == 0x4444444444444444
     uffd.unprotect(region.address, region.length)
     assert store.finished(RESUME)

@@ -9,6 +9,18 @@ register modes it uses and the features it needs:
 The runner (suites/conftest.py) parametrizes the test over the memory types and skips a case
 whose required features the running kernel does not negotiate, naming the feature and the
 mainline release that brought it. Nothing is gated on version strings.
+
+A test that reproduces a known bug declares it (``bug=`` a key of kernel_facts.KNOWN_BUGS) and
+the one check that shows it:
+
+    @uffd_test(mem=("hugetlb-private",), bug="hugetlb-unshare")
+    def test_hugetlb_unshare_keeps_wp(ctx, memtype):
+        ...                                  # preconditions: an error or a skip, never the bug
+        with ctx.bug_check():
+            assert region_wp(region) == [True], "uffd-wp bit lost when the page was unshared"
+
+Only an assertion failing inside that block is reported as the bug (or as its regression on a
+kernel that has the fix: runner/verdicts.py).
 """
 
 from __future__ import annotations
@@ -19,19 +31,19 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 
 import pytest
 
 from uffdwp import kernel_facts as kf
-from uffdwp import native, pagemap
+from uffdwp import native
 from uffdwp._ffi import lib
 from uffdwp.errors import MemoryUnavailableError, UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
-from uffdwp.memory import MEMORY_TYPES, PAGE_SIZE, Region, allocate
+from uffdwp.memory import MEMORY_TYPES, Region, allocate
 from uffdwp.messages import Message, PageFault
-from uffdwp.probe import version_tuple
+from uffdwp.runner.bugcheck import bug_check
 from uffdwp.uffd import Userfaultfd
 
 MEM_ALL = MEMORY_TYPES
@@ -91,22 +103,27 @@ class UffdSpec:
 
     features: Feature = Feature(0)
     modes: RegisterMode = WP
-    # key of kernel_facts.KNOWN_BUGS this test reproduces, or memory type -> key where the bug
+    # key of kernel_facts.KNOWN_BUGS this test reproduces (a tuple where its checks show several
+    # bugs, the first one named in reports while it passes), or memory type -> key where the bug
     # is specific to some types
-    bug: str | Mapping[str, str] | None = None
+    bug: str | tuple[str, ...] | Mapping[str, str] | None = None
+
+    def bugs_for(self, memtype: str | None) -> tuple[str, ...]:
+        bug = self.bug.get(memtype or "") if isinstance(self.bug, Mapping) else self.bug
+        return (bug,) if isinstance(bug, str) else tuple(bug or ())
 
     def bug_for(self, memtype: str | None) -> str | None:
-        if isinstance(self.bug, Mapping):
-            return self.bug.get(memtype or "")
-        return self.bug
+        bugs = self.bugs_for(memtype)
+        return bugs[0] if bugs else None
 
 
 def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int = 0,
-              bug: str | Mapping[str, str] | None = None, timeout: float = 20):
+              bug: str | tuple[str, ...] | Mapping[str, str] | None = None, timeout: float = 20):
     """Declare a conformance test: memory types × modes × required features (+ known bug)."""
     if modes & MINOR and "anon" in mem:
         raise ValueError("MINOR mode does not apply to anonymous memory")
-    keys = bug.values() if isinstance(bug, Mapping) else [bug] if bug else []
+    keys = (list(bug.values()) if isinstance(bug, Mapping) else [bug] if isinstance(bug, str)
+            else list(bug or ()))
     unknown = [k for k in keys if k not in kf.KNOWN_BUGS]
     if unknown:
         raise ValueError(f"unknown bug key(s) {unknown}")
@@ -118,46 +135,6 @@ def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int 
         return pytest.mark.timeout(timeout)(fn)
 
     return decorate
-
-
-@functools.lru_cache(maxsize=1)
-def pagemap_reports_wp() -> bool:
-    """Whether /proc/pid/pagemap shows the uffd-wp bit here. It has no feature bit, so probe it:
-    protect one populated anonymous page and look. A kernel at or after the release that brought
-    the bit must show it (there a missing bit is a failure, not a skip)."""
-    fact = next(f for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
-    if version_tuple(os.uname().release) >= version_tuple(fact.since):
-        return True
-    with allocate("anon", pages=1) as region, Userfaultfd.create(Feature.PAGEFAULT_FLAG_WP) as uffd:
-        region.fill(1)
-        uffd.register(region.address, region.length, WP)
-        uffd.writeprotect(region.address, region.length)
-        return pagemap.entry(region.address).uffd_wp
-
-
-def require_pagemap_wp() -> None:
-    """Skip the rest of a test that reads the uffd-wp bit where pagemap cannot show it."""
-    if not pagemap_reports_wp():
-        fact = next(f for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
-        pytest.skip(f"pagemap uffd-wp bit 57 not reported by this kernel "
-                    f"(PM_UFFD_WP, mainline {fact.since})")
-
-
-def pagemap_wp(address: int, length: int, page_size: int = PAGE_SIZE,
-            pid: int | str = "self") -> list[bool]:
-    """The uffd-wp bit per page (see pagemap.uffd_wp); skips where pagemap has no such bit."""
-    require_pagemap_wp()
-    return pagemap.uffd_wp(address, length, page_size, pid)
-
-
-def region_wp(region: Region) -> list[bool]:
-    """The uffd-wp bit of each page of *region*; skips where pagemap has no such bit."""
-    return pagemap_wp(region.address, region.length, region.page_size)
-
-
-def pagemap_wp_bit(address: int, pid: int | str = "self") -> bool:
-    require_pagemap_wp()
-    return pagemap.entry(address, pid).uffd_wp
 
 
 @functools.lru_cache(maxsize=1)
@@ -217,6 +194,23 @@ class Ctx:
     _stores: list[StoreThread] = field(default_factory=list)
     _writers: list[native.Writer] = field(default_factory=list)
     _registered: list[tuple[Userfaultfd, int, int]] = field(default_factory=list)
+
+    # --- the known bug ---------------------------------------------------------------------------
+    @property
+    def bug(self) -> str | None:
+        """The known bug this case reproduces (by memory type), or None."""
+        return self.spec.bug_for(self.memtype)
+
+    def bug_check(self, key: str | None = None) -> AbstractContextManager[None]:
+        """The check that shows this case's known bug (*key*, where the test declares several):
+        only an assertion failing inside it is reported as that bug (or as its regression);
+        everything before it is a precondition."""
+        bugs = self.spec.bugs_for(self.memtype)
+        if key is None and len(bugs) > 1:
+            raise ValueError(f"this test shows several bugs {bugs}: name the one this check shows")
+        if key is not None and key not in bugs:
+            raise ValueError(f"bug {key!r} is not declared by this test ({bugs})")
+        return bug_check(key or self.bug)
 
     # --- memory --------------------------------------------------------------------------------
     def region(self, pages: int = 4, memtype: str | None = None, **kw) -> Region:

@@ -221,3 +221,45 @@ def test_extension_point(sample: Path):
     page = (sample / "report.html").read_text()
     assert "<h2 id='wrlat'>Write-fault latency</h2>" in page
     assert page.index("id='wrlat'") < page.index("id='features'")
+
+
+def test_qemu_section(tmp_path: Path):
+    """The QEMU row per kernel (a pass with its times, a refusal) and the wrlat histograms."""
+    from uffdwp.matrix import qemu_report
+
+    k1 = tmp_path / "7.2"
+    (k1 / "artifacts").mkdir(parents=True)
+    (k1 / "results.json").write_text(json.dumps(results_json("7.2.13-amd64", 0x1FFFF, [
+        t("suites/test_qemu_snapshot.py::test_qemu_background_snapshot[anon]", "pass"),
+        t("suites/test_qemu_snapshot.py::test_qemu_background_snapshot[shmem]", "pass"),
+        t("suites/test_qemu_snapshot.py::test_qemu_snapshot_refused[shmem]", "skip"),
+    ])))
+    run = {"refused": None, "ram_mib": 16, "image_bytes": 16 << 20, "precopy_bytes": 40 << 20,
+           "timing": {"snapshot": 3.5, "restore": 1.25, "boot": 20.0},
+           "restored": "consistent cut of 3840 pages",
+           "writer": {"slowest_us": [0, 0, 0, 0, 0, 0, 0, 0, 10], "slowest_n": 10,
+                      "slowest_p50_us": 180.0},
+           "wrlat": {"count": 10, "p50_us": 170.0, "histogram_us": [0] * 8 + [10]}}
+    (k1 / "artifacts" / "qemu-snapshot-anon.json").write_text(json.dumps(run))
+    k2 = tmp_path / "5.10"
+    (k2 / "artifacts").mkdir(parents=True)
+    (k2 / "results.json").write_text(json.dumps(results_json("5.10.0-32-amd64", 0x1FF, [
+        t("suites/test_qemu_snapshot.py::test_qemu_background_snapshot[anon]", "pass"),
+        t("suites/test_qemu_snapshot.py::test_qemu_background_snapshot[shmem]", "skip",
+          reason="feature WP_HUGETLBFS_SHMEM (mainline 5.19) absent on this kernel"),
+        t("suites/test_qemu_snapshot.py::test_qemu_snapshot_refused[shmem]", "pass"),
+    ])))
+    (k2 / "artifacts" / "qemu-snapshot-shmem.json").write_text(json.dumps(
+        {"refused": "Failed to enable background-snapshot", "wrlat_skipped": ""}))
+    outcomes = [KernelOutcome(name=n, via="qemu", status="ok",
+                              record=load_kernel_dir(tmp_path / n)) for n in ("5.10", "7.2")]
+    summary = write_report(tmp_path, outcomes, {"started": "now", "seconds": 1})
+    md = (tmp_path / "report.md").read_text()
+    assert "| QEMU background snapshot | anon | pass | pass (snapshot 3.50 s" in md
+    assert "| QEMU background snapshot | shmem | refused (QEMU refused, as it must" in md
+    assert "snapshot 3.50 s, restore 1.25 s" in md and "WP_HUGETLBFS_SHMEM" in md
+    assert "wrlat 10 waits" in md and "128 -> 255" in md  # the histogram itself
+    assert "<h2 id='qemu'>QEMU background snapshot</h2>" in (tmp_path / "report.html").read_text()
+    q = summary["qemu_snapshot"]
+    assert q["5.10"]["shmem"]["verdict"] == "refused" and q["7.2"]["anon"]["verdict"] == "pass"
+    assert qemu_report.ROW == "QEMU background snapshot"

@@ -24,3 +24,22 @@ def test_readme_example_runs():
     exec(compile(block.group(1), str(README), "exec"), namespace)
     region = namespace["region"]
     assert region.read(0, 1) == b"\x01"
+
+
+def test_readme_commands_work_from_a_checkout():
+    """A bare `uffdwp` is "command not found" in a checkout: a shell block either calls
+    .venv/bin/uffdwp or activates the venv before its first bare `uffdwp`."""
+    for block in re.findall(r"```sh\n(.*?)```", README.read_text(), re.S):
+        activated = False
+        for line in block.splitlines():
+            activated = activated or line.startswith(". .venv/bin/activate")
+            if line.startswith("uffdwp "):
+                assert activated, f"bare uffdwp before activation: {line}"
+
+
+def test_readme_vagrant_section_follows_the_setup_command():
+    text = README.read_text()
+    for command in ("./bootstrap.sh --vagrant", "vagrant up k6_1",
+                    "vagrant ssh k6_1 -c 'sudo uffdwp run'", "vagrant destroy -f"):
+        assert command in text, command
+    assert "--vagrant)" in (README.parent / "bootstrap.sh").read_text()

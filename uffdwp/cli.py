@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import sys
+import textwrap
 
 from rich.console import Console
 from rich.table import Table
@@ -18,9 +19,31 @@ SUBCOMMAND_MODULES = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default shown (unless it has none, or its help already says it); prose
+    paragraphs wrapped, indented lines (lists, examples) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        blocks = []
+        for block in textwrap.dedent(text).strip("\n").split("\n\n"):
+            lines = block.splitlines()
+            if any(line[:1].isspace() for line in lines):
+                blocks.append("\n".join(indent + line for line in lines))
+            else:
+                blocks.append(super()._fill_text(block, width, indent))
+        return "\n\n".join(blocks)
+
+
 def _probe(args: argparse.Namespace) -> int:
     from . import kernel_facts as kf
-    from .probe import probe, version_tuple
+    from .kernel_version import at_least, kernel_version
+    from .probe import probe
 
     result = probe(with_register=not args.no_register)
     if args.json:
@@ -39,12 +62,12 @@ def _probe(args: argparse.Namespace) -> int:
                   f"features={result.features:#x} ioctls={result.ioctls:#x} "
                   f"({', '.join(result.ioctl_names)})")
 
-    kver = version_tuple(k["release"])
+    kver = kernel_version(k["release"], k["version"])
     table = Table(title="Features (features=0 handshake)", title_justify="left")
     for col in ("bit", "feature", "since", "here", "note"):
         table.add_column(col)
     for row in result.feature_table:
-        expected = kver >= version_tuple(row["since"])
+        expected = at_least(kver, row["since"])
         mark = "[green]yes[/]" if row["present"] else ("[red]no[/]" if expected else "[dim]no[/]")
         note = "" if row["present"] or not expected else "absent though kernel >= since (config?)"
         table.add_row(str(row["bit"]), row["name"], row["since"], mark, note or row["note"])
@@ -94,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="uffdwp",
         description="Conformance suite and tools for Linux userfaultfd write-protect")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("probe", help="what this kernel's userfaultfd offers")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("probe", help="what this kernel's userfaultfd offers",
+                       description="The kernel's negotiated features and ioctls, per memory type "
+                                   "the register ioctls, each feature against the mainline "
+                                   "release that brought it, access rules and huge pages.",
+                       formatter_class=HelpFormatter)
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable output (kernel, api, features, feature_names, ioctls…)")
     p.add_argument("--no-register", action="store_true",
                    help="skip the per-memory-type register probe")
     p.set_defaults(func=_probe)

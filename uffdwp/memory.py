@@ -226,6 +226,24 @@ def unmapped_part(address: int, length: int, *, writable: bool = False,
     return at if at < end else None
 
 
+THP_SIZE = 2 << 20  # a PMD on x86-64
+
+
+def anon_huge_bytes(address: int, length: int) -> int:
+    """Bytes of transparent huge pages (AnonHugePages in /proc/self/smaps) in the mappings that
+    overlap [address, address+length) — 0 where THP backs none of it."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo < address + length and address < hi
+            elif inside and head == "AnonHugePages:":
+                total += int(line.split()[1]) * 1024
+    return total
+
+
 def reserve_address(length: int, align: int) -> int:
     """An address range of *length* aligned to *align*, reserved PROT_NONE (for MAP_FIXED)."""
     ptr = lib.mmap(ffi.NULL, length + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
@@ -287,5 +305,5 @@ def allocate(memtype: str, length: int | None = None, *, pages: int | None = Non
     return Region(memtype, address, length, page_size, fd, shared)
 
 
-__all__ = ["MEMORY_TYPES", "PAGE_SIZE", "Mapping", "Region", "allocate", "hugepage_size",
-           "hugepages_free", "mappings", "unmapped_part"]
+__all__ = ["MEMORY_TYPES", "PAGE_SIZE", "THP_SIZE", "Mapping", "Region", "allocate",
+           "anon_huge_bytes", "hugepage_size", "hugepages_free", "mappings", "unmapped_part"]

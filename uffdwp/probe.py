@@ -45,18 +45,6 @@ def kernel_info() -> dict:
     return {"release": u.release, "version": u.version, "machine": u.machine}
 
 
-def version_tuple(release: str) -> tuple[int, ...]:
-    """(6, 1, 56) from '6.1.0-56-amd64'-like strings: for reports, never for gating."""
-    head = release.split("-")[0].split("+")[0]
-    parts = []
-    for piece in head.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
 @functools.lru_cache(maxsize=1)
 def supported_features() -> Feature:
     """The features=0 handshake on a throw-away fd (raises UffdError if none can be made)."""

@@ -4,13 +4,21 @@
 # vms/work/box-root, an ext4 image made without a loop mount (mkfs.ext4 -d), converted to qcow2,
 # packed with metadata.json into vms/work/uffdwp-debian.box and added with `vagrant box add`.
 # The box has no kernel of its own: each machine boots a catalogue kernel directly
-# (libvirt kernel/initrd), whose initramfs loads the modules and switches to this disk.
+# (libvirt kernel/initrd), whose initramfs loads the modules and switches to this disk. Nor does it
+# hold uffdwp: its `uffdwp` (vms/guest/box-entry.sh) runs the checkout's over 9p.
+# The box depends on nothing of a checkout but this script and the entry point: their digest goes
+# into the box, and an installed box with the same digest is kept (whichever checkout built it).
 #   vms/build-box.sh [--force]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=vms/work
 box=$work/uffdwp-debian.box
-[[ "${1:-}" == "--force" ]] || { [[ -f $box ]] && { echo "box exists: $box"; exit 0; }; }
+digest=$(cat vms/build-box.sh vms/guest/box-entry.sh | sha256sum | cut -c1-16)
+installed=${VAGRANT_HOME:-$HOME/.vagrant.d}/boxes/uffdwp-debian/0/libvirt/uffdwp-box.digest
+if [[ "${1:-}" != "--force" && "$(cat "$installed" 2>/dev/null)" == "$digest" ]]; then
+    echo "box uffdwp-debian up to date ($digest)"; exit 0
+fi
+mkdir -p "$work"
 for t in debootstrap mkfs.ext4 qemu-img; do
     command -v $t >/dev/null || { echo "missing $t: ci/install-matrix-deps.sh --vagrant"; exit 1; }
 done
@@ -56,11 +64,13 @@ chroot "$root" systemctl enable systemd-networkd ssh >/dev/null 2>&1 || true
 echo "uffdwp-box" > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 uffdwp-box\n' > "$root/etc/hosts"  # sudo resolves it
 echo "/dev/vda / ext4 defaults 0 1" > "$root/etc/fstab"
-install -m 0755 vms/guest/vagrant-run.sh "$root/usr/local/sbin/uffdwp-vagrant-run"
+install -m 0755 vms/guest/box-entry.sh "$root/usr/local/bin/uffdwp"
+ln -s ../bin/uffdwp "$root/usr/local/sbin/uffdwp-vagrant-run"
 rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*
 raw=$work/box.raw
 rm -f "$raw"; truncate -s 4G "$raw"
 mkfs.ext4 -q -F -d "$root" "$raw"
+rm -rf "$root"
 qemu-img convert -O qcow2 "$raw" "$work/box.img"
 rm -f "$raw"
 cat > "$work/metadata.json" <<'META'
@@ -68,14 +78,22 @@ cat > "$work/metadata.json" <<'META'
 META
 printf 'Vagrant.configure("2") do |c|\n  c.vm.provider :libvirt do |l|\n    l.driver = "qemu"\n  end\nend\n' \
     > "$work/Vagrantfile.box"
-tar -C "$work" -czf "$box" metadata.json box.img --transform 's/Vagrantfile.box/Vagrantfile/' \
-    Vagrantfile.box
+echo "$digest" > "$work/uffdwp-box.digest"
+tar -C "$work" -czf "$box" metadata.json box.img uffdwp-box.digest \
+    --transform 's/Vagrantfile.box/Vagrantfile/' Vagrantfile.box
 rm -f "$work/box.img"
 vagrant box add --force --name uffdwp-debian "$box"
-# vagrant-libvirt uploads a box into libvirt's pool once per box version/timestamp: drop the
-# volumes of earlier builds (ignored when libvirtd is not running)
+rm -f "$box"  # unpacked into Vagrant's box directory now
+# vagrant-libvirt uploads a box into libvirt's pool once per build: drop the volumes of earlier
+# builds that no machine's disk is based on any more (skipped when libvirtd is not running)
 if command -v virsh >/dev/null && virsh -q pool-info default >/dev/null 2>&1; then
-    virsh -q vol-list default | awk '{print $1}' | grep '^uffdwp-debian_vagrant_box_image_' |
-        while read -r vol; do virsh -q vol-delete --pool default "$vol" >/dev/null || true; done
+    used=$(virsh -q vol-list default | awk '{print $2}' |
+        while read -r img; do qemu-img info -U --output=json "$img" 2>/dev/null || true; done |
+        sed -n 's/.*"full-backing-filename": "\(.*\)".*/\1/p')
+    virsh -q vol-list default | awk '$1 ~ /^uffdwp-debian_vagrant_box_image_/ {print $1, $2}' |
+        while read -r vol img; do
+            grep -qxF "$img" <<<"$used" || virsh -q vol-delete --pool default "$vol" >/dev/null ||
+                true
+        done
 fi
-echo "box built: $box"
+echo "box built: uffdwp-debian ($digest)"

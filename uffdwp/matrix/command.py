@@ -28,13 +28,20 @@ def _positive(v: str) -> float:
 
 
 def register(subparsers) -> None:
+    from ..cli import HelpFormatter
+
     p = subparsers.add_parser(
         "matrix", help="run the suites on a matrix of guest kernels (QEMU or Vagrant)",
         description="Boot each selected kernel (Debian packages fetched to vms/cache/), run the "
-                    "suites in it as root, and write a matrix report.")
+                    "suites in it as root, and write a matrix report (report.html, report.md, "
+                    "summary.json, kcidb.json, a directory per kernel). With --merge, write one "
+                    "matrix report from several instead.",
+        formatter_class=HelpFormatter)
     p.add_argument("--kernels", default=None,
-                   help="comma-separated catalogue names, or Debian builds by package name "
-                        f"(6.1.0-50) (default: {','.join(DEFAULT_KERNELS)}; none with --kernel)")
+                   help="comma-separated catalogue names (vms/kernels.cfg), or Debian builds by "
+                        f"package name (6.1.0-50) (default: {','.join(DEFAULT_KERNELS)}; none "
+                        "with --kernel); with --merge, the kernels expected (a kernel in no "
+                        "report is listed as missing)")
     p.add_argument("--kernel", type=Path, default=None, metavar="BZIMAGE",
                    help="also boot a kernel built from a source tree (build it with "
                         "vms/uffdwp.config merged in: vms/build-kernel.sh)")
@@ -49,17 +56,24 @@ def register(subparsers) -> None:
                         "separated by commas (default with --history: all)")
     p.add_argument("--numa-nodes", type=int, default=1, metavar="N",
                    help="give each guest N NUMA nodes (2 lets THP migration be tested)")
-    p.add_argument("--via", choices=("qemu", "vagrant"), default="qemu")
-    p.add_argument("--report", type=Path, default=None,
+    p.add_argument("--via", choices=("qemu", "vagrant"), default="qemu",
+                   help="QEMU direct kernel boot, or the Vagrant machines of the Vagrantfile "
+                        "(./bootstrap.sh --vagrant)")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
                    help="report directory (default: reports/matrix-<timestamp>)")
-    p.add_argument("--timeout", type=_positive, default=600.0,
-                   help="seconds per kernel before its guest is killed (default: %(default)s)")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="kernels side by side (default: by cores and memory)")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
-    p.add_argument("--guest-command", default=None,
+    p.add_argument("--timeout", type=_positive, default=600.0, metavar="SECONDS",
+                   help="seconds per kernel before its guest is killed")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="kernels side by side (default: by cores and memory; --via vagrant: 1)")
+    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+                   help="QEMU accelerator; auto boots a kernel under KVM once to see whether "
+                        "it really works here (cached in vms/cache/accel.json), else TCG")
+    p.add_argument("--guest-command", default=None, metavar="CMD",
                    help="command run as root in each guest; {out} and {repo} are substituted "
                         "(default: `uffdwp run` if present, else pytest + probe)")
+    p.add_argument("--merge", nargs="*", type=Path, default=None, metavar="DIR",
+                   help="merge these matrix reports (e.g. one per kernel, from separate jobs) "
+                        "into --report instead of running kernels")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE, help=argparse.SUPPRESS)
     p.set_defaults(func=main)
 
@@ -124,8 +138,38 @@ def history_entry(args: argparse.Namespace) -> KernelSpec:
     return entry
 
 
+def merge(args: argparse.Namespace, console: Console) -> int:
+    from .merge import MergeError, merge_reports
+
+    report = args.report or Path("reports") / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        expected = None
+        if args.kernels:
+            expected = [s.name for s in select(load_catalogue(args.catalogue), args.kernels)]
+        summary = merge_reports(args.merge, report, expected)
+    except (CatalogueError, MergeError, OSError) as e:
+        console.print(f"[red]matrix --merge: {e}[/]")
+        return 2
+    console.print(f"report: {report}/report.html ({len(summary['kernels'])} kernels from "
+                  f"{len(args.merge)} report(s))")
+    return 0 if summary["ok"] else 1
+
+
+def _write_kcidb(report: Path, outcomes: list, console: Console) -> None:
+    from .merge import MergeError, write_kcidb
+
+    try:
+        write_kcidb(report, outcomes)
+    except ImportError:
+        console.print("[yellow]kcidb.json not written: kcidb-io is not installed[/]")
+    except MergeError as e:
+        console.print(f"[red]kcidb.json not written: {e}[/]")
+
+
 def main(args: argparse.Namespace) -> int:
     console = Console()
+    if args.merge is not None:
+        return merge(args, console)
     if args.numa_nodes < 1:
         console.print("[red]matrix: --numa-nodes must be at least 1[/]")
         return 2
@@ -156,17 +200,19 @@ def main(args: argparse.Namespace) -> int:
         if args.via == "vagrant":
             from .vagrant import run_matrix_vagrant
 
-            _, summary = run_matrix_vagrant(specs, report, args.guest_command,
-                                                   timeout=args.timeout, console=console)
+            outcomes, summary = run_matrix_vagrant(specs, report, args.guest_command,
+                                                   timeout=args.timeout, console=console,
+                                                   accel=args.accel)
         else:
             from .runner import run_matrix
 
-            _, summary = run_matrix(specs, report, cmd, accel=args.accel,
-                                    timeout=args.timeout, jobs=args.jobs, console=console,
-                                    numa_nodes=args.numa_nodes)
+            outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel,
+                                           timeout=args.timeout, jobs=args.jobs,
+                                           console=console, numa_nodes=args.numa_nodes)
     except KeyboardInterrupt:
         console.print("[red]matrix: interrupted; guests killed[/]")
         return 130
+    _write_kcidb(report, outcomes, console)
     console.print(f"report: {report}/report.html ({summary['seconds']:.0f} s)")
     return 0 if summary["ok"] else 1
 

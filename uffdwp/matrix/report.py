@@ -375,7 +375,10 @@ def _run_line(meta: dict) -> str:
 
 def write_report(report_dir: Path, outcomes: list[KernelOutcome], meta: dict) -> dict:
     report_dir.mkdir(parents=True, exist_ok=True)
+    from . import qemu_report  # the QEMU section: registered on import (it imports this one)
+
     summary = summary_dict(outcomes, meta)
+    summary["qemu_snapshot"] = qemu_report.summary_section(outcomes, report_dir)
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (report_dir / "report.md").write_text(render_md_report(outcomes, meta, report_dir))
     (report_dir / "report.html").write_text(render_html_report(outcomes, meta, report_dir))

@@ -1,22 +1,21 @@
 """`uffdwp matrix --via vagrant`: the same guests through Vagrant (vagrant-libvirt) with
 python-vagrant. Lowest-priority runner: QEMU direct boot is the default and the faster one.
 
-Per kernel: the kernel is fetched and its initramfs built as for QEMU; vms/work/
-vagrant-kernels.json tells the Vagrantfile which kernel/initrd/port/output dir each machine uses.
-Through python-vagrant: `up` (output to <kernel>/vagrant.log), `status` and `ssh-config` (SSH must
-be on 127.0.0.1: a QEMU user-mode NIC forwarded there, no private-range network anywhere), then
+Per kernel, through python-vagrant: `up` (output to <kernel>/vagrant.log), whose trigger fetches
+the kernel and builds its initramfs as for QEMU (uffdwp.matrix.vagrantup; the accelerator chosen
+here is passed on in UFFDWP_VAGRANT_ACCEL, and the per-kernel directory becomes the machine's
+output share through UFFDWP_VAGRANT_OUT); `status` and `ssh-config` (SSH must be on 127.0.0.1: a
+QEMU user-mode NIC forwarded there, no private-range network anywhere); then
 `ssh --command 'sudo uffdwp-vagrant-run'` runs the suites through the same .guest/run.sh; their
 results land in the per-kernel directory over 9p. `destroy` afterwards, also on failure or
 timeout (a watchdog kills the libvirt domain, which ends a hanging `up` or `ssh`).
-Needs: ci/install-matrix-deps.sh --vagrant, vms/build-box.sh; libvirtd and virtlogd are started
-here if they are not running (and stopped again afterwards).
+Needs: ./bootstrap.sh --vagrant; libvirtd and virtlogd are started here if they are not running
+(and stopped again afterwards).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -30,15 +29,15 @@ from . import REPO_ROOT
 from .accel import choose_accel
 from .catalogue import KernelSpec
 from .guestcmd import default_guest_command, read_exit_status, write_guest_files
+from .libvirtd import LIBVIRT_URI, ensure_libvirt, libvirt_ready, stop_libvirt, virsh
 from .report import KernelOutcome, final_status, write_report
 from .results import load_kernel_dir
 from .runner import prepare
+from .vagrantup import ACCEL_ENV
 
-SPEC_FILE = REPO_ROOT / "vms" / "work" / "vagrant-kernels.json"
-BASE_PORT = 2310
+OUT_ENV = "UFFDWP_VAGRANT_OUT"  # the Vagrantfile shares this directory as the machine's output
 SSH_HOST = "127.0.0.1"
 PROVIDER = "libvirt"
-LIBVIRT_URI = "qemu:///system"
 
 
 def machine_name(kernel: str) -> str:
@@ -50,105 +49,12 @@ def domain_name(machine: str) -> str:
     return f"{REPO_ROOT.name}_{machine}"
 
 
-def _virsh(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["virsh", "-c", LIBVIRT_URI, *args], capture_output=True, text=True)
-
-
-def _libvirt_ready() -> bool:
-    return shutil.which("virsh") is not None and _virsh("-q", "version").returncode == 0
-
-
-QEMU_CONF = Path("/etc/libvirt/qemu.conf")
-ROOT_QEMU_CONF = REPO_ROOT / "vms" / "work" / "libvirt-qemu.conf"
-_USER_LINE = re.compile(r"^\s*(user|group)\s*=")
-
-
-def root_qemu_conf(original: str) -> str:
-    """qemu.conf with QEMU run as root: the guest reads the host's / over 9p, and this checkout's
-    python (a pyenv under /root, mode 0700) is out of reach of libvirt's default libvirt-qemu."""
-    kept = [ln for ln in original.splitlines() if not _USER_LINE.match(ln)]
-    return "\n".join([*kept, "# uffdwp: QEMU as root (9p share of the host's /)",
-                      'user = "+0"', 'group = "+0"']) + "\n"
-
-
-def qemu_runs_as_root(pid: int) -> bool:
-    """Whether the libvirtd with this pid runs QEMU as root: its own view of qemu.conf (through
-    /proc/PID/root, so a private bind mount counts) sets user = "+0", "0" or "root"."""
-    try:
-        text = Path(f"/proc/{pid}/root{QEMU_CONF}").read_text()
-    except OSError:
-        return False
-    users = [ln.split("=", 1)[1].strip().strip('"') for ln in text.splitlines()
-             if re.match(r"^\s*user\s*=", ln)]
-    return bool(users) and users[-1] in ("+0", "0", "root")
-
-
-def _pids(name: str) -> list[int]:
-    p = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
-    return [int(x) for x in p.stdout.split()]
-
-
-def ensure_libvirt(console: Console) -> list[Path]:
-    """virtlogd and libvirtd started by hand when not running (machines of this kind run no init
-    system). libvirtd is started in a private mount namespace where qemu.conf runs QEMU as root
-    (see root_qemu_conf); /etc is left as it is. Returns the pid files of the daemons started
-    here, for stop_libvirt()."""
-    started = []
-    if not _pids("virtlogd") and shutil.which("virtlogd"):
-        pidfile = Path("/run/uffdwp-virtlogd.pid")
-        console.print("starting virtlogd -d")
-        if subprocess.run(["virtlogd", "-d", "-p", str(pidfile)]).returncode == 0:
-            started.append(pidfile)
-    running = _pids("libvirtd")
-    if running:
-        if not any(qemu_runs_as_root(p) for p in running):
-            raise SystemExit(
-                f"libvirtd (pid {running[0]}) runs QEMU as libvirt-qemu, which cannot read this "
-                "checkout's python over 9p: stop it and let `uffdwp matrix --via vagrant` start "
-                f'its own, or set user = "+0" and group = "+0" in {QEMU_CONF}')
-    elif shutil.which("libvirtd"):
-        pidfile = Path("/run/uffdwp-libvirtd.pid")
-        ROOT_QEMU_CONF.parent.mkdir(parents=True, exist_ok=True)
-        ROOT_QEMU_CONF.write_text(root_qemu_conf(QEMU_CONF.read_text()))
-        os.chmod(ROOT_QEMU_CONF, 0o600)
-        console.print("starting libvirtd -d (QEMU as root, private qemu.conf)")
-        p = subprocess.run(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c",
-             'mount --bind "$1" "$2" && exec libvirtd -d -p "$3"', "sh",
-             str(ROOT_QEMU_CONF), str(QEMU_CONF), str(pidfile)])
-        if p.returncode == 0:
-            started.append(pidfile)
-    for _ in range(100):
-        if _libvirt_ready():
-            break
-        time.sleep(0.1)
-    return started
-
-
-def stop_libvirt(pidfiles: list[Path], console: Console) -> None:
-    """Stop the daemons ensure_libvirt() started (libvirtd before virtlogd), by their pids."""
-    for pidfile in reversed(pidfiles):
-        try:
-            pid = int(pidfile.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-        try:
-            os.kill(pid, 15)
-            for _ in range(50):  # up to 5 s for it to go
-                time.sleep(0.1)
-                os.kill(pid, 0)
-        except ProcessLookupError:
-            pass
-        console.print(f"stopped {pidfile.stem.removeprefix('uffdwp-')} (pid {pid})")
-        pidfile.unlink(missing_ok=True)
-
-
 def kill_domain(machine: str) -> None:
     """A domain vagrant lost track of would keep running: remove it through libvirt."""
     dom = domain_name(machine)
-    _virsh("destroy", dom)
-    _virsh("undefine", dom, "--remove-all-storage", "--nvram")
-    _virsh("undefine", dom, "--remove-all-storage")
+    virsh("destroy", dom)
+    virsh("undefine", dom, "--remove-all-storage", "--nvram")
+    virsh("undefine", dom, "--remove-all-storage")
 
 
 @contextmanager
@@ -159,7 +65,7 @@ def _watchdog(seconds: float, machine: str):
 
     def fire() -> None:
         state["fired"] = True
-        _virsh("destroy", domain_name(machine))
+        virsh("destroy", domain_name(machine))
 
     t = threading.Timer(max(seconds, 1.0), fire)
     t.daemon = True
@@ -179,16 +85,18 @@ def _file_cm(path: Path):
     return cm
 
 
+def vagrant_env(out: Path, accel: str) -> dict[str, str]:
+    """The environment of each vagrant command for one machine: the Vagrantfile shares `out` as
+    the machine's output directory, its trigger boots the kernel with `accel`."""
+    return {**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1", OUT_ENV: str(out),
+            ACCEL_ENV: "kvm" if accel == "kvm" else "tcg"}
+
+
 def check_ssh_target(conf: dict) -> None:
     """SSH must go to the 127.0.0.1 forward, never to an address of a network."""
     host = conf.get("HostName")
     if host != SSH_HOST:
         raise RuntimeError(f"vagrant ssh-config gives HostName {host!r}, not {SSH_HOST}: refusing")
-
-
-def write_spec(machines: dict) -> None:
-    SPEC_FILE.parent.mkdir(parents=True, exist_ok=True)
-    SPEC_FILE.write_text(json.dumps(machines, indent=1))
 
 
 def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command: str | None, *,
@@ -207,7 +115,7 @@ def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command:
 
 
 def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
-    if not _libvirt_ready():
+    if not libvirt_ready():
         raise SystemExit(f"libvirt not reachable at {LIBVIRT_URI}: are libvirtd/virtlogd running?")
     guest_command = guest_command or default_guest_command()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -217,18 +125,13 @@ def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
     targets = [prepare(s, console.print) for s in specs]
     vm = [t for t in targets if t.via == "qemu" and not t.error]
     acc, why = choose_accel(accel, vm[0].kernel if vm else None)
-    machines = {}
-    for i, t in enumerate(vm):
+    for t in vm:
         out = report_dir / t.spec.name
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
         os.chmod(out, 0o777)  # libvirt's QEMU runs as its own user and writes here over 9p
         write_guest_files(out, t.spec.name, guest_command)
-        machines[t.spec.name] = {"vmlinuz": str(t.kernel.vmlinuz), "initrd": str(t.initrd),
-                                 "port": BASE_PORT + i, "out": str(out),
-                                 "accel": "kvm" if acc == "kvm" else "qemu"}
-    write_spec(machines)
     outcomes = []
     for t in targets:
         oc = KernelOutcome(name=t.spec.name, via="vagrant", status="boot-failed", note=t.note)
@@ -243,7 +146,7 @@ def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
         # explanation of a failed `up`
         vlog = out / "vagrant.log"
         v = vagrant.Vagrant(root=str(REPO_ROOT), out_cm=_file_cm(vlog), err_cm=_file_cm(vlog),
-                            env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"})
+                            env=vagrant_env(out, acc))
         k0 = time.monotonic()
         step = "vagrant up"
         try:

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +51,44 @@ int write_full(int fd, const void *buf, uint64_t len, int stop_fd, int stall_ms)
 			return -EPIPE;
 		if (stall_ms > 0 && uffdwp_now_ns() - last_progress > (uint64_t)stall_ms * 1000000ull)
 			return -ETIMEDOUT; /* the reader took nothing for that long: stopped or stuck */
+	}
+	return 0;
+}
+
+int writev_full(int fd, struct iovec *iov, int n, int stop_fd, int stall_ms)
+{
+	uint64_t last_progress = uffdwp_now_ns();
+	while (n > 0) {
+		ssize_t done = writev(fd, iov, n);
+		if (done > 0) {
+			last_progress = uffdwp_now_ns();
+			while (n > 0 && (size_t)done >= iov->iov_len) { /* skip what went out */
+				done -= (ssize_t)iov->iov_len;
+				iov++;
+				n--;
+			}
+			if (n > 0) {
+				iov->iov_base = (uint8_t *)iov->iov_base + done;
+				iov->iov_len -= (size_t)done;
+			}
+			continue;
+		}
+		if (done == 0)
+			return -EIO;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return -errno;
+		struct pollfd pf[2] = { { .fd = fd, .events = POLLOUT },
+					{ .fd = stop_fd, .events = POLLIN } };
+		if (poll(pf, stop_fd >= 0 ? 2 : 1, 200) < 0 && errno != EINTR)
+			return -errno;
+		if (stop_fd >= 0 && pf[1].revents)
+			return -ECANCELED;
+		if (pf[0].revents & (POLLERR | POLLHUP) && !(pf[0].revents & POLLOUT))
+			return -EPIPE;
+		if (stall_ms > 0 && uffdwp_now_ns() - last_progress > (uint64_t)stall_ms * 1000000ull)
+			return -ETIMEDOUT;
 	}
 	return 0;
 }

@@ -29,6 +29,9 @@ void seal_record(struct rec_hdr *h, uint32_t *chain);
  * for room or for stop_fd (-ECANCELED: an abort interrupts a stuck reader), at most stall_ms
  * without progress when stall_ms > 0 (-ETIMEDOUT). 0 or -errno. */
 int write_full(int fd, const void *buf, uint64_t len, int stop_fd, int stall_ms);
+/* The same for an iovec array (changed as it goes): n entries, at most IOV_MAX. */
+struct iovec;
+int writev_full(int fd, struct iovec *iov, int n, int stop_fd, int stall_ms);
 /* A SIGPIPE raised by our own write must not kill the process: block it in this thread (the
  * previous mask goes to *old when given), and consume the one a failed write left pending. */
 void block_sigpipe(void *old_sigset);

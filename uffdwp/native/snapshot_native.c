@@ -19,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,33 +36,54 @@
 
 /* ----------------------------------------------------------------------------------------------
  * engine
+ *
+ * Each page goes from UNSAVED to QUEUED (the linear pass checksummed it and a slot refers to
+ * it: still protected, so it cannot change before the output thread writes it from memory)
+ * or straight to SAFE (a copy is in a slot: a faulted page). A queued page is SAFE once its
+ * slot is written; then its chunk is unprotected. So the linear pass copies each byte once,
+ * in the kernel, from the frozen memory to the target.
  */
+enum { UNSAVED = 0, QUEUED = 1, SAFE = 2 };
+
 struct snap_region {
-	uint64_t addr, len, ps, pages, next;
-	uint8_t *saved; /* one byte per page: written only by the engine thread */
+	uint64_t addr, len, ps, pages, next, chunk_pages, batch_pages;
+	uint8_t *state;  /* per page: UNSAVED, QUEUED, SAFE (engine thread only) */
+	uint64_t *queued_in; /* per chunk: the slot sequence that refers to it (engine only) */
+};
+
+/* One run of bytes the output thread writes: in the slot's buffer, or region memory. */
+struct piece {
+	const uint8_t *ptr;
+	uint64_t len;
 };
 
 struct slot {
-	uint8_t *buf;
-	uint64_t used;
-	int raw; /* the image header: written as is, no records to seal */
+	uint8_t *buf;      /* record headers and copied pages */
+	uint64_t used;     /* of buf */
+	struct piece *pieces;
+	uint32_t n_pieces, cap_pieces;
+	int32_t ref_region; /* -1, or the region whose pages [ref_first, +ref_count) it refers to */
+	uint64_t ref_first, ref_count;
 };
 
 struct uffdsnap {
 	pthread_t engine, output;
 	int engine_started, output_started;
 	int uffd, uffd_flags, out_fd, out_nonblock, populate, protect, priority, fork_fails;
-	int stall_ms;
+	int stall_ms, busy_poll_us;
 	_Atomic int32_t priority_applied;
-	int engine_evfd; /* output -> engine: a slot was freed, or abort */
+	int engine_evfd; /* output -> engine: a slot was written, or abort */
 	int output_evfd; /* abort -> output thread stuck in poll() */
 	uint32_t n_regions;
 	struct snap_region *r;
-	uint64_t pages_total, chunk_bytes;
+	uint64_t pages_total;
 	uint32_t cur_region;
 	struct memguard guard; /* the engine thread's: the caller may unmap a region under it */
-	int draining;          /* an event is pending: save everything before reading it */
-	uint64_t unsaved;      /* pages not saved yet (engine thread only) */
+	int draining;          /* an event is pending: make everything SAFE before reading it */
+	uint64_t unsaved;      /* pages not SAFE yet (engine thread only) */
+	uint64_t released;     /* slots whose referred pages were made SAFE (engine only) */
+	uint32_t chain;        /* running CRC of record headers, in file order (engine only) */
+	struct rec_hdr *run;   /* the open record of cur: sealed when the next one starts */
 
 	/* ring: slot sequence numbers; slot k lives at slots[k % n_slots] */
 	struct slot *slots;
@@ -71,6 +93,7 @@ struct uffdsnap {
 	pthread_cond_t ready;   /* engine -> output: a slot was committed, or the end */
 	pthread_cond_t done_cv; /* -> uffdsnap_wait */
 	uint64_t committed, written; /* under lock */
+	int writing;                 /* under lock: the output thread writes slot `written` */
 	int producer_done;           /* under lock */
 	int finished;                /* under lock: engine thread has set its final state */
 	struct slot *cur;            /* engine's open slot (sequence == committed) or NULL */
@@ -81,7 +104,8 @@ struct uffdsnap {
 	_Atomic uint64_t pages_saved, linear_pages, fault_pages, zero_pages, data_pages, faults,
 		faults_already, records, bytes_committed, bytes_written, t_start, t_protect, t_frozen,
 		t_saved, t_end, populate_ns, protect_ns, service_max, service_total, ring_waits,
-		events, drains, discarded_bytes, error_addr;
+		events, drains, discarded_bytes, error_addr, faults_waited, patched, batched,
+		engine_cpu_ns, output_cpu_ns;
 	_Atomic uint64_t service_hist[64];
 };
 
@@ -101,6 +125,15 @@ static void set_error_at(struct uffdsnap *s, int err, int phase, uint64_t addr)
 	set_error(s, err, phase);
 }
 
+/* An event is pending: from now on the engine makes every page safe before it reads it. */
+static void start_draining(struct uffdsnap *s)
+{
+	if (!s->draining) {
+		s->draining = 1;
+		atomic_fetch_add(&s->drains, 1);
+	}
+}
+
 static void kick(int evfd)
 {
 	uint64_t one = 1;
@@ -115,11 +148,34 @@ static void drain_evfd(int evfd)
 	(void)ret;
 }
 
+/* --- slots ----------------------------------------------------------------------------------- */
+static void add_piece(struct slot *sl, const uint8_t *ptr, uint64_t len)
+{
+	struct piece *last = sl->n_pieces ? &sl->pieces[sl->n_pieces - 1] : NULL;
+	if (last && last->ptr + last->len == ptr) { /* contiguous: one iovec */
+		last->len += len;
+		return;
+	}
+	sl->pieces[sl->n_pieces++] = (struct piece){ ptr, len };
+}
+
+/* Seal the open record: header CRC and the chain over record headers in file order. */
+static void close_run(struct uffdsnap *s)
+{
+	if (s->run)
+		seal_record(s->run, &s->chain);
+	s->run = NULL;
+}
+
 static void commit_slot(struct uffdsnap *s)
 {
 	if (!s->cur)
 		return;
-	atomic_fetch_add(&s->bytes_committed, s->cur->used);
+	close_run(s);
+	uint64_t bytes = 0;
+	for (uint32_t i = 0; i < s->cur->n_pieces; i++)
+		bytes += s->cur->pieces[i].len;
+	atomic_fetch_add(&s->bytes_committed, bytes);
 	pthread_mutex_lock(&s->lock);
 	s->committed++;
 	pthread_cond_signal(&s->ready);
@@ -127,46 +183,68 @@ static void commit_slot(struct uffdsnap *s)
 	s->cur = NULL;
 }
 
-/* Room for `need` bytes in the open slot, opening a new one if needed. The linear pass leaves
- * `reserve` slots free so a faulting writer finds room at once. NULL: no room now. */
-static uint8_t *room(struct uffdsnap *s, uint64_t need, int for_fault)
+/* Open a slot with room for `need` buffer bytes and `pieces` pieces, committing the open one
+ * if it has no room. The linear pass leaves `reserve` slots free so that a faulting writer
+ * finds room at once. NULL: no room now (the output is behind). */
+static struct slot *room(struct uffdsnap *s, uint64_t need, uint32_t pieces, int for_fault)
 {
-	if (s->cur && s->cur->used + need <= s->slot_bytes)
-		return s->cur->buf + s->cur->used;
+	if (s->cur && s->cur->used + need <= s->slot_bytes &&
+	    s->cur->n_pieces + pieces <= s->cur->cap_pieces)
+		return s->cur;
 	commit_slot(s);
 	pthread_mutex_lock(&s->lock);
-	uint64_t free_slots = s->n_slots - (s->committed - s->written);
+	uint64_t free_slots = s->n_slots - (s->committed - s->released);
 	uint64_t seq = s->committed;
 	pthread_mutex_unlock(&s->lock);
 	if (free_slots == 0 || (!for_fault && free_slots <= s->reserve))
 		return NULL;
 	s->cur = &s->slots[seq % s->n_slots];
 	s->cur->used = 0;
-	s->cur->raw = 0;
-	return s->cur->buf;
+	s->cur->n_pieces = 0;
+	s->cur->ref_region = -1;
+	return s->cur;
 }
 
+/* A record header at the end of the open slot's buffer (the previous one is sealed). */
+static struct rec_hdr *new_record(struct uffdsnap *s, uint32_t type, uint32_t region,
+				  uint64_t first)
+{
+	close_run(s);
+	struct slot *sl = s->cur;
+	struct rec_hdr *h = (struct rec_hdr *)(sl->buf + sl->used);
+	memset(h, 0, sizeof(*h));
+	h->type = type;
+	h->region = region;
+	h->first = first;
+	sl->used += REC_HDR;
+	add_piece(sl, (const uint8_t *)h, REC_HDR);
+	atomic_fetch_add_explicit(&s->records, 1, memory_order_relaxed);
+	s->run = h;
+	return h;
+}
+
+/* Sleep until the output wrote a slot (or, with also_uffd, a message came). In busy-poll
+ * mode the engine first spins that long: a faulting writer then does not wait for this
+ * thread to be woken and scheduled, at the price of a core. */
 static void wait_for_output(struct uffdsnap *s, int also_uffd)
 {
 	atomic_fetch_add(&s->ring_waits, 1);
 	struct pollfd pf[2] = { { .fd = s->engine_evfd, .events = POLLIN },
 				{ .fd = s->uffd, .events = POLLIN } };
-	if (poll(pf, also_uffd ? 2 : 1, 100) > 0 && pf[0].revents)
+	int n = also_uffd ? 2 : 1;
+	if (s->busy_poll_us > 0) {
+		uint64_t until = uffdwp_now_ns() + (uint64_t)s->busy_poll_us * 1000;
+		while (uffdwp_now_ns() < until && !atomic_load(&s->abort_req)) {
+			if (poll(pf, n, 0) > 0) {
+				if (pf[0].revents)
+					drain_evfd(s->engine_evfd);
+				return;
+			}
+			__builtin_ia32_pause();
+		}
+	}
+	if (poll(pf, n, 100) > 0 && pf[0].revents)
 		drain_evfd(s->engine_evfd);
-}
-
-static struct rec_hdr *put_header(struct uffdsnap *s, uint8_t *at, uint32_t type,
-				  uint32_t region, uint64_t first, uint32_t count)
-{
-	struct rec_hdr *h = (struct rec_hdr *)at;
-	memset(h, 0, sizeof(*h));
-	h->type = type;
-	h->region = region;
-	h->first = first;
-	h->count = count;
-	s->cur->used += REC_HDR;
-	atomic_fetch_add_explicit(&s->records, 1, memory_order_relaxed);
-	return h;
 }
 
 static struct snap_region *region_of(struct uffdsnap *s, uint64_t addr, uint32_t *ri)
@@ -181,15 +259,15 @@ static struct snap_region *region_of(struct uffdsnap *s, uint64_t addr, uint32_t
 
 /* Region memory is read under the engine's guard: if the caller unmaps a page before it is
  * saved, its content at the freeze is gone and the snapshot fails, instead of the process. */
-static const void *page_at(struct uffdsnap *s, uint32_t ri, uint64_t idx)
+static const uint8_t *page_at(struct uffdsnap *s, uint32_t ri, uint64_t idx)
 {
-	return (const void *)(uintptr_t)(s->r[ri].addr + idx * s->r[ri].ps);
+	return (const uint8_t *)(uintptr_t)(s->r[ri].addr + idx * s->r[ri].ps);
 }
 
 /* 1 if the page is all zero, 0 if not, -EFAULT if it is not mapped (the snapshot fails). */
 static int page_is_zero(struct uffdsnap *s, uint32_t ri, uint64_t idx)
 {
-	const void *page = page_at(s, ri, idx);
+	const uint8_t *page = page_at(s, ri, idx);
 	if (sigsetjmp(s->guard.jb, 0)) {
 		set_error_at(s, -EFAULT, UFFDSNAP_PHASE_MEMORY, (uint64_t)(uintptr_t)page);
 		return -EFAULT;
@@ -200,16 +278,33 @@ static int page_is_zero(struct uffdsnap *s, uint32_t ri, uint64_t idx)
 	return zero;
 }
 
-/* Copy the page to dst, extending *crc; 0 or -EFAULT (the snapshot fails). */
-static int copy_page(struct uffdsnap *s, uint32_t ri, uint64_t idx, uint8_t *dst, uint32_t *crc)
+/* Extend *crc by the page's CRC32C, read in place; 0 or -EFAULT (the snapshot fails). */
+static int page_crc(struct uffdsnap *s, uint32_t ri, uint64_t idx, uint32_t *crc)
 {
-	const void *page = page_at(s, ri, idx);
+	const uint8_t *page = page_at(s, ri, idx);
 	if (sigsetjmp(s->guard.jb, 0)) {
 		set_error_at(s, -EFAULT, UFFDSNAP_PHASE_MEMORY, (uint64_t)(uintptr_t)page);
 		return -EFAULT;
 	}
 	memguard_arm(&s->guard, (uintptr_t)page, (uintptr_t)page + s->r[ri].ps);
-	*crc = uffdwp_copy_crc(dst, page, s->r[ri].ps, *crc);
+	*crc = uffdsnap_crc32c(*crc, page, s->r[ri].ps);
+	memguard_disarm(&s->guard);
+	return 0;
+}
+
+/* Copy the page to dst, extending *crc (NULL: no CRC); 0 or -EFAULT (the snapshot fails). */
+static int copy_page(struct uffdsnap *s, uint32_t ri, uint64_t idx, uint8_t *dst, uint32_t *crc)
+{
+	const uint8_t *page = page_at(s, ri, idx);
+	if (sigsetjmp(s->guard.jb, 0)) {
+		set_error_at(s, -EFAULT, UFFDSNAP_PHASE_MEMORY, (uint64_t)(uintptr_t)page);
+		return -EFAULT;
+	}
+	memguard_arm(&s->guard, (uintptr_t)page, (uintptr_t)page + s->r[ri].ps);
+	if (crc)
+		*crc = uffdwp_copy_crc(dst, page, s->r[ri].ps, *crc);
+	else
+		memcpy(dst, page, s->r[ri].ps);
 	memguard_disarm(&s->guard);
 	return 0;
 }
@@ -217,27 +312,144 @@ static int copy_page(struct uffdsnap *s, uint32_t ri, uint64_t idx, uint8_t *dst
 static int unprotect(struct uffdsnap *s, uint64_t start, uint64_t len)
 {
 	int ret = uffdwp_writeprotect(s->uffd, start, len, 0);
-	if (ret == -EAGAIN) {
-		/* An event is pending: protection stays until everything is saved (drain). */
-		s->draining = 1;
-		return 0;
-	}
 	if (ret == -ENOENT || ret == -EINVAL) /* split or punched by the caller: piece by piece */
 		ret = uffdwp_writeprotect_mapped(s->uffd, start, len, 0, uffdwp_writeprotect);
 	if (ret == -EAGAIN) {
-		s->draining = 1;
+		/* An event is pending: protection stays until everything is safe (drain). */
+		start_draining(s);
 		return 0;
 	}
 	return ret;
 }
 
-static void mark_saved(struct uffdsnap *s, struct snap_region *r, uint64_t idx)
+static void make_safe(struct uffdsnap *s, struct snap_region *r, uint64_t idx)
 {
-	r->saved[idx] = 1;
-	s->unsaved--;
+	if (r->state[idx] != SAFE) {
+		r->state[idx] = SAFE;
+		s->unsaved--;
+	}
 }
 
-/* Save a faulted page out of order, then unprotect it, which wakes the writer. */
+/* Slots the output has written: their queued pages are safe, so unprotect their chunks
+ * (waking whoever faulted on them meanwhile). While an event holds the mm, the unprotect
+ * waits for the release at the end. */
+static void release_written(struct uffdsnap *s)
+{
+	pthread_mutex_lock(&s->lock);
+	uint64_t written = s->written;
+	pthread_mutex_unlock(&s->lock);
+	for (; s->released < written; s->released++) {
+		struct slot *sl = &s->slots[s->released % s->n_slots];
+		if (sl->ref_region < 0)
+			continue;
+		struct snap_region *r = &s->r[sl->ref_region];
+		for (uint64_t i = sl->ref_first; i < sl->ref_first + sl->ref_count; i++)
+			make_safe(s, r, i);
+		if (!s->draining) {
+			uint64_t start = r->addr + sl->ref_first * r->ps;
+			int ret = unprotect(s, start, sl->ref_count * r->ps);
+			if (ret < 0)
+				set_error_at(s, ret, UFFDSNAP_PHASE_UNPROTECT, start);
+		}
+	}
+	if (!s->unsaved && !atomic_load(&s->t_saved))
+		atomic_store(&s->t_saved, uffdwp_now_ns());
+}
+
+/* --- faults ---------------------------------------------------------------------------------- */
+/* message read -> the page safe (the unprotect follows): the fault's service time */
+static void account_service(struct uffdsnap *s, uint64_t t_read)
+{
+	uint64_t t = uffdwp_now_ns() - t_read;
+	atomic_fetch_add_explicit(&s->service_total, t, memory_order_relaxed);
+	if (t > atomic_load_explicit(&s->service_max, memory_order_relaxed))
+		atomic_store_explicit(&s->service_max, t, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->service_hist[t ? 63 - __builtin_clzll(t) : 0], 1,
+				  memory_order_relaxed);
+}
+
+/* Copy an UNSAVED page into the open slot as a record of its own: it is SAFE. */
+static int save_copy(struct uffdsnap *s, uint32_t ri, uint64_t idx, uint64_t t_read)
+{
+	struct snap_region *r = &s->r[ri];
+	struct slot *sl;
+	while (!(sl = room(s, REC_HDR + r->ps, 2, 1))) {
+		if (atomic_load(&s->abort_req))
+			return -1;
+		wait_for_output(s, 0);
+		release_written(s);
+	}
+	int zero = page_is_zero(s, ri, idx);
+	if (zero < 0)
+		return -1;
+	struct rec_hdr *h = new_record(s, zero ? REC_ZERO : REC_PAGES, ri, idx);
+	h->count = 1;
+	if (!zero) {
+		if (copy_page(s, ri, idx, sl->buf + sl->used, &h->data_crc) < 0)
+			return -1;
+		add_piece(sl, sl->buf + sl->used, r->ps);
+		sl->used += r->ps;
+	}
+	make_safe(s, r, idx);
+	atomic_fetch_add_explicit(zero ? &s->zero_pages : &s->data_pages, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->fault_pages, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->pages_saved, 1, memory_order_relaxed);
+	account_service(s, t_read);
+	return 0;
+}
+
+/* A QUEUED page whose slot the output has not taken yet: give the slot a copy of the page in
+ * its place, so the page can be unprotected now. The copy lives in the open slot's buffer,
+ * which is written (and reused) only after the queued slot. 0, or -1 if that cannot be done
+ * now (the slot is being written: the writer waits for it). */
+static int patch_queued(struct uffdsnap *s, uint32_t ri, uint64_t idx)
+{
+	struct snap_region *r = &s->r[ri];
+	uint64_t seq = r->queued_in[idx / r->chunk_pages];
+	struct slot *open;
+	if (!(open = room(s, r->ps, 0, 1)))
+		return -1;
+	pthread_mutex_lock(&s->lock);
+	struct slot *q = &s->slots[seq % s->n_slots];
+	int ok = seq >= s->written + (uint64_t)s->writing && seq != s->committed &&
+		 q->n_pieces + 2 <= q->cap_pieces;
+	if (ok) {
+		const uint8_t *page = page_at(s, ri, idx);
+		uint8_t *copy = open->buf + open->used;
+		uint32_t k = 0;
+		while (k < q->n_pieces && !(q->pieces[k].ptr <= page &&
+					    page < q->pieces[k].ptr + q->pieces[k].len))
+			k++;
+		if (k == q->n_pieces || copy_page(s, ri, idx, copy, NULL) < 0) {
+			ok = 0;
+		} else {
+			/* [before][copy][after] in place of the piece holding the page */
+			struct piece old = q->pieces[k];
+			uint64_t before = (uint64_t)(page - old.ptr), after = old.len - before - r->ps;
+			uint32_t extra = (before ? 1 : 0) + (after ? 1 : 0);
+			memmove(&q->pieces[k + 1 + extra], &q->pieces[k + 1],
+				(q->n_pieces - k - 1) * sizeof(struct piece));
+			uint32_t at = k;
+			if (before)
+				q->pieces[at++] = (struct piece){ old.ptr, before };
+			q->pieces[at++] = (struct piece){ copy, r->ps };
+			if (after)
+				q->pieces[at] = (struct piece){ page + r->ps, after };
+			q->n_pieces += extra;
+			open->used += r->ps;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!ok)
+		return -1;
+	make_safe(s, r, idx);
+	atomic_fetch_add_explicit(&s->patched, 1, memory_order_relaxed);
+	return 0;
+}
+
+/* Save a faulted page out of order, then unprotect it, which wakes the writer. A fault just
+ * ahead of the linear pass saves the pages after it too (the pass is about to reach them,
+ * and a writer going through memory in order would fault on each). */
 static void serve_fault(struct uffdsnap *s, uint64_t addr, uint64_t t_read)
 {
 	uint32_t ri;
@@ -248,45 +460,45 @@ static void serve_fault(struct uffdsnap *s, uint64_t addr, uint64_t t_read)
 		return;
 	}
 	uint64_t idx = (addr - r->addr) / r->ps, page = r->addr + idx * r->ps;
-	if (r->saved[idx]) {
-		/* saved and unprotected after the fault was queued: that unprotect woke it; wake
-		 * again in case the message outlived the wake-up (or protection is still on because
-		 * an event held it: the release at the end lifts it) */
+	if (r->state[idx] == SAFE) {
+		/* saved meanwhile: its unprotect woke the writer, or will (a written slot not
+		 * released yet, or an event holding protection); wake in case the message
+		 * outlived the wake-up */
 		atomic_fetch_add_explicit(&s->faults_already, 1, memory_order_relaxed);
 		uffdwp_wake(s->uffd, page, r->ps);
 		return;
 	}
-	uint8_t *at;
-	while (!(at = room(s, REC_HDR + r->ps, 1))) { /* room for a data page; a zero one uses less */
-		if (atomic_load(&s->abort_req))
+	uint64_t n = 1;
+	if (r->state[idx] == QUEUED) {
+		if (patch_queued(s, ri, idx) < 0) {
+			/* its slot is being written: the release afterwards wakes the writer */
+			atomic_fetch_add_explicit(&s->faults_waited, 1, memory_order_relaxed);
 			return;
-		wait_for_output(s, 0);
-	}
-	int zero = page_is_zero(s, ri, idx);
-	if (zero < 0)
-		return;
-	struct rec_hdr *h = put_header(s, at, zero ? REC_ZERO : REC_PAGES, ri, idx, 1);
-	if (!zero) {
-		if (copy_page(s, ri, idx, at + REC_HDR, &h->data_crc) < 0)
+		}
+		account_service(s, t_read); /* counted as a page of the linear pass, where it is */
+	} else {
+		if (save_copy(s, ri, idx, t_read) < 0)
 			return;
-		s->cur->used += r->ps;
+		/* just ahead of the pass: the rest of its batch window too, if still unsaved */
+		if (r->batch_pages > 1 && idx >= r->next &&
+		    idx - r->next < 4 * r->chunk_pages) {
+			uint64_t end = (idx / r->batch_pages + 1) * r->batch_pages;
+			end = end < r->pages ? end : r->pages;
+			while (idx + n < end && r->state[idx + n] == UNSAVED &&
+			       !atomic_load(&s->abort_req)) {
+				if (save_copy(s, ri, idx + n, t_read) < 0)
+					return;
+				n++;
+			}
+			atomic_fetch_add_explicit(&s->batched, n - 1, memory_order_relaxed);
+		}
 	}
-	mark_saved(s, r, idx);
-	int ret = unprotect(s, page, r->ps);
-	uint64_t t = uffdwp_now_ns() - t_read;
+	int ret = unprotect(s, page, n * r->ps);
 	if (ret < 0)
 		set_error_at(s, ret, UFFDSNAP_PHASE_UNPROTECT, page);
-	atomic_fetch_add_explicit(zero ? &s->zero_pages : &s->data_pages, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->fault_pages, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->pages_saved, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->service_total, t, memory_order_relaxed);
-	if (t > atomic_load_explicit(&s->service_max, memory_order_relaxed))
-		atomic_store_explicit(&s->service_max, t, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->service_hist[t ? 63 - __builtin_clzll(t) : 0], 1,
-				  memory_order_relaxed);
 }
 
-/* Pages of [start, end) that are not saved: what a discard of that range would lose. */
+/* Pages of [start, end) that are not safe: what a discard of that range would lose. */
 static uint64_t unsaved_in(struct uffdsnap *s, uint64_t start, uint64_t end, uint64_t *first)
 {
 	uint64_t n = 0;
@@ -295,7 +507,7 @@ static uint64_t unsaved_in(struct uffdsnap *s, uint64_t start, uint64_t end, uin
 		uint64_t lo = start > r->addr ? start : r->addr;
 		uint64_t hi = end < r->addr + r->len ? end : r->addr + r->len;
 		for (uint64_t a = lo; a < hi; a += r->ps)
-			if (!r->saved[(a - r->addr) / r->ps] && n++ == 0)
+			if (r->state[(a - r->addr) / r->ps] != SAFE && n++ == 0)
 				*first = a;
 	}
 	return n;
@@ -317,7 +529,7 @@ static void handle_event(struct uffdsnap *s, const struct uffd_msg *m)
 	atomic_fetch_add(&s->events, 1);
 	if (m->event == UFFD_EVENT_REMOVE) {
 		/* Reading this let the discard go on. The engine reads only when no event was
-		 * pending, so pages here are unsaved only if the discard started between that check
+		 * pending, so pages here are unsafe only if the discard started between that check
 		 * and the read: then their content at the freeze may be gone, and the image would
 		 * not be the memory at the freeze. */
 		uint64_t first = 0;
@@ -334,7 +546,7 @@ static void handle_event(struct uffdsnap *s, const struct uffd_msg *m)
 }
 
 /* Read and serve pending messages; returns how many were read, or -1 on error. Reads only
- * while no event is pending or everything is saved: reading an event lets its thread go on,
+ * while no event is pending or everything is safe: reading an event lets its thread go on,
  * and a discard must not run before the pages it drops are saved. */
 static int serve_messages(struct uffdsnap *s)
 {
@@ -342,7 +554,7 @@ static int serve_messages(struct uffdsnap *s)
 	int total = 0;
 	for (;;) {
 		if (s->unsaved && uffdwp_event_pending(s->uffd)) {
-			s->draining = 1;
+			start_draining(s);
 			return total;
 		}
 		ssize_t n = read(s->uffd, msgs, sizeof(msgs));
@@ -368,9 +580,11 @@ static int serve_messages(struct uffdsnap *s)
 	}
 }
 
-/* One chunk of the linear pass: copy what is not saved yet (zero pages as bare records), then
- * unprotect the chunk (not while draining: an event holds protection until all is saved).
- * Returns 1 if it made progress, 0 if the ring is full, -1 at the end or on error. */
+/* --- the linear pass -------------------------------------------------------------------------- */
+/* One chunk: checksum its unsaved pages in place and queue a slot that refers to them (zero
+ * pages as bare records); the output thread writes them straight from memory, and the chunk
+ * is unprotected once it has. Returns 1 if it made progress, 0 if no slot is free, -1 when
+ * every chunk is queued (or on error). */
 static int linear_step(struct uffdsnap *s)
 {
 	while (s->cur_region < s->n_regions && s->r[s->cur_region].next >= s->r[s->cur_region].pages)
@@ -379,49 +593,55 @@ static int linear_step(struct uffdsnap *s)
 		return -1;
 	uint32_t ri = s->cur_region;
 	struct snap_region *r = &s->r[ri];
-	uint64_t chunk = s->chunk_bytes / r->ps ? s->chunk_bytes / r->ps : 1;
-	uint64_t first = r->next, n = r->pages - first < chunk ? r->pages - first : chunk;
-	uint8_t *at = room(s, n * (REC_HDR + r->ps), s->draining);
-	if (!at)
+	uint64_t first = r->next;
+	uint64_t n = r->pages - first < r->chunk_pages ? r->pages - first : r->chunk_pages;
+	/* a slot of its own: its pieces refer to this chunk only, released together */
+	commit_slot(s);
+	struct slot *sl = room(s, n * REC_HDR, 0, s->draining);
+	if (!sl)
 		return 0;
-	struct rec_hdr *run = NULL;
+	uint64_t seq;
+	pthread_mutex_lock(&s->lock);
+	seq = s->committed;
+	pthread_mutex_unlock(&s->lock);
 	uint32_t run_type = 0;
-	uint64_t saved_here = 0;
 	for (uint64_t i = first; i < first + n; i++) {
-		if (r->saved[i]) { /* a writer faulted on it: already saved out of order */
-			run = NULL;
+		if (r->state[i] != UNSAVED) { /* a writer faulted on it: saved out of order */
+			close_run(s);
+			run_type = 0;
 			continue;
 		}
 		int zero = page_is_zero(s, ri, i);
 		if (zero < 0)
 			return -1;
 		uint32_t type = zero ? REC_ZERO : REC_PAGES;
-		if (!run || run_type != type) {
-			run = put_header(s, s->cur->buf + s->cur->used, type, ri, i, 0);
+		if (!s->run || run_type != type) {
+			new_record(s, type, ri, i);
 			run_type = type;
 		}
-		run->count++;
-		if (type == REC_PAGES) {
-			if (copy_page(s, ri, i, s->cur->buf + s->cur->used, &run->data_crc) < 0)
-				return -1;
-			s->cur->used += r->ps;
-			atomic_fetch_add_explicit(&s->data_pages, 1, memory_order_relaxed);
-		} else {
+		s->run->count++;
+		if (zero) {
+			make_safe(s, r, i); /* nothing to write from memory */
 			atomic_fetch_add_explicit(&s->zero_pages, 1, memory_order_relaxed);
+		} else {
+			if (page_crc(s, ri, i, &s->run->data_crc) < 0)
+				return -1;
+			add_piece(sl, page_at(s, ri, i), r->ps);
+			r->state[i] = QUEUED;
+			atomic_fetch_add_explicit(&s->data_pages, 1, memory_order_relaxed);
 		}
-		mark_saved(s, r, i);
-		saved_here++;
+		atomic_fetch_add_explicit(&s->linear_pages, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&s->pages_saved, 1, memory_order_relaxed);
 	}
+	r->queued_in[first / r->chunk_pages] = seq;
 	r->next = first + n;
-	atomic_fetch_add_explicit(&s->linear_pages, saved_here, memory_order_relaxed);
-	atomic_fetch_add_explicit(&s->pages_saved, saved_here, memory_order_relaxed);
-	if (!s->draining) {
-		int ret = unprotect(s, r->addr + first * r->ps, n * r->ps);
-		if (ret < 0)
-			set_error_at(s, ret, UFFDSNAP_PHASE_UNPROTECT, r->addr + first * r->ps);
-	}
+	sl->ref_region = (int32_t)ri;
+	sl->ref_first = first;
+	sl->ref_count = n;
+	commit_slot(s);
 	return 1;
 }
+
 static void *output_main(void *arg);
 
 /* Remove all protection and wake every writer: the exit of every path. An event may hold
@@ -561,6 +781,35 @@ static void freeze(struct uffdsnap *s)
 	free(early);
 }
 
+/* The end record, after every other: it counts pages and records, and carries the chain. */
+static void put_end(struct uffdsnap *s)
+{
+	close_run(s);
+	struct slot *sl;
+	while (!(sl = room(s, REC_HDR, 1, 1))) {
+		if (atomic_load(&s->abort_req))
+			return;
+		wait_for_output(s, 0);
+		release_written(s);
+	}
+	struct rec_hdr *h = (struct rec_hdr *)(sl->buf + sl->used);
+	*h = (struct rec_hdr){ .type = REC_END, .region = 0xffffffffu,
+			       .first = atomic_load(&s->pages_saved),
+			       .count = (uint32_t)atomic_load(&s->records), .data_crc = s->chain };
+	seal_record(h, NULL);
+	sl->used += REC_HDR;
+	add_piece(sl, (const uint8_t *)h, REC_HDR);
+	atomic_store(&s->chain_crc, s->chain);
+	commit_slot(s);
+}
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static void *engine_main(void *arg)
 {
 	struct uffdsnap *s = arg;
@@ -584,29 +833,30 @@ static void *engine_main(void *arg)
 	freeze(s);
 
 	while (!atomic_load(&s->abort_req)) {
-		int was_draining = s->draining;
+		release_written(s);
+		if (!s->unsaved)
+			break; /* every page is in a written slot or a copy */
 		int served = s->draining ? 0 : serve_messages(s);
 		if (served < 0 || atomic_load(&s->abort_req))
 			break;
-		if (s->draining && !was_draining)
-			atomic_fetch_add(&s->drains, 1);
 		int step = linear_step(s);
-		if (step < 0)
+		if (step < 0 && atomic_load(&s->abort_req))
 			break;
-		if (step == 0 && served == 0) /* ring full: sleep until room (or a fault) */
+		if (step <= 0 && served == 0) { /* ring full, or all queued: wait for the output */
+			commit_slot(s);
 			wait_for_output(s, !s->draining);
+		}
 	}
-	if (!atomic_load(&s->abort_req)) {
-		atomic_store(&s->t_saved, uffdwp_now_ns());
-		commit_slot(s);
-	} else {
+	if (!atomic_load(&s->abort_req))
+		put_end(s);
+	else
 		s->cur = NULL;
-	}
 	/* Every page is saved and unprotected on success; on any failure this is what lets the
 	 * writers go. Either way nothing stays protected or blocked. */
 	if (release_all(s) && !atomic_load(&s->error))
 		set_error(s, -EIO, UFFDSNAP_PHASE_UNPROTECT);
 	memguard_release(&s->guard);
+	atomic_store(&s->engine_cpu_ns, thread_cpu_ns());
 	pthread_mutex_lock(&s->lock);
 	s->producer_done = 1;
 	pthread_cond_signal(&s->ready);
@@ -632,69 +882,59 @@ static void *engine_main(void *arg)
 	return NULL;
 }
 
-/* Seal every record header of a slot, in order (the chain covers record order); the data
- * CRCs were computed by the engine as it copied. */
-static void seal_slot(struct uffdsnap *s, struct slot *sl, uint32_t *chain)
-{
-	uint64_t off = 0;
-	while (off < sl->used) {
-		struct rec_hdr *h = (struct rec_hdr *)(sl->buf + off);
-		uint64_t data = h->type == REC_PAGES ? (uint64_t)h->count * s->r[h->region].ps : 0;
-		seal_record(h, chain);
-		off += REC_HDR + data;
-	}
-}
-
 static void *output_main(void *arg)
 {
 	struct uffdsnap *s = arg;
-	uint32_t chain = 0;
+	struct iovec iov[1024];
 	block_sigpipe(NULL);
 	for (;;) {
 		pthread_mutex_lock(&s->lock);
 		while (s->written == s->committed && !s->producer_done &&
 		       !atomic_load(&s->abort_req))
 			pthread_cond_wait(&s->ready, &s->lock);
-		int aborting = atomic_load(&s->abort_req);
-		int end = s->written == s->committed && s->producer_done;
+		int stop = atomic_load(&s->abort_req) ||
+			   (s->written == s->committed && s->producer_done);
 		struct slot *sl = &s->slots[s->written % s->n_slots];
+		s->writing = !stop; /* from here the engine no longer patches this slot */
 		pthread_mutex_unlock(&s->lock);
-		if (aborting)
+		if (stop)
 			break;
-		if (end) {
-			struct rec_hdr h = { .type = REC_END, .region = 0xffffffffu,
-					     .first = atomic_load(&s->pages_saved),
-					     .count = (uint32_t)atomic_load(&s->records),
-					     .data_crc = chain };
-			seal_record(&h, NULL);
-			int ret = write_full(s->out_fd, &h, REC_HDR,
-					     s->out_nonblock ? s->output_evfd : -1, s->stall_ms);
-			if (ret < 0) {
-				drop_pending_sigpipe();
-				set_error(s, ret, UFFDSNAP_PHASE_OUTPUT);
-			} else {
-				atomic_fetch_add(&s->bytes_written, REC_HDR);
-				atomic_store(&s->chain_crc, chain);
+		/* the pieces, straight from the slot's buffer and from region memory */
+		uint64_t bytes = 0;
+		int ret = 0;
+		for (uint32_t k = 0; k < sl->n_pieces && !ret;) {
+			int n = 0;
+			for (; k < sl->n_pieces && n < 1024; k++, n++) {
+				iov[n].iov_base = (void *)(uintptr_t)sl->pieces[k].ptr;
+				iov[n].iov_len = sl->pieces[k].len;
+				bytes += sl->pieces[k].len;
 			}
-			break;
+			ret = writev_full(s->out_fd, iov, n, s->out_nonblock ? s->output_evfd : -1,
+					  s->stall_ms);
 		}
-		if (!sl->raw)
-			seal_slot(s, sl, &chain);
-		int ret = write_full(s->out_fd, sl->buf, sl->used,
-				     s->out_nonblock ? s->output_evfd : -1, s->stall_ms);
 		if (ret < 0) {
 			drop_pending_sigpipe();
-			set_error(s, ret == -ECANCELED ? -ECANCELED : ret,
-				  ret == -ECANCELED ? UFFDSNAP_PHASE_ABORT : UFFDSNAP_PHASE_OUTPUT);
+			if (ret == -EFAULT && sl->ref_region >= 0) /* the caller unmapped the chunk */
+				set_error_at(s, -EFAULT, UFFDSNAP_PHASE_MEMORY,
+					     s->r[sl->ref_region].addr +
+					     sl->ref_first * s->r[sl->ref_region].ps);
+			else
+				set_error(s, ret, ret == -ECANCELED ? UFFDSNAP_PHASE_ABORT
+								    : UFFDSNAP_PHASE_OUTPUT);
+			pthread_mutex_lock(&s->lock);
+			s->writing = 0;
+			pthread_mutex_unlock(&s->lock);
 			kick(s->engine_evfd);
 			break;
 		}
-		atomic_fetch_add(&s->bytes_written, sl->used);
+		atomic_fetch_add(&s->bytes_written, bytes);
 		pthread_mutex_lock(&s->lock);
 		s->written++;
+		s->writing = 0;
 		pthread_mutex_unlock(&s->lock);
 		kick(s->engine_evfd);
 	}
+	atomic_store(&s->output_cpu_ns, thread_cpu_ns());
 	return NULL;
 }
 
@@ -703,12 +943,16 @@ static void snap_destroy(struct uffdsnap *s)
 	if (s->uffd_flags >= 0)
 		fcntl(s->uffd, F_SETFL, s->uffd_flags);
 	if (s->slots)
-		for (uint32_t i = 0; i < s->n_slots; i++)
+		for (uint32_t i = 0; i < s->n_slots; i++) {
 			if (s->slots[i].buf)
 				munmap(s->slots[i].buf, s->slot_bytes);
+			free(s->slots[i].pieces);
+		}
 	if (s->r)
-		for (uint32_t i = 0; i < s->n_regions; i++)
-			free(s->r[i].saved);
+		for (uint32_t i = 0; i < s->n_regions; i++) {
+			free(s->r[i].state);
+			free(s->r[i].queued_in);
+		}
 	free(s->slots);
 	free(s->r);
 	if (s->engine_evfd >= 0)
@@ -743,7 +987,8 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 	s->protect = cfg->protect;
 	s->priority = cfg->engine_priority;
 	s->n_regions = cfg->n_regions;
-	s->chunk_bytes = cfg->chunk_bytes ? cfg->chunk_bytes : 128 * 1024;
+	uint64_t chunk_bytes = cfg->chunk_bytes ? cfg->chunk_bytes : 128 * 1024;
+	s->busy_poll_us = cfg->busy_poll_us;
 	s->n_slots = cfg->n_slots >= 2 ? cfg->n_slots : 32;
 	s->reserve = cfg->reserve_slots < s->n_slots ? cfg->reserve_slots : s->n_slots / 4;
 	if (s->engine_evfd < 0 || s->output_evfd < 0) {
@@ -757,7 +1002,7 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 	s->r = calloc(cfg->n_regions, sizeof(*s->r));
 	if (!s->r)
 		goto nomem;
-	uint64_t need = cfg->prefix_len;
+	uint64_t need = cfg->prefix_len, max_chunk_pages = 1;
 	for (uint32_t i = 0; i < cfg->n_regions; i++) {
 		const struct uffdsnap_region *in = &cfg->regions[i];
 		struct snap_region *r = &s->r[i];
@@ -779,17 +1024,29 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 		r->len = in->length;
 		r->ps = in->page_size;
 		r->pages = in->length / in->page_size;
-		r->saved = calloc(r->pages, 1);
-		if (!r->saved)
+		uint64_t chunk = in->chunk_bytes ? in->chunk_bytes : chunk_bytes;
+		r->chunk_pages = chunk / r->ps ? chunk / r->ps : 1;
+		uint64_t batch = in->fault_batch_bytes ? in->fault_batch_bytes : 64 * 1024;
+		r->batch_pages = batch / r->ps ? batch / r->ps : 1;
+		r->state = calloc(r->pages, 1);
+		r->queued_in = calloc((r->pages + r->chunk_pages - 1) / r->chunk_pages,
+				      sizeof(uint64_t));
+		if (!r->state || !r->queued_in)
 			goto nomem;
 		s->pages_total += r->pages;
 		s->unsaved += r->pages;
-		uint64_t chunk = s->chunk_bytes / r->ps ? s->chunk_bytes / r->ps : 1;
-		if (chunk * (REC_HDR + r->ps) > need)
-			need = chunk * (REC_HDR + r->ps);
+		if (REC_HDR + r->ps > need)
+			need = REC_HDR + r->ps; /* a faulted page, copied */
+		if (r->chunk_pages > max_chunk_pages)
+			max_chunk_pages = r->chunk_pages;
 	}
 	s->slot_bytes = cfg->slot_bytes > need ? cfg->slot_bytes : need;
 	s->slot_bytes = (s->slot_bytes + 4095) & ~(uint64_t)4095;
+	/* a chunk is at most a header and a run per page, plus pages given copies meanwhile; an
+	 * open slot at most one piece per page copied into it for another slot */
+	uint32_t cap = (uint32_t)(2 * max_chunk_pages + 130);
+	if (s->slot_bytes / 4096 + 2 > cap)
+		cap = (uint32_t)(s->slot_bytes / 4096 + 2);
 	s->slots = calloc(s->n_slots, sizeof(*s->slots));
 	if (!s->slots)
 		goto nomem;
@@ -799,6 +1056,11 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 		if (p == MAP_FAILED)
 			goto nomem;
 		s->slots[i].buf = p;
+		s->slots[i].ref_region = -1;
+		s->slots[i].cap_pieces = cap;
+		s->slots[i].pieces = calloc(cap, sizeof(struct piece));
+		if (!s->slots[i].pieces)
+			goto nomem;
 	}
 	/* userfaultfd's poll() answers POLLERR on a blocking fd: the engine needs O_NONBLOCK
 	 * (the caller's setting comes back when the snapshot is freed). */
@@ -808,10 +1070,10 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 		goto fail;
 	}
 	s->uffd_flags = fl;
-	if (cfg->prefix_len) { /* the header goes out first, as a raw slot */
+	if (cfg->prefix_len) { /* the header goes out first, in a slot of its own */
 		memcpy(s->slots[0].buf, cfg->prefix, cfg->prefix_len);
 		s->slots[0].used = cfg->prefix_len;
-		s->slots[0].raw = 1;
+		add_piece(&s->slots[0], s->slots[0].buf, cfg->prefix_len);
 		s->committed = 1;
 		atomic_store(&s->bytes_committed, cfg->prefix_len);
 	}
@@ -847,6 +1109,11 @@ void uffdsnap_get_stats(struct uffdsnap *s, struct uffdsnap_stats *out)
 	if (!s)
 		return;
 	out->events = atomic_load(&s->events);
+	out->faults_waited = atomic_load(&s->faults_waited);
+	out->engine_cpu_ns = atomic_load(&s->engine_cpu_ns);
+	out->output_cpu_ns = atomic_load(&s->output_cpu_ns);
+	out->patched = atomic_load(&s->patched);
+	out->batched = atomic_load(&s->batched);
 	out->drains = atomic_load(&s->drains);
 	out->discarded_bytes = atomic_load(&s->discarded_bytes);
 	out->error_addr = atomic_load(&s->error_addr);

@@ -17,6 +17,8 @@ struct uffdsnap_region {
 	uint64_t address;
 	uint64_t length;
 	uint64_t page_size;
+	uint64_t chunk_bytes;       /* linear-pass step here; 0: the config's (2 MiB for THP) */
+	uint64_t fault_batch_bytes; /* a fault just ahead of the pass saves this much; 0: 64 KiB */
 };
 
 struct uffdsnap_config {
@@ -29,10 +31,12 @@ struct uffdsnap_config {
 	const struct uffdsnap_region *regions;
 	const uint8_t *prefix; /* the image header, written before the first record */
 	uint64_t prefix_len;
-	uint64_t chunk_bytes;  /* linear-pass step (rounded to whole pages) */
-	uint64_t slot_bytes;   /* ring slot size (grown to hold one chunk) */
+	uint64_t chunk_bytes;  /* linear-pass step (rounded to whole pages): one slot each */
+	uint64_t slot_bytes;   /* buffer per slot, for headers and faulted pages' copies */
 	uint32_t n_slots;      /* ring slots */
 	uint32_t reserve_slots; /* slots the linear pass leaves to faulted pages */
+	int32_t busy_poll_us;  /* > 0: the engine spins that long before it sleeps (a core for
+				* lower fault latency) */
 	int32_t engine_priority; /* 0 inherit; > 0 SCHED_FIFO priority; < 0 a nice value */
 	int32_t stall_timeout_ms; /* > 0: fail when a non-blocking target takes nothing that long */
 	int32_t fork_fails;    /* a fork event fails the snapshot (a child would share a region) */
@@ -90,6 +94,12 @@ struct uffdsnap_stats {
 	uint64_t events;               /* fork/remove messages read */
 	uint64_t drains;               /* times a pending event made the engine save all first */
 	uint64_t discarded_bytes;      /* bytes the caller discarded (MADV_DONTNEED/REMOVE) */
+	uint64_t faults_waited;        /* faults on pages whose slot was being written: they waited
+					* for the write */
+	uint64_t patched;              /* faults on queued pages: a copy took their place */
+	uint64_t batched;              /* pages saved with a fault just ahead of the pass */
+	uint64_t engine_cpu_ns;        /* CPU time of the engine thread (set when it ends) */
+	uint64_t output_cpu_ns;        /* CPU time of the output thread (set when it ends) */
 };
 
 struct uffdsnap;

@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from ..cli import HelpFormatter
+from ..kernel_version import KernelVersion, kernel_version, version_signature
 from ..probe import kernel_info, probe
 from . import (
     context,
@@ -57,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the UFFD-WP conformance suites on the running kernel, in parallel, "
                     "and write results.json, report.md, report.html, junit.xml, results.ktap "
                     "and kcidb.json into a report directory.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     p.add_argument("--report", type=Path, default=None, metavar="DIR",
                    help="report directory (default: reports/run-<release>-<timestamp>)")
     p.add_argument("--suites", type=Path, default=None, metavar="PATH",
@@ -122,13 +124,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)
 
 
-def _version_signature() -> str:
-    try:
-        return Path("/proc/version_signature").read_text().strip()  # Ubuntu only
-    except OSError:
-        return ""
-
-
 def _extra_args(args: argparse.Namespace) -> list[str]:
     extra = ["-k", args.keyword] if args.keyword else []
     if getattr(args, "bugs", None):
@@ -182,13 +177,13 @@ def list_cases(args: argparse.Namespace, console: Console) -> int:
 
 
 # --- uffdwp run --------------------------------------------------------------------------------
-def _classify(event: dict, kv: verdicts.KernelVersion | None) -> dict:
+def _classify(event: dict, kv: KernelVersion | None) -> dict:
     verdict, reason = verdicts.classify(event.get("outcome", "error"), event.get("reason", ""),
-                                        event.get("bug"), kv)
+                                        event.get("bug"), kv, event.get("failure"))
     memtype = event.get("memtype") or tables.guess_memtype(event["nodeid"])  # crashed: no props
     return results.make_test(event["nodeid"], event.get("test") or function_name(event["nodeid"]),
                              memtype, verdict, reason,
-                             verdicts.bug_info(event.get("bug")), event.get("duration", 0.0))
+                             verdicts.bug_info(event.get("bug"), kv), event.get("duration", 0.0))
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -227,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     # The suite's commit as the run starts: the code that runs is the code imported now.
     suite = context.suite(session.repo_root())
     accel, accel_evidence = context.accel()
-    kv = verdicts.kernel_version(kernel["release"], kernel["version"], _version_signature())
+    kv = kernel_version(kernel["release"], kernel["version"], version_signature())
     try:
         probed = probe(with_register=False)
     except Exception as exc:  # the report must still be written, saying why
@@ -241,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
         f"run-{_slug(kernel['release'])}-{started.strftime('%Y%m%d-%H%M%S')}")
     report = report.resolve()
     report.mkdir(parents=True, exist_ok=True)
+    # Measurements a suite keeps beside its verdicts (e.g. QEMU's snapshot timings) go here.
+    os.environ.setdefault("UFFDWP_ARTIFACTS", str(report / "artifacts"))
     # The event log is followed while pytest appends to it: keep it on a local file system
     # (a report directory on a guest's 9p share answers such reads with ENODATA), then copy it.
     scratch = Path(tempfile.mkdtemp(prefix="uffdwp-run-"))
@@ -314,7 +311,7 @@ def run(args: argparse.Namespace) -> int:
         "probe_error": probe_error, "uffdwp": __version__, "python": sys.version.split()[0],
         "suite": suite,
         "context": {"package": context.kernel_package(kernel["release"], kernel["version"],
-                                                      _version_signature()),
+                                                      version_signature()),
                     "accel": accel, "accel_evidence": accel_evidence},
         "kcidb": {k: v for k, v in vars(_kcidb_options(args)).items() if v},
     }

@@ -7,10 +7,13 @@ with when="???". Events:
 
   {"event": "collected", "nodeids": [...]}                  once, before the first test
   {"event": "item", "nodeid", "test", "memtype", "bug"}     per item, in --collect-only runs
-  {"event": "test", "nodeid", "test", "memtype", "bug", "outcome", "reason", "message",
-   "duration"}                                              per finished test
+  {"event": "test", "nodeid", "test", "memtype", "bug", "failure", "outcome", "reason",
+   "message", "duration"}                                   per finished test
   {"event": "finished", "exitstatus": int}
 Outcomes: passed | failed | skipped | error | xfailed | xpassed (verdicts.classify reads them).
+"failure" says what failed in a failed test (bugcheck.failure_kind: "bug-check" | "assertion" |
+"exception"), null otherwise: it is read from the exception in the process that ran the test,
+so this plugin's makereport hook runs in xdist workers too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import os
 from typing import IO, Any
 
 import pytest
+
+from .bugcheck import checked_bug, failure_kind
 
 MESSAGE_LIMIT = 8000  # characters of a failure's traceback kept for the reports
 REASON_LIMIT = 500  # the one-line summary that goes into results.json
@@ -38,6 +43,19 @@ def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("uffdwp_events")
     if path and not hasattr(config, "workerinput"):  # xdist workers report to the controller
         config.pluginmanager.register(Recorder(config, path), "uffdwp-recorder")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Record what failed in a test's call, while the exception object still exists."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and call.excinfo is not None:
+        props = [("failure", failure_kind(call.excinfo.value))]
+        if checked_bug(call.excinfo.value):  # of a test showing several: the one that failed
+            props.append(("bug", checked_bug(call.excinfo.value)))
+        item.user_properties.extend(props)  # the teardown report, which _finish reads, copies it
+        report.user_properties.extend(props)
 
 
 def function_name(nodeid: str) -> str:
@@ -116,7 +134,7 @@ class Recorder:
         if report.failed and report.nodeid not in self._collect_errors:
             self._collect_errors.add(report.nodeid)
             self.emit("test", nodeid=report.nodeid, test=function_name(report.nodeid), memtype=None,
-                      bug=None, outcome="error",
+                      bug=None, failure=None, outcome="error",
                       reason=f"collection failed: {_crash_message(report)}",
                       message=_text(report), duration=0.0)
 
@@ -165,6 +183,7 @@ class Recorder:
         props = _properties(report)
         self.emit("test", nodeid=report.nodeid, test=function_name(report.nodeid),
                   memtype=props.get("memtype") or None, bug=props.get("bug"),
+                  failure=props.get("failure") if state["outcome"] == "failed" else None,
                   outcome=state["outcome"], reason=state["reason"], message=state["message"],
                   duration=round(state["duration"], 4))
 

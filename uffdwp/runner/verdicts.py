@@ -1,17 +1,17 @@
 """From a test's outcome, its known-bug key and the kernel, the verdict a report shows.
 
-Pure logic: no pytest, no kernel access. A failure of a test that reproduces a known bug is a
-"known-bug" on a kernel that predates the fix (or where we cannot tell), and a "fail" — a
-regression — on a kernel that has it.
+Pure logic: no pytest, no kernel access. A failure of the check that shows a known bug
+(runner/bugcheck.py) is a "known-bug" on a kernel that predates the fix in its own series (or
+where we cannot tell), and a "fail" — a regression — on a kernel at or past it. Any other failure
+of such a test is not the bug.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Literal
 
 from ..kernel_facts import KNOWN_BUGS, KnownBug
+from ..kernel_version import KernelVersion, release_number
 
 VERDICTS = ("pass", "fail", "skip", "known-bug", "error")
 Verdict = Literal["pass", "fail", "skip", "known-bug", "error"]
@@ -24,84 +24,48 @@ OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 KSFT_PASS, KSFT_FAIL, KSFT_SKIP = 0, 1, 4
 
 
-@dataclass(frozen=True)
-class KernelVersion:
-    major: int
-    minor: int
-    sublevel: int | None  # None: the release string does not say (distro ABI numbering)
-    rc: bool = False  # a -rc pre-release of major.minor
-
-    def __str__(self) -> str:
-        sub = "?" if self.sublevel is None else str(self.sublevel)
-        return f"{self.major}.{self.minor}.{sub}{'-rc' if self.rc else ''}"
-
-
-_RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(.*)$")
-# Debian's uname -v names the package version: "... Debian 6.1.158-1 (2025-...)".
-_DEBIAN = re.compile(r"Debian (\d+)\.(\d+)\.(\d+)")
-# Ubuntu's /proc/version_signature ends with the upstream version: "Ubuntu 5.15.0-91.101-generic
-# 5.15.131".
-_SIGNATURE = re.compile(r"(\d+)\.(\d+)\.(\d+)\s*$")
-
-
-def kernel_version(release: str, version: str = "", signature: str = "") -> KernelVersion | None:
-    """The upstream version of a running kernel, from uname -r, uname -v and (Ubuntu)
-    /proc/version_signature. None if the release string is not x.y[.z]..."""
-    m = _RELEASE.match(release.strip())
-    if not m:
+def fix_release(bug: KnownBug, kv: KernelVersion | None) -> str | None:
+    """The release that brings *bug*'s fix to *kv*'s series: its stable backport, else the
+    mainline release; None where the series never got it (or the kernel is unknown)."""
+    if kv is None:
         return None
-    major, minor = int(m.group(1)), int(m.group(2))
-    sub = int(m.group(3)) if m.group(3) is not None else None
-    rest = m.group(4)
-    rc = bool(re.match(r"-rc\d", rest))
-    if sub:
-        return KernelVersion(major, minor, sub, rc)
-    # "x.y.0-<digits>-flavour" is Debian/Ubuntu ABI numbering: the 0 is not the sublevel.
-    if re.match(r"-\d", rest):
-        for pattern, text in ((_DEBIAN, version), (_SIGNATURE, signature)):
-            d = pattern.search(text or "")
-            if d and (int(d.group(1)), int(d.group(2))) == (major, minor):
-                return KernelVersion(major, minor, int(d.group(3)))
-        return KernelVersion(major, minor, None)
-    return KernelVersion(major, minor, 0, rc)
-
-
-def _series(text: str) -> tuple[int, int, int | None] | None:
-    """'6.1.26' -> (6, 1, 26); '6.1.y' / '6.1' -> (6, 1, None)."""
-    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+|y))?$", text.strip())
-    if not m:
-        return None
-    sub = m.group(3)
-    return int(m.group(1)), int(m.group(2)), int(sub) if sub and sub != "y" else None
+    fixed = release_number(bug.fixed_in)
+    if fixed is not None and kv.series >= fixed[:2]:
+        return bug.fixed_in
+    port = bug.stable_fix(f"{kv.major}.{kv.minor}")
+    return port.release if port else None
 
 
 def fix_status(bug: KnownBug, kv: KernelVersion | None) -> FixStatus:
-    """Whether the kernel has the fix of *bug*: mainline release, then the stable backports."""
-    fixed = _series(bug.fixed_in)
+    """Whether the kernel has the fix of *bug*, judged in its own series: at or past the mainline
+    release that fixed it, or at or past the fix's backport to this stable series. A series
+    without a recorded backport does not have it."""
+    fixed = release_number(bug.fixed_in)
     if kv is None or fixed is None:
         return "unknown"
-    here = (kv.major, kv.minor)
-    if here > fixed[:2]:
+    if kv.series > fixed[:2]:
         return "fixed"
-    if here == fixed[:2]:
+    if kv.series == fixed[:2]:
         # An -rc of the fixing release may or may not have the fix yet.
         return "unknown" if kv.rc else "fixed"
-    for port in bug.backports:
-        series = _series(port)
-        if series is None or series[:2] != here:
-            continue
-        if series[2] is None or kv.sublevel is None:
-            return "unknown"  # "6.1.y" (sublevel unrecorded) or a distro release hiding it
-        return "fixed" if kv.sublevel >= series[2] else "unfixed"
-    return "unfixed"
+    release = fix_release(bug, kv)
+    number = release_number(release) if release else None
+    if number is None or number[2] is None:
+        return "unfixed"
+    if kv.sublevel is None:
+        return "unknown"  # a distro release string that hides its sublevel
+    return "fixed" if kv.sublevel >= number[2] else "unfixed"
 
 
-def bug_info(key: str | None) -> dict | None:
-    """The results.json "bug" object of a known-bug key (None for none or an unknown key)."""
+def bug_info(key: str | None, kv: KernelVersion | None = None) -> dict | None:
+    """The results.json "bug" object of a known-bug key (None for none or an unknown key):
+    the fix, its stable backports, and what they mean for this kernel."""
     bug = KNOWN_BUGS.get(key) if key else None
     if bug is None:
         return None
-    return {"key": bug.key, "commit": bug.commit, "fixed_in": bug.fixed_in}
+    return {"key": bug.key, "commit": bug.commit, "fixed_in": bug.fixed_in,
+            "stable": {f.series: f.release for f in bug.stable},
+            "fix_status": fix_status(bug, kv), "fix_release": fix_release(bug, kv)}
 
 
 def _first_line(text: str, limit: int = 200) -> str:
@@ -109,9 +73,24 @@ def _first_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def classify(outcome: str, reason: str, bug_key: str | None,
-             kv: KernelVersion | None) -> tuple[Verdict, str]:
-    """(verdict, reason) of one test. *reason* is the skip reason or the failure summary."""
+def _bug_failure(bug: KnownBug, msg: str, kv: KernelVersion | None) -> tuple[Verdict, str]:
+    """The verdict of a failure of *bug*'s own check: known bug, or regression past its fix."""
+    status = fix_status(bug, kv)
+    if status == "fixed":
+        return "fail", (f"regression: known bug {bug.commit} reproduced although this kernel "
+                        f"({kv}) has the fix of its series ({fix_release(bug, kv)}; fixed in "
+                        f"{bug.fixed_in}" + (f", backported to {', '.join(bug.backports)}"
+                                             if bug.backports else "") + f"): {msg}")
+    note = "" if status == "unfixed" else " [fix status unknown on this kernel]"
+    return "known-bug", f"{bug.describe()}{note}" + (f" — {msg}" if msg else "")
+
+
+def classify(outcome: str, reason: str, bug_key: str | None, kv: KernelVersion | None,
+             failure: str | None = None) -> tuple[Verdict, str]:
+    """(verdict, reason) of one test. *reason* is the skip reason or the failure summary;
+    *failure* what failed (bugcheck.failure_kind). Only a failure of the known bug's own check
+    ("bug-check") is that bug: a test tied to a bug that fails elsewhere is an ordinary failure
+    (another assertion) or an error (an exception: a precondition the test could not set up)."""
     if outcome == "passed":
         return "pass", ""
     if outcome == "xpassed":
@@ -125,15 +104,13 @@ def classify(outcome: str, reason: str, bug_key: str | None,
         bug = KNOWN_BUGS.get(bug_key) if bug_key else None
         if bug is None:
             return "fail", reason
-        status = fix_status(bug, kv)
         msg = _first_line(reason)
-        if status == "fixed":
-            return "fail", (f"regression: known bug {bug.commit} reproduced although this kernel "
-                            f"({kv}) should have the fix (fixed in {bug.fixed_in}"
-                            + (f", backported to {', '.join(bug.backports)}"
-                               if bug.backports else "") + f"): {msg}")
-        note = "" if status == "unfixed" else " [fix status unknown on this kernel]"
-        return "known-bug", f"{bug.describe()}{note}" + (f" — {msg}" if msg else "")
+        if failure == "bug-check":
+            return _bug_failure(bug, msg, kv)
+        if failure == "assertion":
+            return "fail", f"{msg} (a check other than the one showing known bug {bug.commit})"
+        return "error", (f"{msg} (raised outside the check of known bug {bug.commit}: the test "
+                         "could not tell whether the bug is there)")
     # "error" and anything unexpected: the test could not tell us about the kernel.
     return "error", reason
 

@@ -116,6 +116,9 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
                         "this many seconds")
     p.add_argument("--stall-timeout", type=_seconds, default=None,
                    help="abort when a pipe target takes nothing for this many seconds")
+    p.add_argument("--busy-poll", type=_bounded_int(0, 1_000_000, "--busy-poll"), default=0,
+                   metavar="US", help="the engine spins this many µs before it sleeps: lower "
+                   "fault latency for a core (0: off)")
 
 
 def _register_snapshot(subparsers) -> None:
@@ -170,6 +173,7 @@ def _run_demo(args, verify: bool = True):
                         pattern=Pattern[args.pattern.upper()], memtype=args.memtype,
                         populate=args.populate, verify=verify, progress=update,
                         engine_priority=args.engine_priority, timeout=args.timeout,
+                        busy_poll_us=args.busy_poll,
                         stall_timeout=args.stall_timeout, keep=getattr(args, "keep", True))
     finally:
         if bar:
@@ -330,8 +334,9 @@ def _register_wrlat(subparsers) -> None:
     src.add_argument("--pid", type=_bounded_int(1, 2**22, "--pid"))
     _demo_args(p)
     p.add_argument("--to", dest="target", type=_target, default="file:/dev/null")
-    p.add_argument("--duration", type=_bounded_int(1, 86400, "--duration"), default=10,
-                   help="seconds to trace (--pid)")
+    p.add_argument("--duration", type=_seconds, default=None,
+                   help="seconds to trace (--pid; default: until the process exits or ^C)")
+    p.add_argument("--json", action="store_true", help="print the --pid result as JSON")
     p.set_defaults(func=cmd_wrlat, size=_size("256M"))
 
 
@@ -341,13 +346,7 @@ def cmd_wrlat(args) -> int:
     from .targets import TargetError
 
     if args.pid is not None:
-        reason = wrlat.kprobe_support()
-        if reason:
-            _err(f"cannot trace pid {args.pid}: {reason}")
-            return EXIT_UNSUPPORTED
-        status, out = wrlat.trace_pid(args.pid, args.duration)
-        print(out)
-        return status
+        return wrlat.trace_pid_command(args.pid, args.duration, args.json)
     if args.stats:
         try:
             stalls, _ = wrlat.stalls_from_stats(args.stats)

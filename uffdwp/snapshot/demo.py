@@ -87,7 +87,7 @@ def run_demo(size: int, target: str | None, *, writers: int = 2, rate: int = 0,
              progress: Callable[[Progress | str], None] | None = None,
              record_capacity: int = 1 << 22, engine_priority: int = 0,
              timeout: float | None = None, stall_timeout: float | None = None,
-             keep: bool = False) -> DemoResult:
+             keep: bool = False, busy_poll_us: int = 0) -> DemoResult:
     """Snapshot *size* bytes of *memtype* under *writers* native writers (each *rate* stores/s,
     0 = as fast as it can) to *target*, then check the image if it is a file. Without a
     target the image goes to a temporary file, removed after the check unless *keep*.
@@ -104,7 +104,8 @@ def run_demo(size: int, target: str | None, *, writers: int = 2, rate: int = 0,
         target = f"file:{path}"
     try:
         result = _run(size, target, writers, rate, pattern, memtype, populate, verify,
-                      progress, record_capacity, engine_priority, timeout, stall_timeout)
+                      progress, record_capacity, engine_priority, timeout, stall_timeout,
+                      busy_poll_us)
     finally:
         if temporary and not keep:
             with contextlib.suppress(OSError):
@@ -115,7 +116,7 @@ def run_demo(size: int, target: str | None, *, writers: int = 2, rate: int = 0,
 
 
 def _run(size, target, writers, rate, pattern, memtype, populate, verify, progress,
-         record_capacity, engine_priority, timeout, stall_timeout) -> DemoResult:
+         record_capacity, engine_priority, timeout, stall_timeout, busy_poll_us) -> DemoResult:
     params = {"size": size, "target": str(target), "writers": writers, "rate": rate,
               "pattern": pattern.name.lower(), "memtype": memtype, "populate": populate}
     tgt = parse_target(target)
@@ -133,7 +134,8 @@ def _run(size, target, writers, rate, pattern, memtype, populate, verify, progre
             time.sleep(0.05)
             undisturbed = (sum(w.stats.writes for w in ws) - c0) / (time.monotonic() - t0)
             snap = Snapshot([region], tgt, populate=populate, progress=progress,
-                            engine_priority=engine_priority, stall_timeout=stall_timeout)
+                            engine_priority=engine_priority, stall_timeout=stall_timeout,
+                            busy_poll_us=busy_poll_us)
             snap.start()
             result = snap.wait(timeout)
         finally:
@@ -172,10 +174,10 @@ def _run(size, target, writers, rate, pattern, memtype, populate, verify, progre
 def _protected_pages(region: memory.Region) -> int:
     from .. import kernel_facts as kf
     from .. import pagemap
-    from ..probe import version_tuple
+    from ..kernel_version import at_least, running
 
     since = next(f.since for f in kf.PAGEMAP_FACTS if f.name == "PM_UFFD_WP")
-    if version_tuple(os.uname().release) < version_tuple(since):
+    if not at_least(running(), since):
         return -1  # pagemap shows no uffd-wp bit: the count would always read 0
     try:
         return sum(pagemap.uffd_wp(region.address, region.length, region.page_size))

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from .._ffi import ffi, lib
 from ..errors import UffdError
 from ..kernel_facts import Feature, Ioctl, RegisterMode
-from ..memory import MEMORY_TYPES, PAGE_SIZE, Region, mappings, unmapped_part
+from ..memory import (
+    MEMORY_TYPES,
+    PAGE_SIZE,
+    THP_SIZE,
+    Region,
+    anon_huge_bytes,
+    mappings,
+    unmapped_part,
+)
 from ..uffd import Userfaultfd
 from .image import FLAG_POPULATED, ImageHeader, RegionInfo
 from .targets import Target, TargetError, parse_target
@@ -81,6 +89,11 @@ class SnapshotStats:
     events: int  # fork/remove messages read
     drains: int  # times a pending event made the engine save everything before reading it
     discarded_bytes: int  # what the caller discarded (MADV_DONTNEED/REMOVE) meanwhile
+    faults_waited: int  # faults on pages whose chunk was being written: they waited for it
+    patched: int  # faults on queued pages: a copy took the page's place, unprotected at once
+    batched: int  # pages saved along with a fault just ahead of the linear pass
+    engine_cpu_ns: int  # CPU time of the engine thread
+    output_cpu_ns: int  # CPU time of the output thread
 
     @classmethod
     def read(cls, handle) -> SnapshotStats:
@@ -92,7 +105,8 @@ class SnapshotStats:
                    s.t_saved_ns, s.t_end_ns, s.populate_ns, s.protect_ns, s.service_max_ns,
                    s.service_total_ns, tuple(s.service_hist), s.ring_waits, s.priority_applied,
                    s.state, s.error, s.error_phase, s.error_addr, s.events, s.drains,
-                   s.discarded_bytes)
+                   s.discarded_bytes, s.faults_waited, s.patched, s.batched,
+                   s.engine_cpu_ns, s.output_cpu_ns)
 
     @property
     def duration_s(self) -> float:
@@ -247,6 +261,14 @@ def _comm(pid: str) -> str:
         return "?"
 
 
+def _steps(r: RegionInfo) -> tuple[int, int]:
+    """(chunk, fault batch) bytes for the engine, 0 for its defaults. Where transparent huge
+    pages back the region, both are whole huge pages: an unprotect of part of one splits it."""
+    thp = (r.memtype == "anon" and r.page_size < THP_SIZE and not r.address % THP_SIZE
+           and not r.length % THP_SIZE and anon_huge_bytes(r.address, r.length) > 0)
+    return (THP_SIZE, THP_SIZE) if thp else (0, 0)
+
+
 def _needs_file_wp(memtype: str) -> bool:
     return memtype != "anon"
 
@@ -269,6 +291,8 @@ class Snapshot:
                          waits until the engine runs: on a busy machine that is a time slice.
     stall_timeout:       fail when a pipe or socket target takes nothing for that many seconds
                          (a stopped or stuck reader); None: wait as long as it takes.
+    busy_poll_us:        > 0: when the engine would sleep, it first spins that many µs: a
+                         faulting writer then does not wait for it to be woken (costs a core).
     allow_shared_writers: shared memory (shmem, hugetlb) can be written by other mappings of
                          the same file, in this process or another, and by children forked
                          meanwhile; those writes do not fault on this process's protection and
@@ -286,6 +310,7 @@ class Snapshot:
                  chunk_bytes: int = 128 << 10, slot_bytes: int = 1 << 20, n_slots: int = 32,
                  reserve_slots: int = 8, engine_priority: int = 0,
                  stall_timeout: float | None = None, allow_shared_writers: bool = False,
+                 busy_poll_us: int = 0,
                  progress: Callable[[Progress], None] | None = None,
                  progress_interval: float = 0.1) -> None:
         self._h = None  # close() and __del__ are safe whatever happens below
@@ -306,6 +331,8 @@ class Snapshot:
         if not -20 <= engine_priority <= 99:
             raise ValueError(f"engine_priority {engine_priority}: > 0 is a SCHED_FIFO priority "
                              "(1..99), < 0 a nice value (-20..-1)")
+        if not 0 <= busy_poll_us <= 1_000_000:
+            raise ValueError(f"busy_poll_us must be 0..1000000, not {busy_poll_us}")
         if progress_interval <= 0:
             raise ValueError(f"progress_interval must be positive, not {progress_interval}")
         self.target = parse_target(target)
@@ -313,6 +340,7 @@ class Snapshot:
         self.use_wp_unpopulated = use_wp_unpopulated
         self.tuning = (chunk_bytes, slot_bytes, n_slots, reserve_slots, engine_priority)
         self.stall_timeout = stall_timeout
+        self.busy_poll_us = busy_poll_us
         self.allow_shared_writers = allow_shared_writers
         self.progress = progress
         self.progress_interval = progress_interval
@@ -416,7 +444,7 @@ class Snapshot:
     def _start_native(self, out_fd: int) -> None:
         chunk_bytes, slot_bytes, n_slots, reserve, priority = self.tuning
         regions = ffi.new("struct uffdsnap_region[]",
-                          [(r.address, r.length, r.page_size) for r in self.regions])
+                          [(r.address, r.length, r.page_size, *_steps(r)) for r in self.regions])
         header_bytes = self.header.encode()
         prefix = ffi.from_buffer("uint8_t[]", header_bytes)
         cfg = ffi.new("struct uffdsnap_config *", {
@@ -426,7 +454,8 @@ class Snapshot:
             "prefix": prefix, "prefix_len": len(prefix), "chunk_bytes": chunk_bytes,
             "slot_bytes": slot_bytes, "n_slots": n_slots, "reserve_slots": reserve,
             "engine_priority": priority, "fork_fails": int(self.fork_fails),
-            "stall_timeout_ms": int((self.stall_timeout or 0) * 1000)})
+            "stall_timeout_ms": int((self.stall_timeout or 0) * 1000),
+            "busy_poll_us": self.busy_poll_us})
         self._keep = [regions, header_bytes, prefix, cfg]
         err = ffi.new("int *")
         h = lib.uffdsnap_start(cfg, err)
