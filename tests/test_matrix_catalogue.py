@@ -13,17 +13,29 @@ from uffdwp.matrix.catalogue import (
     CatalogueError,
     load_catalogue,
     parse_catalogue,
+    pin,
     select,
 )
-from uffdwp.matrix.debfetch import depends_names, locate, parse_stanza
+from uffdwp.matrix.debfetch import (
+    Build,
+    bzimage_release,
+    depends_names,
+    image_series,
+    locate,
+    parse_madison,
+    parse_stanza,
+    sort_builds,
+    sources_list,
+)
 from uffdwp.matrix.initramfs import CpioWriter
 from uffdwp.matrix.kmod import canon, modinfo, read_module, resolve
 
 GOOD = """
 [6.1]
 source = debian
-suite = bookworm
+suite = bookworm bookworm-security
 package = linux-image-amd64
+expect_release = 6.1.
 note = Debian 12
 
 [mine]
@@ -40,8 +52,10 @@ def test_shipped_catalogue_has_the_default_kernels():
     cat = load_catalogue(DEFAULT_CATALOGUE)
     for name in DEFAULT_KERNELS:
         assert name in cat
-    assert cat["5.10"].suite == "bullseye"
-    assert cat["7.2"].suite == "sid"
+    # a Debian release with security updates: its suite and its security archive
+    assert cat["5.10"].suites == ("bullseye", "bullseye-security")
+    assert cat["6.1"].suites == ("bookworm", "bookworm-security")
+    assert cat["7.2"].suites == ("sid",)
     assert cat["host"].source == "host"
 
 
@@ -55,7 +69,7 @@ def test_parse_and_select_keeps_order_and_drops_duplicates():
 
 @pytest.mark.parametrize("text, msg", [
     ("[x]\nsource = debian\nsuite = sid\n", "needs suite and package"),
-    ("[x]\nsource = local\nvmlinuz = /v\n", "needs vmlinuz and modules"),
+    ("[x]\nsource = local\nmodules = /m\n", "needs vmlinuz"),
     ("[x]\nsource = floppy\n", "source must be one of"),
     ("[x]\nsource = host\ncolour = blue\n", "unknown keys"),
     ("no section header\n", "section"),
@@ -70,6 +84,83 @@ def test_select_unknown_kernel_names_the_catalogue():
         select(parse_catalogue(GOOD), "9.9")
     with pytest.raises(CatalogueError, match="no kernel"):
         select(parse_catalogue(GOOD), " , ")
+
+
+def test_pin_a_build_by_package_name():
+    cat = parse_catalogue(GOOD)
+    spec = pin(cat, "6.1.0-50")
+    assert spec is not None
+    assert (spec.name, spec.package, spec.suites) == (
+        "6.1.0-50", "linux-image-6.1.0-50-amd64", ("bookworm", "bookworm-security"))
+    assert spec.expect_release == "6.1.0-50-"
+    assert pin(cat, "linux-image-6.1.0-57-amd64").name == "6.1.0-57"
+    assert pin(cat, "5.10.0-32") is None  # no 5.10 entry in this catalogue
+    assert pin(cat, "6.1") is None and pin(cat, "mine") is None
+    assert [k.name for k in select(cat, "6.1,6.1.0-50,6.1.0-50")] == ["6.1", "6.1.0-50"]
+    shipped = load_catalogue(DEFAULT_CATALOGUE)
+    assert pin(shipped, "6.12.117+deb13").package == "linux-image-6.12.117+deb13-amd64"
+    assert pin(shipped, "5.10.0-32").suites == ("bullseye", "bullseye-security")
+
+
+def test_local_entry_needs_no_modules():
+    cat = parse_catalogue("[own]\nsource = local\nvmlinuz = /tmp/bzImage\n")
+    assert cat["own"].modules == ""
+
+
+def test_security_suites_use_the_security_archive():
+    text = sources_list(("bookworm", "bookworm-security"))
+    lines = text.splitlines()
+    assert lines[0].endswith("/debian bookworm main")
+    assert lines[1].endswith("/debian-security bookworm-security main")
+
+
+MADISON = """\
+linux-image-6.1.0-57-amd64 |  6.1.192-3 | SEC bookworm-security/main amd64 Packages
+linux-image-6.1.0-50-amd64 |  6.1.176-1 | MAIN bookworm/main amd64 Packages
+linux-image-6.1.0-50-amd64 |  6.1.176-1 | SEC bookworm-security/main amd64 Packages
+linux-image-6.1.0-9-amd64 |  6.1.27-1 | MAIN bookworm/main amd64 Packages
+linux-image-6.1.0-55-amd64 |  6.1.192-1 | SEC bookworm-security/main amd64 Packages
+linux-image-6.1.0-56-amd64 | 6.1.192-2 | SEC bookworm-security/main amd64 Packages
+linux | 6.1.192-3 | SEC bookworm-security/main Sources
+"""
+
+
+def test_builds_of_a_series_oldest_first():
+    main = "http://deb.debian.org/debian"
+    text = MADISON.replace("SEC ", f"{main}-security ").replace("MAIN ", f"{main} ")
+    builds = sort_builds(parse_madison(text))
+    assert [b.abi for b in builds] == ["6.1.0-9", "6.1.0-50", "6.1.0-55", "6.1.0-56", "6.1.0-57"]
+    # a build in both the suite and its security archive is listed once
+    assert builds[1] == Build("linux-image-6.1.0-50-amd64", "6.1.176-1", "bookworm")
+    assert builds[-1].suite == "bookworm-security"
+
+
+@pytest.mark.parametrize("package, series", [
+    ("linux-image-6.1.0-50-amd64", "6.1"), ("linux-image-6.12.117+deb13-amd64", "6.12"),
+    ("linux-image-5.10.0-32-amd64", "5.10"), ("linux-image-6.1.0-50-cloud-amd64", ""),
+    ("linux-image-6.1.0-50-amd64-dbg", ""), ("linux-image-6.1.0-0.deb11.48-amd64", ""),
+    ("linux-image-amd64", ""), ("linux-image-6.1-amd64", ""),
+])
+def test_image_series(package, series):
+    assert image_series(package) == series
+
+
+def fake_bzimage(version: bytes) -> bytes:
+    image = bytearray(0x4000)
+    image[0x202:0x206] = b"HdrS"
+    at = 0x3000
+    image[0x20E:0x210] = (at - 0x200).to_bytes(2, "little")
+    image[at:at + len(version) + 1] = version + b"\0"
+    return bytes(image)
+
+
+def test_bzimage_release(tmp_path):
+    img = tmp_path / "bzImage"
+    img.write_bytes(fake_bzimage(b"6.1.192 (root@build) #1 SMP PREEMPT_DYNAMIC Tue"))
+    assert bzimage_release(img) == "6.1.192"
+    img.write_bytes(b"\0" * 0x4000)
+    assert bzimage_release(img) == ""
+    assert bzimage_release(tmp_path / "missing") == ""
 
 
 def test_parse_stanza_and_depends():

@@ -326,6 +326,31 @@ KNOWN_BUGS: dict[str, KnownBug] = {b.key: b for b in (
 )}
 
 
+# How each known bug's fix is named where a distribution lists the commits it took: the upstream
+# commit subject (as in the stable queues and Debian's package changelogs), and its CVE where one
+# was assigned. Sources: the stable mailing list's patch mails; Debian's linux changelog
+# (6.1.192-1, bookworm-security) for the CVE ids.
+FIX_NAMES: dict[str, tuple[str, ...]] = {
+    "wp-race-corruption": ("mm/userfaultfd: fix memory corruption due to writeprotect",),
+    "swp-uffd-wp-bit": ("mm/swap: fix pte_same_as_swp() not removing uffd-wp bit when compare",),
+    "unuse-pte-bits": ("mm/swapfile: fix lost swap bits in unuse_pte()",),
+    "fork-special-cases": ("mm/userfaultfd: fix uffd-wp special cases for fork()",),
+    "unregister-reset": ("mm/uffd: reset write protection when unregister with wp-mode",),
+    "shmem-writenotify": (
+        "mm/userfaultfd: enable writenotify while userfaultfd-wp is enabled for a VMA",),
+    "fork-pte-marker": ("mm/uffd: fix pte marker when fork() without fork event",),
+    "hugetlb-cow-wp": ("mm/hugetlb: fix uffd wr-protection for CoW optimization path",),
+    "thp-migration": ("mm/userfaultfd: fix uffd-wp handling for THP migration entries",),
+    "hugetlb-fork": ("mm/hugetlb: fix uffd-wp during fork()",),
+    "hugetlb-unshare": ("mm/hugetlb: fix uffd-wp bit lost when unsharing happens",),
+    "close-reset": ("mm/userfaultfd: reset ptes when close() for wr-protected ones",
+                    "CVE-2024-36881"),
+    "mremap-clear": ("mm: clear uffd-wp PTE/PMD state on mremap()", "CVE-2025-21696"),
+    "mthp-zeropage": ("mm/rmap: fix soft-dirty and uffd-wp bit loss when remapping zero-filled "
+                      "mTHP subpage to shared zeropage",),
+}
+
+
 def feature_fact(name: str) -> Fact:
     for fact in FEATURE_FACTS:
         if fact.name == name:

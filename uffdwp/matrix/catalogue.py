@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import configparser
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import VMS_DIR
@@ -22,12 +23,24 @@ class CatalogueError(ValueError):
 class KernelSpec:
     name: str
     source: str  # debian | local | host
-    suite: str = ""
+    suite: str = ""  # one or more Debian suites, e.g. "bookworm bookworm-security"
     package: str = ""
     vmlinuz: str = ""
-    modules: str = ""
+    modules: str = ""  # may be empty for source=local: everything built in
     expect_release: str = ""
     note: str = ""
+    version: str = ""  # an exact package version (history mode); empty: the newest
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        """The suites a debian entry resolves across (apt picks the newest version among them)."""
+        return tuple(s for s in re.split(r"[\s,]+", self.suite) if s)
+
+    @property
+    def series(self) -> str:
+        """'6.1' for expect_release '6.1.' (the upstream series the entry stands for)."""
+        m = re.match(r"(\d+\.\d+)", self.expect_release)
+        return m.group(1) if m else ""
 
 
 def parse_catalogue(text: str) -> dict[str, KernelSpec]:
@@ -49,8 +62,8 @@ def parse_catalogue(text: str) -> dict[str, KernelSpec]:
             raise CatalogueError(f"[{name}]: source must be one of {SOURCES}, got {source!r}")
         if source == "debian" and not (sec.get("suite") and sec.get("package")):
             raise CatalogueError(f"[{name}]: source=debian needs suite and package")
-        if source == "local" and not (sec.get("vmlinuz") and sec.get("modules")):
-            raise CatalogueError(f"[{name}]: source=local needs vmlinuz and modules")
+        if source == "local" and not sec.get("vmlinuz"):
+            raise CatalogueError(f"[{name}]: source=local needs vmlinuz")
         if "/" in name or name in (".", ".."):
             raise CatalogueError(f"[{name}]: a kernel name is used as a directory name")
         out[name] = KernelSpec(
@@ -70,18 +83,40 @@ def load_catalogue(path: Path = DEFAULT_CATALOGUE) -> dict[str, KernelSpec]:
     return parse_catalogue(Path(path).read_text())
 
 
+# A Debian build named by its ABI ("6.1.0-50", "6.12.117+deb13") or its image package.
+_PIN = re.compile(r"^(?:linux-image-)?((\d+)\.(\d+)\.\d+(?:-\d+|\+deb\d+))(?:-amd64)?$")
+
+
+def pin(catalogue: dict[str, KernelSpec], name: str) -> KernelSpec | None:
+    """A catalogue entry for one Debian build named by package ("6.1.0-50"), resolved in the
+    suites of the debian entry of its series (6.1 -> bookworm, bookworm-security). None if *name*
+    is not such a name or no entry has its series."""
+    m = _PIN.match(name)
+    if not m:
+        return None
+    abi, series = m.group(1), f"{m.group(2)}.{m.group(3)}"
+    for entry in catalogue.values():
+        if entry.source == "debian" and entry.series == series:
+            return replace(entry, name=abi, package=f"linux-image-{abi}-amd64",
+                           expect_release=f"{abi}-", note=f"{entry.note}: build {abi}".strip(": "))
+    return None
+
+
 def select(catalogue: dict[str, KernelSpec], names: str | list[str]) -> list[KernelSpec]:
-    """Pick kernels by a comma-separated list (order kept, duplicates dropped)."""
+    """Pick kernels by a comma-separated list (order kept, duplicates dropped): catalogue names,
+    or Debian builds pinned by package name (see pin)."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",")]
     picked: list[KernelSpec] = []
     for n in names:
         if not n:
             continue
-        if n not in catalogue:
-            raise CatalogueError(f"unknown kernel {n!r}; catalogue has {', '.join(catalogue)}")
-        if catalogue[n] not in picked:
-            picked.append(catalogue[n])
+        spec = catalogue.get(n) or pin(catalogue, n)
+        if spec is None:
+            raise CatalogueError(f"unknown kernel {n!r}; catalogue has {', '.join(catalogue)}, "
+                                 "or name a Debian build of one of its series (e.g. 6.1.0-50)")
+        if spec not in picked:
+            picked.append(spec)
     if not picked:
         raise CatalogueError("no kernel selected")
     return picked

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .catalogue import DEFAULT_CATALOGUE, DEFAULT_KERNELS, CatalogueError, load_catalogue, select
+from .catalogue import (
+    DEFAULT_CATALOGUE,
+    DEFAULT_KERNELS,
+    CatalogueError,
+    KernelSpec,
+    load_catalogue,
+    select,
+)
 
 
 def _positive(v: str) -> float:
@@ -31,9 +38,24 @@ def register(subparsers) -> None:
                     "matrix report from several instead.",
         formatter_class=HelpFormatter)
     p.add_argument("--kernels", default=None,
-                   help="comma-separated catalogue names (vms/kernels.cfg; default: "
-                        f"{','.join(DEFAULT_KERNELS)}); with --merge, the kernels expected "
-                        "(a kernel in no report is listed as missing)")
+                   help="comma-separated catalogue names (vms/kernels.cfg), or Debian builds by "
+                        f"package name (6.1.0-50) (default: {','.join(DEFAULT_KERNELS)}; none "
+                        "with --kernel); with --merge, the kernels expected (a kernel in no "
+                        "report is listed as missing)")
+    p.add_argument("--kernel", type=Path, default=None, metavar="BZIMAGE",
+                   help="also boot a kernel built from a source tree (build it with "
+                        "vms/uffdwp.config merged in: vms/build-kernel.sh)")
+    p.add_argument("--modules", type=Path, default=None, metavar="DIR",
+                   help="that kernel's modules directory (lib/modules/<release>, no modules.dep "
+                        "needed); omit for a kernel with everything built in")
+    p.add_argument("--history", default=None, metavar="SERIES",
+                   help="run the known-bug tests on every build of a catalogue series (e.g. 6.1) "
+                        "still in its suites, and report per bug where the verdict changes")
+    p.add_argument("--bugs", default=None, metavar="KEYS",
+                   help="run only the tests of these known bugs in each guest: 'all' or keys "
+                        "separated by commas (default with --history: all)")
+    p.add_argument("--numa-nodes", type=int, default=1, metavar="N",
+                   help="give each guest N NUMA nodes (2 lets THP migration be tested)")
     p.add_argument("--via", choices=("qemu", "vagrant"), default="qemu",
                    help="QEMU direct kernel boot, or the Vagrant machines of the Vagrantfile "
                         "(./bootstrap.sh --vagrant)")
@@ -54,6 +76,66 @@ def register(subparsers) -> None:
                         "into --report instead of running kernels")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE, help=argparse.SUPPRESS)
     p.set_defaults(func=main)
+
+
+def guest_command(args: argparse.Namespace, bugs: str | None) -> str:
+    """The command each guest runs: --guest-command, or `uffdwp run` (only the tests of *bugs*
+    when given)."""
+    from .guestcmd import RUN_COMMAND, default_guest_command
+
+    if args.guest_command:
+        if bugs:
+            raise CatalogueError("--bugs selects tests of the default guest command; "
+                                 "with --guest-command select them there")
+        return args.guest_command
+    cmd = default_guest_command()
+    if bugs:
+        if cmd != RUN_COMMAND:
+            raise CatalogueError("--bugs needs `uffdwp run` in the guests")
+        cmd += f" --bugs {bugs}"
+    return cmd
+
+
+def local_spec(kernel: Path, modules: Path | None) -> KernelSpec:
+    """A catalogue entry for --kernel/--modules, named by the release the image announces."""
+    from .debfetch import bzimage_release
+
+    if not kernel.is_file():
+        raise CatalogueError(f"--kernel {kernel}: no such file")
+    if modules is not None and not modules.is_dir():
+        raise CatalogueError(f"--modules {modules}: no such directory")
+    release = bzimage_release(kernel)
+    if not release:
+        raise CatalogueError(f"--kernel {kernel}: not an x86 bzImage (no kernel version in its "
+                             "boot header)")
+    return KernelSpec(name=f"local-{release}".replace("/", "_"), source="local",
+                      vmlinuz=str(kernel.resolve()),
+                      modules=str(modules.resolve()) if modules else "",
+                      note=f"built from a source tree: {kernel}")
+
+
+def selected(args: argparse.Namespace) -> list[KernelSpec]:
+    catalogue = load_catalogue(args.catalogue)
+    specs: list[KernelSpec] = []
+    if args.kernels is not None or args.kernel is None:
+        specs = select(catalogue, args.kernels or ",".join(DEFAULT_KERNELS))
+    if args.modules is not None and args.kernel is None:
+        raise CatalogueError("--modules goes with --kernel")
+    if args.kernel is not None:
+        specs.append(local_spec(args.kernel, args.modules))
+    return specs
+
+
+def history_entry(args: argparse.Namespace) -> KernelSpec:
+    catalogue = load_catalogue(args.catalogue)
+    entry = catalogue.get(args.history)
+    if entry is None or entry.source != "debian" or not entry.series:
+        series = [n for n, e in catalogue.items() if e.source == "debian" and e.series]
+        raise CatalogueError(f"--history {args.history}: not a Debian series of the catalogue "
+                             f"({', '.join(series)})")
+    if args.kernels is not None or args.kernel is not None:
+        raise CatalogueError("--history picks its own kernels: drop --kernels/--kernel")
+    return entry
 
 
 def merge(args: argparse.Namespace, console: Console) -> int:
@@ -88,11 +170,29 @@ def main(args: argparse.Namespace) -> int:
     console = Console()
     if args.merge is not None:
         return merge(args, console)
+    if args.numa_nodes < 1:
+        console.print("[red]matrix: --numa-nodes must be at least 1[/]")
+        return 2
     try:
-        specs = select(load_catalogue(args.catalogue), args.kernels or list(DEFAULT_KERNELS))
-    except (CatalogueError, OSError) as e:
+        if args.bugs:
+            from ..runner.plugin import bug_selection
+
+            bug_selection(args.bugs)
+        if args.history:
+            entry = history_entry(args)
+            bugs = args.bugs or "all"
+        else:
+            specs = selected(args)
+            bugs = args.bugs
+        cmd = guest_command(args, bugs) if args.via == "qemu" else args.guest_command
+    except (CatalogueError, OSError, ValueError) as e:
         console.print(f"[red]matrix: {e}[/]")
         return 2
+    if args.history:
+        if args.via != "qemu":
+            console.print("[red]matrix: --history runs under QEMU only[/]")
+            return 2
+        return run_history(args, entry, cmd, console)
     report = args.report or Path("reports") / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
     # SIGTERM (CI cancelling the job) takes the same path as Ctrl-C: guests get killed
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -104,17 +204,50 @@ def main(args: argparse.Namespace) -> int:
                                                    timeout=args.timeout, console=console,
                                                    accel=args.accel)
         else:
-            from .guestcmd import default_guest_command
             from .runner import run_matrix
 
-            cmd = args.guest_command or default_guest_command()
             outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel,
-                                           timeout=args.timeout, jobs=args.jobs, console=console)
+                                           timeout=args.timeout, jobs=args.jobs,
+                                           console=console, numa_nodes=args.numa_nodes)
     except KeyboardInterrupt:
         console.print("[red]matrix: interrupted; guests killed[/]")
         return 130
     _write_kcidb(report, outcomes, console)
     console.print(f"report: {report}/report.html ({summary['seconds']:.0f} s)")
+    return 0 if summary["ok"] else 1
+
+
+def run_history(args: argparse.Namespace, entry: KernelSpec, cmd: str, console: Console) -> int:
+    from . import history
+    from .debfetch import FetchError
+    from .runner import run_matrix
+
+    try:
+        with console.status(f"listing the {entry.series} builds in {', '.join(entry.suites)}"):
+            builds = history.list_builds(entry)
+    except FetchError as e:
+        console.print(f"[red]matrix: {e}[/]")
+        return 2
+    if not builds:
+        console.print(f"[red]matrix: no {entry.series} build in {', '.join(entry.suites)}[/]")
+        return 2
+    specs = history.build_specs(entry, builds)
+    console.print(f"{len(specs)} builds of {entry.series}: {', '.join(s.name for s in specs)}")
+    report = args.report or Path("reports") / (
+        f"history-{entry.series}-{time.strftime('%Y%m%d-%H%M%S')}")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel,
+                                       timeout=args.timeout, jobs=args.jobs, console=console,
+                                       numa_nodes=args.numa_nodes)
+    except KeyboardInterrupt:
+        console.print("[red]matrix: interrupted; guests killed[/]")
+        return 130
+    data = history.write(report, entry.series, outcomes)
+    for bug, line in data["lines"].items():
+        console.print(f"{bug}: {line}", highlight=False)
+    console.print(f"report: {report}/history.md, {report}/report.html "
+                  f"({summary['seconds']:.0f} s)")
     return 0 if summary["ok"] else 1
 
 

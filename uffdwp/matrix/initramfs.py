@@ -87,11 +87,14 @@ def build_initramfs(kernel: KernelFiles, cache_dir: Path = CACHE_DIR,
     init = init_script.read_bytes()
     bb = busybox.read_bytes()
     key = hashlib.sha256(init + bb + kernel.release.encode() + str(kernel.modules).encode()
+                         + f"{kernel.vmlinuz}@{kernel.vmlinuz.stat().st_mtime_ns}".encode()
                          + " ".join(WANTED_MODULES).encode()).hexdigest()[:16]
     out = cache_dir / "initramfs" / f"{kernel.release}-{key}.cpio.gz"
     if out.exists():
         return out
-    order, builtin, blobs = resolve(index_modules(kernel.modules), WANTED_MODULES)
+    # a kernel without modules (everything built in, as vms/uffdwp.config builds it) needs none
+    index = index_modules(kernel.modules) if kernel.modules is not None else {}
+    order, builtin, blobs = resolve(index, WANTED_MODULES)
     w = CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "tmp", "mnt", "modules", "newroot"):
         w.dir(d)

@@ -48,6 +48,7 @@ class KernelOutcome:
     note: str = ""
     record: KernelRecord = field(default_factory=KernelRecord)
     phases: dict[str, float] = field(default_factory=dict)
+    fix_evidence: dict[str, dict] = field(default_factory=dict)  # bug -> changelog.FixEvidence
 
 
 def kernel_version(release: str) -> tuple[int, int] | None:
@@ -344,6 +345,7 @@ def summary_dict(outcomes: list[KernelOutcome], meta: dict) -> dict:
             "detail": o.detail, "notes": r.notes + ([o.note] if o.note else []),
             "dir": f"{o.name}/", "console": f"{o.name}/console.log",
             "results": f"{o.name}/results.json",
+            "changelog": o.fix_evidence,
         })
     meta = {k: v for k, v in meta.items() if k != "report_dir"}  # paths stay relative
     return {"schema": SCHEMA, "suite": context.suite(repo_root()), **meta,

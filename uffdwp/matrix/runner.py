@@ -6,13 +6,17 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from . import qemu
+from . import (
+    changelog,
+    crosscheck,  # noqa: F401  (its report section registers itself)
+    qemu,
+)
 from .accel import choose_accel
 from .catalogue import KernelSpec, host_kernel
 from .debfetch import FetchError, KernelFiles, kernel_files
@@ -33,6 +37,7 @@ class Target:
     initrd: Path | None = None
     error: str = ""
     note: str = ""
+    fix_evidence: dict[str, dict] = field(default_factory=dict)
 
 
 def default_jobs(n_vms: int) -> int:
@@ -49,6 +54,18 @@ def default_jobs(n_vms: int) -> int:
     return max(1, min(cores, by_mem, max(n_vms, 1)))
 
 
+def read_evidence(kernel: KernelFiles) -> tuple[dict[str, dict], str]:
+    """What the kernel's package changelog says about each known bug's fix ({} without one),
+    and why there is none where a changelog exists but cannot be read."""
+    if kernel.changelog is None:
+        return {}, ""
+    try:
+        cl = changelog.read(kernel.changelog)
+    except (OSError, ValueError) as e:  # a damaged changelog costs the cross-check, not the run
+        return {}, f"changelog {kernel.changelog.name} unreadable: {e}"
+    return {k: ev.as_dict() for k, ev in changelog.all_evidence(cl).items()}, ""
+
+
 def prepare(spec: KernelSpec, log) -> Target:
     """Fetch/unpack the kernel and build its initramfs (or decide to run on the host)."""
     try:
@@ -62,23 +79,24 @@ def prepare(spec: KernelSpec, log) -> Target:
         else:
             kernel = kernel_files(spec, log=log)
         initrd = build_initramfs(kernel)
-        note = ""
+        evidence, note = read_evidence(kernel)
         if spec.expect_release and not kernel.release.startswith(spec.expect_release):
             note = f"catalogue expects release {spec.expect_release}*, got {kernel.release}"
-        return Target(spec, "qemu", kernel, initrd, note=note)
+        return Target(spec, "qemu", kernel, initrd, note=note, fix_evidence=evidence)
     except (FetchError, OSError, ValueError, RuntimeError) as e:
         return Target(spec, "qemu", error=f"prepare failed: {e}")
 
 
 def run_one(t: Target, report_dir: Path, guest_command: str, accel: str, timeout: float,
-            on_phase) -> KernelOutcome:
+            on_phase, numa_nodes: int = 1) -> KernelOutcome:
     out = (report_dir / t.spec.name).resolve()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     oc = KernelOutcome(name=t.spec.name, via=t.via, status="boot-failed", note=t.note,
                        package=t.kernel.package if t.kernel else "",
-                       package_version=t.kernel.version if t.kernel else "")
+                       package_version=t.kernel.version if t.kernel else "",
+                       fix_evidence=t.fix_evidence)
     if t.error:
         oc.detail = t.error
         (out / "console.log").write_text(t.error + "\n")
@@ -89,7 +107,7 @@ def run_one(t: Target, report_dir: Path, guest_command: str, accel: str, timeout
     else:
         assert t.kernel is not None and t.initrd is not None
         br = qemu.boot(t.spec.name, t.kernel.vmlinuz, t.initrd, out, accel, timeout,
-                       GUEST_MEMORY_MIB, 1, on_phase)
+                       GUEST_MEMORY_MIB, 1, on_phase, numa_nodes)
     oc.record = load_kernel_dir(out)
     oc.seconds, oc.exit_status = br.seconds, br.exit_status
     oc.detail, oc.phases = br.detail, br.phases
@@ -101,7 +119,8 @@ def run_one(t: Target, report_dir: Path, guest_command: str, accel: str, timeout
 
 def run_matrix(specs: list[KernelSpec], report_dir: Path, guest_command: str, *,
                accel: str = "auto", timeout: float = 600, jobs: int | None = None,
-               console: Console | None = None) -> tuple[list[KernelOutcome], dict]:
+               console: Console | None = None,
+               numa_nodes: int = 1) -> tuple[list[KernelOutcome], dict]:
     console = console or Console()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.monotonic()
@@ -137,7 +156,7 @@ def run_matrix(specs: list[KernelSpec], report_dir: Path, guest_command: str, *,
                 def on_phase(msg: str) -> None:
                     progress.update(tid, description=msg)
 
-                oc = run_one(t, report_dir, guest_command, acc, timeout, on_phase)
+                oc = run_one(t, report_dir, guest_command, acc, timeout, on_phase, numa_nodes)
                 r = oc.record
                 counts = " ".join(f"{k}={v}" for k, v in r.summary.items() if v)
                 feat = "?" if r.features is None else f"0x{r.features:x}"
@@ -158,6 +177,6 @@ def run_matrix(specs: list[KernelSpec], report_dir: Path, guest_command: str, *,
     ordered = [outcomes[t.spec.name] for t in targets if t.spec.name in outcomes]
     meta = {"started": started, "seconds": round(time.monotonic() - t0, 1), "accel": acc,
             "accel_reason": why, "jobs": jobs, "guest_command": guest_command,
-            "host_release": os.uname().release}
+            "host_release": os.uname().release, "numa_nodes": numa_nodes}
     summary = write_report(report_dir, ordered, meta)
     return ordered, summary

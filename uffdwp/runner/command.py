@@ -34,7 +34,7 @@ from . import (
     tables,
     verdicts,
 )
-from .plugin import function_name
+from .plugin import bug_selection, function_name
 from .progress import make_progress
 
 EPILOG = """\
@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "1 runs in one process without xdist")
     p.add_argument("-k", dest="keyword", default=None, metavar="EXPR",
                    help="only tests matching the pytest -k expression")
+    p.add_argument("--bugs", default=None, metavar="KEYS",
+                   help="only the tests that reproduce known bugs: 'all', or bug keys separated "
+                        "by commas (uffdwp.kernel_facts.KNOWN_BUGS)")
     p.add_argument("--allow-known-bugs", action="store_true",
                    help="known bugs (on kernels without the fix) do not fail the run")
     p.add_argument("--list", action="store_true",
@@ -123,6 +126,8 @@ def _slug(text: str) -> str:
 
 def _extra_args(args: argparse.Namespace) -> list[str]:
     extra = ["-k", args.keyword] if args.keyword else []
+    if getattr(args, "bugs", None):
+        extra.append(f"--uffdwp-bugs={args.bugs}")
     return extra + [a for a in args.pytest_args if a != "--"]
 
 
@@ -202,6 +207,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
+    if args.bugs:
+        try:
+            bug_selection(args.bugs)
+        except ValueError as e:
+            console.print(f"[red]uffdwp run: --bugs: {escape(str(e))}[/]")
+            return 2
     if args.list:
         return list_cases(args, console)
 

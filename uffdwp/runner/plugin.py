@@ -34,6 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("uffdwp")
     group.addoption("--uffdwp-events", metavar="PATH", default=None,
                     help="append one JSON line per finished test to PATH (uffdwp run)")
+    group.addoption("--uffdwp-bugs", metavar="KEYS", default=None,
+                    help="run only the tests that reproduce a known bug: 'all', or keys of "
+                         "uffdwp.kernel_facts.KNOWN_BUGS separated by commas")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -189,3 +192,39 @@ class Recorder:
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._out.close()
+
+
+# --- --uffdwp-bugs: only the tests that reproduce known bugs -----------------------------------
+
+def bug_selection(value: str) -> set[str] | None:
+    """--uffdwp-bugs value -> the keys it selects (None: all known bugs). Raises ValueError
+    naming an unknown key."""
+    from ..kernel_facts import KNOWN_BUGS
+
+    keys = {k.strip() for k in value.split(",") if k.strip()}
+    if not keys or keys == {"all"}:
+        return None
+    unknown = sorted(keys - set(KNOWN_BUGS))
+    if unknown:
+        raise ValueError(f"unknown known-bug key(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(KNOWN_BUGS)}")
+    return keys
+
+
+@pytest.hookimpl(trylast=True)  # after suites/conftest.py put each item's bug in user_properties
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    value = config.getoption("uffdwp_bugs")
+    if value is None:
+        return
+    try:
+        keys = bug_selection(value)
+    except ValueError as e:
+        raise pytest.UsageError(f"--uffdwp-bugs: {e}") from None
+    keep, drop = [], []
+    for item in items:
+        bug = dict(item.user_properties).get("bug")
+        (keep if bug and (keys is None or bug in keys) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
