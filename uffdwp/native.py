@@ -200,6 +200,14 @@ class Writer:
     def request_stop(self) -> None:
         lib.uffdwp_writer_request_stop(self._live())
 
+    def throttle(self, percent: int) -> None:
+        """Keep the writer asleep *percent* (0..99) of the time, as QEMU's auto-converge
+        throttles a vCPU: 10 ms slices, each followed by a sleep of percent/(100-percent) of
+        it. 0 lets it run free again."""
+        if not 0 <= percent <= 99:
+            raise ValueError(f"a throttle is 0..99 percent, not {percent}")
+        lib.uffdwp_writer_set_throttle(self._live(), percent)
+
     def close(self, timeout: float = 10.0) -> WriterStats | None:
         """Stop and join. Raises TimeoutError (and keeps the thread) if it is stuck in a fault."""
         if self._w is None:
