@@ -266,12 +266,18 @@ def now_ns() -> int:
     return lib.uffdwp_now_ns()
 
 
+def nearest_rank(n: int, q: float) -> int:
+    """The index of the *q* quantile (0..1) among *n* sorted samples, by nearest rank: the
+    one rule every percentile uffdwp reports follows."""
+    return min(n - 1, int(q * (n - 1) + 0.5))
+
+
 def percentile(samples: Sequence[int], q: float) -> int:
     """The *q* quantile (0..1) of *samples* by nearest rank (0 for no samples)."""
     if not samples:
         return 0
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+    return ordered[nearest_rank(len(ordered), q)]
 
 
 def hist_percentile(hist: Sequence[int], q: float) -> int:
@@ -288,5 +294,5 @@ def hist_percentile(hist: Sequence[int], q: float) -> int:
 
 
 __all__ = ["FaultHandler", "FaultRecord", "HandlerStats", "Pattern", "Policy", "WriteRecord",
-           "Writer", "WriterStats", "hist_percentile", "load_u64", "now_ns", "percentile",
+           "Writer", "WriterStats", "hist_percentile", "load_u64", "nearest_rank", "now_ns", "percentile",
            "store_u64"]
