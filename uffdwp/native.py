@@ -280,19 +280,6 @@ def percentile(samples: Sequence[int], q: float) -> int:
     return ordered[nearest_rank(len(ordered), q)]
 
 
-def hist_percentile(hist: Sequence[int], q: float) -> int:
-    """Upper bound (ns) of the log2 bucket of a Writer histogram that holds the *q* quantile."""
-    total = sum(hist)
-    if not total:
-        return 0
-    seen = 0
-    for i, count in enumerate(hist):
-        seen += count
-        if seen >= q * total:
-            return 1 << (i + 1)
-    return 1 << len(hist)
-
-
 __all__ = ["FaultHandler", "FaultRecord", "HandlerStats", "Pattern", "Policy", "WriteRecord",
-           "Writer", "WriterStats", "hist_percentile", "load_u64", "nearest_rank", "now_ns", "percentile",
+           "Writer", "WriterStats", "load_u64", "nearest_rank", "now_ns", "percentile",
            "store_u64"]
