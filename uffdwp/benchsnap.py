@@ -538,7 +538,9 @@ def _store_figures(run: Run, logs: Sequence[StoreLog], out: Outcome, t_warm: int
     before = stores_in_window(logs, t_warm, t0 - 1)
     if t0 > t_warm:
         run.undisturbed_rate = before.size / ((t0 - t_warm) / 1e9)
-    if run.rate > 0 and run.undisturbed_rate < 0.5 * run.rate * len(logs):
+    if not run.undisturbed_rate:
+        run.note += "; the writers did not store before the window (machine overloaded): no thr"
+    elif run.rate > 0 and run.undisturbed_rate < 0.5 * run.rate * len(logs):
         # a paced writer held off the CPU catches up later, above its pace: thr means little
         run.note += (f"; writers below their pace before the window ({run.undisturbed_rate:,.0f}"
                      f" of {run.rate * len(logs):,} stores/s): the machine is overloaded")
