@@ -200,6 +200,14 @@ class Writer:
     def request_stop(self) -> None:
         lib.uffdwp_writer_request_stop(self._live())
 
+    def throttle(self, percent: int) -> None:
+        """Keep the writer asleep *percent* (0..99) of the time, as QEMU's auto-converge
+        throttles a vCPU: 10 ms slices, each followed by a sleep of percent/(100-percent) of
+        it. 0 lets it run free again."""
+        if not 0 <= percent <= 99:
+            raise ValueError(f"a throttle is 0..99 percent, not {percent}")
+        lib.uffdwp_writer_set_throttle(self._live(), percent)
+
     def close(self, timeout: float = 10.0) -> WriterStats | None:
         """Stop and join. Raises TimeoutError (and keeps the thread) if it is stuck in a fault."""
         if self._w is None:
@@ -258,27 +266,20 @@ def now_ns() -> int:
     return lib.uffdwp_now_ns()
 
 
+def nearest_rank(n: int, q: float) -> int:
+    """The index of the *q* quantile (0..1) among *n* sorted samples, by nearest rank: the
+    one rule every percentile uffdwp reports follows."""
+    return min(n - 1, int(q * (n - 1) + 0.5))
+
+
 def percentile(samples: Sequence[int], q: float) -> int:
     """The *q* quantile (0..1) of *samples* by nearest rank (0 for no samples)."""
     if not samples:
         return 0
     ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
-
-
-def hist_percentile(hist: Sequence[int], q: float) -> int:
-    """Upper bound (ns) of the log2 bucket of a Writer histogram that holds the *q* quantile."""
-    total = sum(hist)
-    if not total:
-        return 0
-    seen = 0
-    for i, count in enumerate(hist):
-        seen += count
-        if seen >= q * total:
-            return 1 << (i + 1)
-    return 1 << len(hist)
+    return ordered[nearest_rank(len(ordered), q)]
 
 
 __all__ = ["FaultHandler", "FaultRecord", "HandlerStats", "Pattern", "Policy", "WriteRecord",
-           "Writer", "WriterStats", "hist_percentile", "load_u64", "now_ns", "percentile",
+           "Writer", "WriterStats", "load_u64", "nearest_rank", "now_ns", "percentile",
            "store_u64"]

@@ -538,6 +538,7 @@ struct uffdwp_writer {
 	_Atomic int stop;
 	_Atomic int running;
 	_Atomic int error;
+	_Atomic int throttle_pct; /* 0..99: percent of each time slice spent asleep (below) */
 	/* stores done and logged: its record is whole before the count covers it (release) */
 	_Atomic uint64_t writes, max_stall, total_stall, t_start, t_end, dropped;
 	_Atomic uint64_t histogram[64];
@@ -577,12 +578,17 @@ static void sleep_until(uint64_t t_ns)
 		;
 }
 
+/* As QEMU's cpu_throttle_thread (migration/cpu-throttle.c): run a 10 ms slice, then sleep
+ * pct/(100-pct) of it, which leaves the thread (100-pct)% of the time. */
+#define THROTTLE_SLICE_NS 10000000ull
+
 static void *writer_main(void *arg)
 {
 	struct uffdwp_writer *w = arg;
 	uint64_t rng = w->seed ? w->seed : 0x9e3779b97f4a7c15ull;
 	uint64_t t0 = uffdwp_now_ns();
 	uint64_t interval = w->rate ? 1000000000ull / w->rate : 0;
+	uint64_t slice_start = t0;
 	struct memguard g;
 	atomic_store(&w->t_start, t0);
 
@@ -623,6 +629,15 @@ static void *writer_main(void *arg)
 			atomic_fetch_add_explicit(&w->dropped, 1, memory_order_relaxed);
 		}
 		atomic_store_explicit(&w->writes, i + 1, memory_order_release);
+		int pct = atomic_load_explicit(&w->throttle_pct, memory_order_relaxed);
+		if (!pct) {
+			slice_start = start;
+		} else if (start - slice_start >= THROTTLE_SLICE_NS) {
+			uint64_t nap = THROTTLE_SLICE_NS * (uint64_t)pct / (uint64_t)(100 - pct);
+			sleep_until(start + nap);
+			t0 += nap; /* a paced writer loses the time asleep instead of catching up */
+			slice_start = start + nap;
+		}
 	}
 out:
 	memguard_release(&g);
@@ -722,6 +737,12 @@ int uffdwp_writer_wait(struct uffdwp_writer *w, int timeout_ms)
 	int running = atomic_load(&w->running);
 	pthread_mutex_unlock(&w->lock);
 	return running ? -ETIMEDOUT : 0;
+}
+
+void uffdwp_writer_set_throttle(struct uffdwp_writer *w, int pct)
+{
+	if (w)
+		atomic_store(&w->throttle_pct, pct < 0 ? 0 : pct > 99 ? 99 : pct);
 }
 
 void uffdwp_writer_request_stop(struct uffdwp_writer *w)

@@ -103,6 +103,9 @@ size_t uffdwp_writer_records(struct uffdwp_writer *w, struct uffdwp_write_record
 /* Waits up to timeout_ms for the writer to finish its writes; 0 if done, -ETIMEDOUT if not. */
 int uffdwp_writer_wait(struct uffdwp_writer *w, int timeout_ms);
 void uffdwp_writer_request_stop(struct uffdwp_writer *w);
+/* Keep the writer asleep pct percent of the time (0..99, clamped), as QEMU's auto-converge
+ * throttles a vCPU: it runs 10 ms slices and sleeps pct/(100-pct) of a slice after each. */
+void uffdwp_writer_set_throttle(struct uffdwp_writer *w, int pct);
 /* Joins the thread (it must not be blocked in a fault any more) and frees w. */
 void uffdwp_writer_free(struct uffdwp_writer *w);
 
