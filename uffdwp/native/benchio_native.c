@@ -15,29 +15,6 @@
 #define IOV_MAX 1024
 #endif
 
-/* writev everything in iov[0..n), riding out EINTR and short writes: 0 or -errno. */
-static int writev_full(int fd, struct iovec *iov, int n)
-{
-	while (n > 0) {
-		ssize_t w = writev(fd, iov, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (char *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
-
 int64_t uffdbench_write_runs(int fd, const uint64_t *runs, uint64_t n_runs, uint64_t chunk)
 {
 	struct iovec iov[IOV_MAX];
@@ -59,7 +36,7 @@ int64_t uffdbench_write_runs(int fd, const uint64_t *runs, uint64_t n_runs, uint
 			addr += take;
 			len -= take;
 			if (batch == chunk || n == IOV_MAX) {
-				int ret = writev_full(fd, iov, n);
+				int ret = writev_full(fd, iov, n, -1, 0);
 				if (ret < 0) {
 					total = ret;
 					goto out;
@@ -71,7 +48,7 @@ int64_t uffdbench_write_runs(int fd, const uint64_t *runs, uint64_t n_runs, uint
 		}
 	}
 	if (n) {
-		int ret = writev_full(fd, iov, n);
+		int ret = writev_full(fd, iov, n, -1, 0);
 		total = ret < 0 ? ret : total + (int64_t)batch;
 	}
 out:
