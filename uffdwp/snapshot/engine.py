@@ -37,7 +37,8 @@ from .targets import Target, TargetError, parse_target
 
 STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_ABORTED = 0, 1, 2, 3
 PHASES = {0: "none", 1: "populate", 2: "protect", 3: "read faults", 4: "unprotect",
-          5: "output", 6: "abort", 7: "read memory", 8: "discard", 9: "fork"}
+          5: "output", 6: "abort", 7: "read memory", 8: "discard", 9: "fork",
+          10: "protection"}
 SHARED_TYPES = ("shmem", "hugetlb")
 
 
@@ -94,6 +95,8 @@ class SnapshotStats:
     batched: int  # pages saved along with a fault just ahead of the linear pass
     engine_cpu_ns: int  # CPU time of the engine thread
     output_cpu_ns: int  # CPU time of the output thread
+    copied_unprotected: int  # linear-pass pages not seen protected (pagemap): copied, not
+    #                          written from memory, where they could change before the write
 
     @classmethod
     def read(cls, handle) -> SnapshotStats:
@@ -106,7 +109,7 @@ class SnapshotStats:
                    s.service_total_ns, tuple(s.service_hist), s.ring_waits, s.priority_applied,
                    s.state, s.error, s.error_phase, s.error_addr, s.events, s.drains,
                    s.discarded_bytes, s.faults_waited, s.patched, s.batched,
-                   s.engine_cpu_ns, s.output_cpu_ns)
+                   s.engine_cpu_ns, s.output_cpu_ns, s.copied_unprotected)
 
     @property
     def duration_s(self) -> float:
@@ -608,6 +611,10 @@ def _explain(err: int, phase: str, stats: SnapshotStats, snap: Snapshot) -> str:
         return ("a child process was forked during the snapshot and maps its shared memory: "
                 "the child's writes would escape the freeze. Snapshot shared memory when no "
                 "child is forked, or pass allow_shared_writers=True")
+    if phase == "protection":
+        return (f"the page at {where} lost its write protection before it was saved, with no "
+                "fault reaching the engine (another userfaultfd or a kernel bug unprotected "
+                "it): it may have changed while it was written, so no image is claimed")
     if phase == "output":
         hints = {errno_mod.ENOSPC: "the target is full: free space or choose another target",
                  errno_mod.EPIPE: "the reader closed the pipe (did the exec command exit?)",
