@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.childproc import assert_ok, run_cli
 from uffdwp import memory
 from uffdwp.benchsnap import Content, nonzero_runs, page_nonzero, region_buffer
 from uffdwp.kernel_facts import Feature
@@ -165,12 +166,15 @@ def test_small_bench_run_gives_every_figure(ctx, memtype, tmp_path):
     have tests of their own above; left out to keep this short)."""
     if STRESS_SCALE < 1:
         pytest.skip("an emulated CPU: the bench would measure the emulator")
-    out = assert_ok(run_cli(
-        "bench", "snapshot", "--size", "64M", "--rates", "idle", "max", "--writers", "1", "2",
+    # as a user runs it (a child: the suites ship in the wheel, without tests/childproc.py)
+    proc = subprocess.run([
+        sys.executable, "-m", "uffdwp", "bench", "snapshot", "--size", "64M",
+        "--rates", "idle", "max", "--writers", "1", "2",
         "--methods", "uffd-wp", "precopy", "precopy-mapped", "stop", "--repeats", "3",
         "--roundtrip-pages", "512", "--roundtrip-rounds", "2", "--dir", str(tmp_path),
-        "--no-plots", "--json", timeout=850))
-    data = json.loads(out)
+        "--no-plots", "--json"], capture_output=True, text=True, timeout=850)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
     ratios = data["ratios"]
     for pattern in ("random", "quarter-zero"):
         bar = data["plain"][pattern]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import REPO_ROOT
+from . import WORK_DIR
 
 LIBVIRT_URI = "qemu:///system"
 VIRTLOGD_PIDFILE = Path("/run/uffdwp-virtlogd.pid")
@@ -31,7 +31,7 @@ def libvirt_ready() -> bool:
 
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
-ROOT_QEMU_CONF = REPO_ROOT / "vms" / "work" / "libvirt-qemu.conf"
+ROOT_QEMU_CONF = WORK_DIR / "libvirt-qemu.conf"
 _USER_LINE = re.compile(r"^\s*(user|group)\s*=")
 
 
