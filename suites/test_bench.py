@@ -4,6 +4,7 @@ auto-converge really slows the writers, the plain-C reference round trip runs, a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -106,7 +107,7 @@ def test_auto_converge_throttles_writers_that_outrun_the_copy(ctx, memtype, tmp_
                          params=ConvergenceParams(downtime_ms=0, sync_period_ms=100),
                          time_limit_s=8)
     assert steps and steps[0] == 20 and out.throttle_max_pct == max(steps)
-    assert all(b - a == 10 or b == 99 for a, b in zip(steps, steps[1:])), steps
+    assert all(b - a == 10 or b == 99 for a, b in itertools.pairwise(steps)), steps
     assert load_mapped(path, region.length, region.page_size) == bytes(region_buffer(region))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Union
 
 from .kernel_facts import MODES, FaultFlag
 
@@ -74,7 +73,7 @@ class UnknownEvent:
     raw: bytes
 
 
-Message = Union[PageFault, ForkEvent, RemapEvent, RemoveEvent, UnmapEvent, UnknownEvent]
+Message = PageFault | ForkEvent | RemapEvent | RemoveEvent | UnmapEvent | UnknownEvent
 
 
 def parse(raw: bytes) -> Message:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass
@@ -20,7 +19,7 @@ class Cell:
     strong: bool = False
 
 
-CellLike = Union[Cell, str, int, float]
+CellLike = Cell | str | int | float
 
 
 @dataclass

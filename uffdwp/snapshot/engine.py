@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -200,7 +201,7 @@ def check_regions(regions: Sequence[RegionInfo]) -> None:
         if r.address + r.length > 1 << 64:
             raise ValueError(f"{where} wraps around the address space")
     by_address = sorted(range(len(regions)), key=lambda k: regions[k].address)
-    for a, b in zip(by_address, by_address[1:]):
+    for a, b in itertools.pairwise(by_address):
         ra, rb = regions[a], regions[b]
         if rb.address < ra.address + ra.length:
             same = "is given twice" if (ra.address, ra.length) == (rb.address, rb.length) \

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import itertools
 import os
 import secrets
 import stat
@@ -152,7 +153,7 @@ class ImageHeader:
             memtype = name.rstrip(b"\0").decode(errors="replace")
             regions.append(RegionInfo(addr, length, ps, memtype))
         spans = sorted((r.address, r.address + r.length, i) for i, r in enumerate(regions))
-        for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:]):
+        for (_, end_a, a), (start_b, _, b) in itertools.pairwise(spans):
             if start_b < end_a:
                 raise ImageError("corrupt", f"regions {a} and {b} overlap", 16)
         return cls(regions, flags, created, version)
