@@ -34,8 +34,10 @@ def _run(argv: list[str | Path], cwd: Path, timeout: float) -> subprocess.Comple
 def _copy_tree(dest: Path) -> None:
     """The checkout as git sees it (tracked, plus new files it does not ignore), without .venv or
     build/: the wheel is built from the sources, not from a developer's leftovers."""
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
-                            "--exclude-standard"], capture_output=True, text=True, check=True)
+    # safe.directory: CI runs this as root in a checkout another user owns
+    files = subprocess.run(["git", "-c", f"safe.directory={ROOT}", "-C", str(ROOT), "ls-files",
+                            "-z", "--cached", "--others", "--exclude-standard"],
+                           capture_output=True, text=True, check=True)
     for name in filter(None, files.stdout.split("\0")):
         src = ROOT / name
         if src.is_file():  # a deleted file stays in the index until committed
