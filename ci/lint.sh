@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
-floor=$(.venv/bin/python -c 'import tomllib
-print(tomllib.load(open("pyproject.toml", "rb"))["project"]["requires-python"].removeprefix(">="))')
+floor=$(sed -n 's/^requires-python = ">=\([0-9.]*\)"$/\1/p' pyproject.toml)
+[ -n "$floor" ] || { echo "lint: no requires-python = \">=X.Y\" in pyproject.toml" >&2; exit 1; }
 # union-types: the runtime `A | B` that sets the floor; eval-annotations: names used in them
 .venv/bin/vermin --quiet --no-tips --violations --feature union-types --eval-annotations \
   --target="$floor-" setup.py uffdwp suites tests ci vms/guest
