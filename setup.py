@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # cffi_modules is a setup() keyword only: the native code is compiled here at install time.
 from pathlib import Path
 

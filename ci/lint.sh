@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Lint, a step of .ci/run and of the pull-request workflow (and of .pre-commit-config.yaml):
 # ruff over the tree, and vermin: no language or library feature newer than the Python floor
 # that pyproject.toml's requires-python states (ruff's target version comes from it too).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot bench's parts on the real kernel: the precopy baselines save what memory holds,
 auto-converge really slows the writers, the plain-C reference round trip runs, and a small
 `uffdwp bench snapshot` gives every figure the issue asks for, consistent with itself."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Every source file says its licence in its first lines (an SPDX identifier, as the kernel
 does), the one pyproject.toml declares, and LICENSE holds that licence's text. New files are
 caught here: a .py, .c, .h, .sh, .S, .cjs file, the Vagrantfile or any script with a #! line."""

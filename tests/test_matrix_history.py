@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """History mode, --kernel and known-bug selection: pure logic, no network, no VM."""
 
 from __future__ import annotations

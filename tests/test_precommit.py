@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The pre-commit hook is CI's lint: a valid config whose one hook runs ci/lint.sh."""
 
 from __future__ import annotations

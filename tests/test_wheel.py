@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """An installed wheel runs its own suites: `pip install <checkout>` into a fresh venv outside
 the checkout, then `uffdwp run` there finds the suites, their conftest and pytest.ini inside the
 installed package (setup.py's TREE, uffdwp/tree.py), not in the checkout.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Typed uffd_msg: page faults and the non-cooperative events."""
 
 from __future__ import annotations

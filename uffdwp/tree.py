@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Where the files uffdwp reads beside its package are: the suites, pytest.ini, the guest files.
 
 Run from a checkout, they are the checkout's own, around the package directory. An installed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run the uffdwp suites on a matrix of real guest kernels (QEMU direct boot or Vagrant).
 
 Modules, one job each:

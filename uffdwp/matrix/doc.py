@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix report's content as plain data — sections of paragraphs and tables of cells — and its
 two renderings, Markdown and self-contained HTML. A view is written once and shows the same in
 both; a new per-kernel row or section needs no HTML or Markdown of its own.

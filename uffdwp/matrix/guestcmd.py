@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What runs inside a guest (or directly on the host): the suites, plus our own API probe.
 
 The per-kernel output directory gets a .guest/ folder with:

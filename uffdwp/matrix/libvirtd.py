@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """libvirtd and virtlogd for the Vagrant machines: started by hand where they are not running
 (machines of this kind run no init system), with QEMU running as root, and stopped again by pid."""
 

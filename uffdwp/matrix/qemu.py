@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Boot one kernel under QEMU (direct kernel boot) and run the guest command in it.
 
 The guest's root is the host's / over virtio-9p (read-only) under a tmpfs overlay, so the repo,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix report: summary.json, report.md, report.html and junit.xml.
 
 In triage order: the verdict line; the kernels with their counts; per-kernel facts; regressions,

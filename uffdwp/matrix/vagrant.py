@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp matrix --via vagrant`: the same guests through Vagrant (vagrant-libvirt) with
 python-vagrant. Lowest-priority runner: QEMU direct boot is the default and the faster one.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a Vagrant machine needs before `vagrant up` creates it; the Vagrantfile's before-up trigger
 runs `python -m uffdwp.matrix.vagrantup KERNEL`.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp run`: the suites on this kernel, with progress, into a report directory."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a run ran on and with, for the reports: the kernel's distribution package, the machine
 (bare metal, KVM or QEMU's TCG emulation) and the suite's own version and commit.
 

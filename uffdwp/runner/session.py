@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Start pytest on the suites in a subprocess and follow the events its plugin appends.
 
 A subprocess (rather than pytest.main in this process) keeps the parent free to draw progress,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Background snapshot of memory regions of this process with UFFD-WP (QEMU's design).
 
     with Snapshot([region], "file:/tmp/snap.img", progress=print) as snap:

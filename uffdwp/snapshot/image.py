@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot image format: header, page records, end record; writer, verifier, loader, restore.
 
 Layout (all integers little-endian)::
