@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The runner of the conformance suites: host setup, skip decisions, per-test context.
 
 Host state (huge pages, a swap file) is joined by the controlling pytest process and restored

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """QEMU's own background snapshot on this kernel — the program UFFD-WP was built for.
 
 A tiny guest (uffdwp/qemusnap/writer.S, a boot sector; no Linux) writes every page of its RAM

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Regression tests for fixed UFFD-WP kernel bugs that user space can reproduce.
 
 Each test names its fix commit and declares ``bug=<key>`` (uffdwp.kernel_facts.KNOWN_BUGS), and

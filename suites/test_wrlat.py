@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp wrlat --pid` traces handle_userfault() in the kernel, and agrees with the writers.
 
 `uffdwp snapshot demo` is started held (a shell waiting on its stdin, then exec'ing the demo,

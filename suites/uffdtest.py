@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """How a conformance test is declared, and the one place that decides whether it can run.
 
 Like the kernel's uffd-unit-tests.c, each test states the memory types it applies to, the

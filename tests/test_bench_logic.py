@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot bench's arithmetic: exact percentiles, which stores count as WP faults, QEMU's
 precopy convergence rule, the headline ratios, the fixed-offset (mapped-ram) file."""
 

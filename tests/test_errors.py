@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Errors carry errno, operation and an actionable hint."""
 
 from __future__ import annotations

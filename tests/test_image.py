@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot image format: round trips, and every truncation or corruption is caught."""
 
 from __future__ import annotations

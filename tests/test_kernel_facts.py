@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel facts table against the compiled headers and the system's own uapi headers."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Debian changelog reading and the cross-check against the suite's verdicts: pure logic on a
 small changelog in tests/data, no network, no VM."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The proof recipes of vms/prove-known-bugs.sh and the kernel config fragment: consistency
 checks, no build, no VM."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Matrix report generation from sample per-kernel result directories."""
 
 from __future__ import annotations

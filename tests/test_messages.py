@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Parsing of uffd_msg (pure logic: the layout is fixed by the uapi)."""
 
 from __future__ import annotations

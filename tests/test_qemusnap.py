@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Pure logic of the QEMU snapshot suite: the consistent-cut rule, the writer's status page, the
 snapshot-added stalls, wrlat's bpftrace histogram parsing and log2 quantiles."""
 

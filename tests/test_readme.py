@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The README's binding example runs as written (against the running kernel)."""
 
 from __future__ import annotations

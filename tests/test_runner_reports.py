@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The report writers of `uffdwp run`, from a sample results document (no kernel needed), each
 checked by its real consumer: kcidb-io, junitparser, the kernel's kunit_parser.py, Chromium."""
 

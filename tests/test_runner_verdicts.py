@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffdwp.runner.verdicts: kernel versions, fix status of known bugs, verdicts, exit status."""
 
 from __future__ import annotations

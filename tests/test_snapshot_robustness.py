@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot engine and the native layer on the paths a real caller walks: concurrent
 snapshots, overlapping regions, memory discarded or unmapped mid-snapshot, shared memory
 written by a child, interrupts, stuck readers, bounded waits, and every misuse of a native

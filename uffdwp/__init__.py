@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffdwp: a Python binding for Linux userfaultfd write-protect, and the suite that checks it.
 
     from uffdwp import Userfaultfd, Feature, RegisterMode, memory

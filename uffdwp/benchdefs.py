@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What `uffdwp bench snapshot` runs by default: its methods, memory patterns, rates and writer
 counts (plain constants, so the CLI can offer them without loading the bench)."""
 

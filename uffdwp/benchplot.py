@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Plots of `uffdwp bench snapshot` results (their JSON), one run or several side by side.
 
 Each panel shows one figure against the write rate, one line per method (the median over the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Snapshot benchmark: UFFD-WP background snapshot against the older ways, every figure measured
 beside its bar in the same run.
 

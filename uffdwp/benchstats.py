@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The benchmark's arithmetic, kept apart from anything that measures: exact percentiles,
 medians of bars, which stores waited on a write-protect fault, and the ratios reported.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The `uffdwp` command line: one parser, subcommands registered by the modules that own them."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Exceptions of the binding: each carries the errno, the operation and a hint to act on."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel facts about userfaultfd: the one table uffdwp consults.
 
 Every number the binding puts into a syscall, and every "which mainline version brought this",

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The upstream version of a kernel, from what the kernel says about itself: the one parser.
 
 `uname -r` alone is not enough on distribution kernels: Debian and Ubuntu number their ABI

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The five memory types the kernel's own uffd tests use, mapped for one test or snapshot.
 
 anon             private anonymous memory

@@ -1,10 +1,10 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Typed uffd_msg: page faults and the non-cooperative events."""
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Union
 
 from .kernel_facts import MODES, FaultFlag
 
@@ -74,7 +74,7 @@ class UnknownEvent:
     raw: bytes
 
 
-Message = Union[PageFault, ForkEvent, RemapEvent, RemoveEvent, UnmapEvent, UnknownEvent]
+Message = PageFault | ForkEvent | RemapEvent | RemoveEvent | UnmapEvent | UnknownEvent
 
 
 def parse(raw: bytes) -> Message:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Native threads that never need the GIL: a fault-servicing handler and a timed writer.
 
 A Python write to write-protected memory faults while holding the GIL, so a handler written in

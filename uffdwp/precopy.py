@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Dirty-logging precopy, the older way to save memory that keeps changing, as baselines for
 the snapshot bench.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What the running kernel offers: the negotiated API, per memory type, access and huge pages."""
 
 from __future__ import annotations

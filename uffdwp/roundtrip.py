@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Write-fault round trip: how long a store to a write-protected page waits until the handler
 has unprotected it, for uffdwp's native handler and, in the same run, for a minimal handler in
 plain C (uffdwp/native/wpref_native.c: its own threads, poll + read + UFFDIO_WRITEPROTECT, no

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A userfaultfd: open, handshake, register, resolve, read messages.
 
 Every ioctl goes through cffi, which releases the GIL for the call, so one Python thread may

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Write-fault latency: how long writers waited on UFFD-WP faults (after QEMU's
 scripts/userfaultfd-wrlat.py, which times handle_userfault() with BCC).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a Debian kernel's package changelog says about each known bug's fix.
 
 Debian's linux changelog (changelog.Debian.gz in the image package) lists, per upload, the

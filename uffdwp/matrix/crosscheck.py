@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Each known bug, per kernel: the suite's verdict beside what the package changelog says.
 
 The two are independent: the suite observes the kernel, the changelog is what the distribution

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp matrix --history 6.1`: the known-bug tests on every build of a series still in the
 archive (the suite and its security archive), and per bug the builds where its verdict changes.
 

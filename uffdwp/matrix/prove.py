@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Prove each known bug on real kernels: its tests fail on a kernel without the fix and pass on
 one with it. Not for CI (kernel builds and guest runs take an hour or more): a person runs
 `vms/prove-known-bugs.sh [BUG ...]`.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix report's QEMU section: per kernel, the row "QEMU background snapshot" (verdict,
 times, image sizes) and the wrlat histograms, from what the suites left in
 <kernel>/artifacts/ (qemu-snapshot-<memtype>.json, wrlat-demo.json) beside their verdicts.

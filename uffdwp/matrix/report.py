@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix report: summary.json, report.md, report.html and junit.xml.
 
 In triage order: the verdict line; the kernels with their counts; per-kernel facts; regressions,
@@ -26,7 +27,6 @@ from pathlib import Path
 
 from ..kernel_facts import FEATURE_FACTS
 from ..runner import context, junit, skips, tables
-from ..runner.session import repo_root
 from .doc import Cell, Section, Table, render_html, render_md
 from .results import VERDICTS, KernelRecord
 
@@ -348,7 +348,7 @@ def summary_dict(outcomes: list[KernelOutcome], meta: dict) -> dict:
             "changelog": o.fix_evidence,
         })
     meta = {k: v for k, v in meta.items() if k != "report_dir"}  # paths stay relative
-    return {"schema": SCHEMA, "suite": context.suite(repo_root()), **meta,
+    return {"schema": SCHEMA, "suite": context.suite(), **meta,
             "ok": overall_ok(outcomes),
             "feature_table": [{"name": f.name, "bit": f.value.bit_length() - 1,
                                "since": f.since} for f in FEATURE_FACTS],

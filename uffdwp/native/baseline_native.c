@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Writers for benchmark baselines and tests: the image format from memory that is not being
  * snapshotted (stopped writers, a fork child, rounds of dirty pages). See baseline_native.h. */
 #define _GNU_SOURCE

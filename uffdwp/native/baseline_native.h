@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Writers for benchmark baselines and tests (the snapshot engine writes its images itself).
  * Plain C declarations only: cffi reads this file as its cdef. */
 #ifndef UFFDWP_BASELINE_NATIVE_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Output of the benchmark's bars and baselines (benchio_native.h). */
 #define _GNU_SOURCE
 #include <errno.h>

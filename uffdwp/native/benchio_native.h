@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Output of the benchmark's bars and baselines, natively so that Python's per-call cost does
  * not weigh on what is compared. Plain C declarations only: cffi reads this file as its cdef. */
 #ifndef UFFDWP_BENCHIO_NATIVE_H

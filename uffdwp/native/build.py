@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """cffi builder for uffdwp._native (compiled at install by setup.py's cffi_modules)."""
 
 from pathlib import Path

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Causal chain writers for consistency tests. See chain_native.h. */
 #define _GNU_SOURCE
 #include <errno.h>

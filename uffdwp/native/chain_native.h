@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Test writers whose stores form a causal chain. Plain C declarations only: cffi reads this
  * file as its cdef. */
 #ifndef UFFDWP_CHAIN_NATIVE_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Guarded memory access. See memguard_native.h and uffdwp_internal.h (MEMGUARD_*).
  *
  * A thread arms a guard over an address range, then touches it; if that touch raises SIGSEGV

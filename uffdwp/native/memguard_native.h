@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Access to memory the caller may unmap at any moment: a fault ends in -EFAULT, not in SIGSEGV
  * or SIGBUS. Plain C declarations only: cffi reads this file as its cdef.
  */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Page data: CRC32C (Castagnoli) and the zero-page test, natively. See pagedata_native.h. */
 #define _GNU_SOURCE
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Page data helpers: CRC32C (SSE4.2 where the CPU has it) and the zero-page test.
  * Plain C declarations only: cffi reads this file as its cdef. */
 #ifndef UFFDWP_PAGEDATA_NATIVE_H

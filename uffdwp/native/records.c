@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Image records and output helpers. See records.h. */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* The image's record format and output helpers, shared by the snapshot engine and the baseline
  * writers (uffdwp/snapshot/image.py mirrors the format). Internal: cffi does not read it. */
 #ifndef UFFDWP_RECORDS_H

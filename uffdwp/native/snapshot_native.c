@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Background snapshot engine. See snapshot_native.h and uffdwp/snapshot/image.py (the format).
  *
  * Threads: the engine thread owns the userfaultfd and is the only producer of records; the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Native background-snapshot engine of uffdwp (QEMU's "background snapshot" design).
  *
  * One engine thread owns the userfaultfd: it freezes the regions (UFFDIO_WRITEPROTECT), then

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* uapi definitions newer than Debian 12's <linux/userfaultfd.h> and <linux/fs.h>.
  *
  * Each block is guarded by a symbol the newer header defines, so a system header that has them

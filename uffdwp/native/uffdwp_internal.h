@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Helpers shared by the C files of uffdwp, not part of the Python-visible API (cffi reads only
  * the *_native.h headers). */
 #ifndef UFFDWP_INTERNAL_H

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* Native part of uffdwp. See uffdwp_native.h. */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* Native building blocks of uffdwp: syscall wrappers and threads that never need the GIL.
  * Functions return 0 or a non-negative result on success and -errno on failure.
  */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* The minimal UFFD-WP round trip the native handler is measured against (wpref_native.h).
  * Deliberately self-contained: its own clock, ioctls and threads, nothing from uffdwp. */
 #define _GNU_SOURCE

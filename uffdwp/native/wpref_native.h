@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /* The reference `uffdwp bench roundtrip` holds the native fault handler against: a minimal
  * UFFD-WP round trip in plain C with its own userfaultfd, mapping and threads. No code of
  * uffdwp's own runs in it, so whatever uffdwp adds shows up as a ratio above 1.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """QEMU's own background snapshot of a guest writing at full speed, restored and checked.
 
 One run, on one memory backend:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The check that shows a known bug, and how a failed test is told apart from it.
 
 A test tied to a known bug (kernel_facts.KNOWN_BUGS) declares which of its checks shows the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp run`: the suites on this kernel, with progress, into a report directory."""
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     started = dt.datetime.now(dt.timezone.utc).astimezone()
     kernel = kernel_info()
     # The suite's commit as the run starts: the code that runs is the code imported now.
-    suite = context.suite(session.repo_root())
+    suite = context.suite()
     accel, accel_evidence = context.accel()
     kv = kernel_version(kernel["release"], kernel["version"], version_signature())
     try:

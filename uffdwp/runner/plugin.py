@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """pytest plugin of `uffdwp run`: one JSON line per finished test, appended to --uffdwp-events.
 
 Loaded with `-p uffdwp.runner.plugin`. Only the controlling process writes: under pytest-xdist

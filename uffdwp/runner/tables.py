@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Views of a results.json document that the human-readable reports share."""
 
 from __future__ import annotations

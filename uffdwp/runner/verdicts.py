@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """From a test's outcome, its known-bug key and the kernel, the verdict a report shows.
 
 Pure logic: no pytest, no kernel access. A failure of the check that shows a known bug

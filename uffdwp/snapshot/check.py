@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """An independent reference for "the image equals memory at the freeze".
 
 Why writer logs and not a fork() child: a child forked at the freeze would hold a CoW copy of the

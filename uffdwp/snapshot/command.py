@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """CLI: `snapshot demo`, `image info|verify|extract`, `wrlat`, `bench snapshot|roundtrip`.
 
 uffdwp/cli.py calls register(subparsers). Each handler returns an exit status; expected errors

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot demo: native writers store into a region while it is snapshotted, then the image
 is checked against an independent reference of the frozen state (see uffdwp.snapshot.check).
 """

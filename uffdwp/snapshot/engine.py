@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Background snapshot of memory regions of this process with UFFD-WP (QEMU's design).
 
     with Snapshot([region], "file:/tmp/snap.img", progress=print) as snap:
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_mod
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -203,7 +205,7 @@ def check_regions(regions: Sequence[RegionInfo]) -> None:
         if r.address + r.length > 1 << 64:
             raise ValueError(f"{where} wraps around the address space")
     by_address = sorted(range(len(regions)), key=lambda k: regions[k].address)
-    for a, b in zip(by_address, by_address[1:]):
+    for a, b in itertools.pairwise(by_address):
         ra, rb = regions[a], regions[b]
         if rb.address < ra.address + ra.length:
             same = "is given twice" if (ra.address, ra.length) == (rb.address, rb.length) \
