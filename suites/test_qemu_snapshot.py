@@ -24,7 +24,7 @@ import traceback
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import RegisterMode
 from uffdwp.probe import supported_features

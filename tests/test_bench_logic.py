@@ -8,8 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from uffdwp.benchsnap import BenchResult, PlainBar, ProtectCost, Run
-from uffdwp.benchstats import (
+from uffdwp.bench.precopy import Convergence, ConvergenceParams, load_mapped
+from uffdwp.bench.snapshot import BenchResult, PlainBar, ProtectCost, Run
+from uffdwp.bench.stats import (
     StoreLog,
     first_touches,
     median,
@@ -19,7 +20,6 @@ from uffdwp.benchstats import (
     time_ratio,
 )
 from uffdwp.native import percentile
-from uffdwp.precopy import Convergence, ConvergenceParams, load_mapped
 from uffdwp.snapshot.command import _table
 
 MS = 1_000_000

@@ -247,7 +247,7 @@ def test_cli_verify_exit_status(sample, tmp_path, capsys):
 
 
 def test_wrlat_histogram():
-    from uffdwp import wrlat
+    from uffdwp.bench import wrlat
 
     hist = wrlat.log2_histogram_us([500, 1500, 3000, 3500, 9000, 150_000])
     assert hist[0] == 1 and hist[1] == 1 and hist[2] == 2 and hist[4] == 1 and hist[8] == 1

@@ -181,7 +181,7 @@ def _run_demo(args, verify: bool = True):
 
 
 def _demo_report(res) -> str:
-    from ..wrlat import summary_line
+    from ..bench.wrlat import summary_line
 
     s = res.snapshot.stats
     mib = 1 << 20
@@ -341,7 +341,7 @@ def _register_wrlat(subparsers) -> None:
 
 
 def cmd_wrlat(args) -> int:
-    from .. import wrlat
+    from ..bench import wrlat
     from .engine import SnapshotError
     from .targets import TargetError
 
@@ -367,7 +367,7 @@ def cmd_wrlat(args) -> int:
 
 # --- bench -------------------------------------------------------------------------------------
 def _register_bench(subparsers) -> None:
-    from ..benchdefs import DEFAULT_WRITERS, METHODS, PATTERNS
+    from ..bench.defs import DEFAULT_WRITERS, METHODS, PATTERNS
     from .demo import MAX_WRITERS
 
     p = subparsers.add_parser("bench", help="snapshot benchmarks")
@@ -449,8 +449,8 @@ def _us(v) -> str:
 
 
 def _table(result) -> str:
-    from ..benchsnap import rate_name
-    from ..benchstats import median
+    from ..bench.snapshot import rate_name
+    from ..bench.stats import median
 
     head = (f"{'method':<15}{'pattern':<13}{'rate':>10}{'w':>3}{'n':>3}{'time s':>8}"
             f"{'img/nz':>8}{'thr':>6}{'p99 us':>9}{'max ms':>8}{'faults':>12}{'flt p50':>9}"
@@ -502,9 +502,9 @@ def _check_dir(directory: str | None, need: int) -> str | None:
 
 
 def cmd_bench_snapshot(args) -> int:
-    from .. import benchsnap
-    from ..benchdefs import DEFAULT_RATES, METHODS, PATTERNS
-    from ..precopy import NAIVE_MAX_ROUNDS
+    from ..bench import snapshot as benchsnap
+    from ..bench.defs import DEFAULT_RATES, METHODS, PATTERNS
+    from ..bench.precopy import NAIVE_MAX_ROUNDS
     from .engine import SnapshotError
 
     methods = tuple(dict.fromkeys(args.methods or METHODS))
@@ -547,7 +547,7 @@ def cmd_bench_snapshot(args) -> int:
     plots = []
     if not args.no_plots:
         try:
-            from ..benchplot import plot
+            from ..bench.plot import plot
 
             for pattern in result.plain:
                 plots += [str(p) for p in plot([data], args.plots, pattern)]
@@ -630,7 +630,7 @@ def _roundtrip_line(rt) -> str:
 
 
 def cmd_bench_roundtrip(args) -> int:
-    from ..roundtrip import bench_roundtrip
+    from ..bench.roundtrip import bench_roundtrip
 
     try:
         rt = bench_roundtrip(args.pages, args.rounds)
@@ -658,7 +658,7 @@ def cmd_bench_plot(args) -> int:
             return EXIT_FAIL
         results.append(data)
     try:
-        from ..benchplot import plot
+        from ..bench.plot import plot
     except ImportError:
         _err("matplotlib is not installed: pip install matplotlib")
         return EXIT_FAIL

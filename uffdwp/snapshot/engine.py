@@ -3,7 +3,7 @@
     with Snapshot([region], "file:/tmp/snap.img", progress=print) as snap:
         result = snap.wait()
 
-The native engine (uffdwp/native/snapshot_native.c) freezes every region with one
+The native engine (uffdwp/csrc/snapshot_native.c) freezes every region with one
 UFFDIO_WRITEPROTECT each before it serves any fault, so the image is a consistent cut at that
 instant. It then saves pages in one linear pass, saving a page a writer faults on first (copy,
 unprotect: the writer wakes), and streams records to the target through an output thread.

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .native import percentile
+from ..native import percentile
 
 
 def log2_histogram_us(stalls_ns: Sequence[int]) -> list[int]:
