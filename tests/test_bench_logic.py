@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from uffdwp.bench.command import table
 from uffdwp.bench.precopy import Convergence, ConvergenceParams, load_mapped
 from uffdwp.bench.snapshot import BenchResult, PlainBar, ProtectCost, Run
 from uffdwp.bench.stats import (
@@ -20,7 +21,6 @@ from uffdwp.bench.stats import (
     time_ratio,
 )
 from uffdwp.native import percentile
-from uffdwp.snapshot.command import _table
 
 MS = 1_000_000
 
@@ -208,8 +208,8 @@ def test_ratios_are_ratios_of_medians_beside_the_bar():
     assert r["fault_stall_us"]["random"] == {"10,000/s x1": {"p50": 60.0, "p99": 400.0}}
     assert r["protect_ms_per_gib"] == {"4k": 31.0, "thp": 0.5}
     assert r["thp_backed_fraction"] == 0.5
-    table = _table(res)
-    assert "stop" in table and "3/3" in table and "-" in table
+    text = table(res)
+    assert "stop" in text and "3/3" in text and "-" in text
 
 
 # --- the fixed-offset file -----------------------------------------------------------------------
