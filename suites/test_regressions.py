@@ -1,6 +1,6 @@
 """Regression tests for fixed UFFD-WP kernel bugs that user space can reproduce.
 
-Each test names its fix commit and declares ``bug=<key>`` (uffdwp.kernel_facts.KNOWN_BUGS), and
+Each test names its fix commit and declares ``bug=<key>`` (uffdwp.known_bugs.KNOWN_BUGS), and
 the one check that shows the bug (``with ctx.bug_check():``): a kernel older than the fix in its
 own series may fail that check, and the report then names the known bug. Everything before the
 check is a precondition: its failure is an error, or a skip that names the environment.

@@ -10,6 +10,7 @@ import pytest
 from uffdwp import kernel_facts as kf
 from uffdwp._ffi import ffi, lib
 from uffdwp.kernel_version import release_number
+from uffdwp.known_bugs import KNOWN_BUGS
 
 NEWER_THAN_DEBIAN12 = {
     "UFFD_FEATURE_WP_UNPOPULATED": kf.Feature.WP_UNPOPULATED,
@@ -75,11 +76,11 @@ def test_feature_names_render_unknown_bits():
 
 
 def test_known_bugs_describe_their_fix():
-    text = kf.KNOWN_BUGS["close-reset"].describe()
+    text = KNOWN_BUGS["close-reset"].describe()
     assert "c88033efe9a3" in text and "6.9" in text and "6.8.10" in text
 
 
-@pytest.mark.parametrize("bug", kf.KNOWN_BUGS.values(), ids=lambda b: b.key)
+@pytest.mark.parametrize("bug", KNOWN_BUGS.values(), ids=lambda b: b.key)
 def test_every_known_bug_has_its_fix_per_series_with_a_source(bug):
     assert len(bug.commit) == 12 and int(bug.commit, 16) >= 0, "the mainline fix, 12 hex digits"
     mainline = release_number(bug.fixed_in)

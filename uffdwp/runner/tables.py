@@ -6,7 +6,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..kernel_facts import FEATURE_FACTS, KNOWN_BUGS
+from ..kernel_facts import FEATURE_FACTS
+from ..known_bugs import KNOWN_BUGS
 from ..memory import MEMORY_TYPES
 
 NO_MEMTYPE = "—"  # column of tests that are not parametrized over a memory type
