@@ -11,8 +11,8 @@ import pytest
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature
 from uffdwp.known_bugs import KNOWN_BUGS
-from uffdwp.probe import supported_features
 from uffdwp.runner.bugcheck import checked_bug
+from uffdwp.uffd import supported_features
 
 from . import hostsetup
 from .uffdtest import Ctx, UffdSpec, implied_features, missing_reason

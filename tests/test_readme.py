@@ -12,7 +12,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 @pytest.mark.timeout(30)
 def test_readme_example_runs():
-    from uffdwp.probe import supported_features
+    from uffdwp.uffd import supported_features
 
     try:
         supported_features()

@@ -21,7 +21,7 @@ from .kernel_facts import FaultFlag, Feature, Ioctl, PageCategory, RegisterMode
 from .memory import MEMORY_TYPES, Region
 from .messages import ForkEvent, Message, PageFault, RemapEvent, RemoveEvent, UnmapEvent
 from .native import FaultHandler, Pattern, Policy, Writer
-from .uffd import ApiResult, Userfaultfd, open_fd
+from .uffd import ApiResult, Userfaultfd, open_fd, supported_features
 
 __version__ = "0.1.0"
 
@@ -31,4 +31,5 @@ __all__ = [
     "Region", "RegisterMode", "RemapEvent", "RemoveEvent", "UffdAgainError", "UffdError",
     "UffdExistsError", "UffdNotSupportedError", "UffdPermissionError", "UnmapEvent",
     "Userfaultfd", "Writer", "kernel_facts", "memory", "open_fd", "pagemap",
+    "supported_features",
 ]

@@ -8,6 +8,7 @@ no Python at all).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -267,4 +268,12 @@ class Userfaultfd:
             raise error_for(-ret, name, detail + extra)
 
 
-__all__ = ["ApiResult", "Userfaultfd", "address_of", "open_fd"]
+@functools.lru_cache(maxsize=1)
+def supported_features() -> Feature:
+    """The features=0 handshake on a throw-away fd: every feature this kernel supports
+    (raises UffdError if no userfaultfd can be made). Asked once per process."""
+    with Userfaultfd.open(via="auto") as uffd:
+        return uffd.api(0).features
+
+
+__all__ = ["ApiResult", "Userfaultfd", "address_of", "open_fd", "supported_features"]

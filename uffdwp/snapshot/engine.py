@@ -31,7 +31,7 @@ from ..memory import (
     mappings,
     unmapped_part,
 )
-from ..uffd import Userfaultfd
+from ..uffd import Userfaultfd, supported_features
 from .image import FLAG_POPULATED, ImageHeader, RegionInfo
 from .targets import Target, TargetError, parse_target
 
@@ -353,8 +353,7 @@ class Snapshot:
 
     # --- setup -------------------------------------------------------------------------------
     def _negotiate(self) -> Feature:
-        with Userfaultfd.open("auto") as probe:
-            offered = probe.api(0).features
+        offered = supported_features()
         want = Feature.PAGEFAULT_FLAG_WP
         if not offered & Feature.PAGEFAULT_FLAG_WP:
             raise SnapshotError("this kernel has no userfaultfd write-protect "
