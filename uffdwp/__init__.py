@@ -10,6 +10,7 @@
 
 from . import kernel_facts, memory, pagemap
 from .errors import (
+    Error,
     MemoryUnavailableError,
     UffdAgainError,
     UffdError,
@@ -26,10 +27,9 @@ from .uffd import ApiResult, Userfaultfd, open_fd, supported_features
 __version__ = "0.1.0"
 
 __all__ = [
-    "MEMORY_TYPES", "ApiResult", "FaultFlag", "FaultHandler", "Feature", "ForkEvent", "Ioctl",
-    "MemoryUnavailableError", "Message", "PageCategory", "PageFault", "Pattern", "Policy",
-    "Region", "RegisterMode", "RemapEvent", "RemoveEvent", "UffdAgainError", "UffdError",
-    "UffdExistsError", "UffdNotSupportedError", "UffdPermissionError", "UnmapEvent",
-    "Userfaultfd", "Writer", "kernel_facts", "memory", "open_fd", "pagemap",
-    "supported_features",
+    "MEMORY_TYPES", "ApiResult", "Error", "FaultFlag", "FaultHandler", "Feature", "ForkEvent",
+    "Ioctl", "MemoryUnavailableError", "Message", "PageCategory", "PageFault", "Pattern",
+    "Policy", "Region", "RegisterMode", "RemapEvent", "RemoveEvent", "UffdAgainError",
+    "UffdError", "UffdExistsError", "UffdNotSupportedError", "UffdPermissionError", "UnmapEvent",
+    "Userfaultfd", "Writer", "kernel_facts", "memory", "open_fd", "pagemap", "supported_features",
 ]

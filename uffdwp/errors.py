@@ -6,7 +6,13 @@ import errno as errno_mod
 import os
 
 
-class UffdError(OSError):
+class Error(Exception):
+    """The root of every error uffdwp raises for a reason it can name: ``except uffdwp.Error``
+    catches a failed userfaultfd call, unavailable memory, a snapshot, target or image error
+    (each also keeps its older base: OSError, RuntimeError)."""
+
+
+class UffdError(Error, OSError):
     """A userfaultfd operation failed.
 
     ``errno`` and ``strerror`` are as for OSError; ``operation`` names the call
@@ -45,7 +51,7 @@ class UffdAgainError(UffdError, BlockingIOError):
     """EAGAIN: the address space changed under the call; read pending events, then retry."""
 
 
-class MemoryUnavailableError(RuntimeError):
+class MemoryUnavailableError(Error, RuntimeError):
     """The memory type cannot be had here (no huge pages reserved, no hugetlbfs…)."""
 
 

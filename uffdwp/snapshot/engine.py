@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._ffi import ffi, lib
-from ..errors import UffdError
+from ..errors import Error, UffdError
 from ..kernel_facts import Feature, Ioctl, RegisterMode
 from ..memory import (
     MEMORY_TYPES,
@@ -41,7 +41,7 @@ PHASES = {0: "none", 1: "populate", 2: "protect", 3: "read faults", 4: "unprotec
 SHARED_TYPES = ("shmem", "hugetlb")
 
 
-class SnapshotError(Exception):
+class SnapshotError(Error):
     """The snapshot did not complete. Protection is removed and no writer is blocked when this
     is raised; *partial* says what happened to the partial image."""
 
