@@ -73,7 +73,7 @@ class Userfaultfd:
         return cls(open_fd(via, nonblock=nonblock, cloexec=cloexec, user_mode_only=user_mode_only))
 
     @classmethod
-    def create(cls, features: int = 0, **open_args) -> Userfaultfd:
+    def create(cls, features: Feature | int = 0, **open_args) -> Userfaultfd:
         """Open and handshake in one step, asking for exactly *features*."""
         uffd = cls.open(**open_args)
         try:
@@ -120,7 +120,7 @@ class Userfaultfd:
         return self._enabled
 
     # --- handshake and registration ------------------------------------------------------------
-    def api(self, features: int = 0, api: int = kf.UFFD_API) -> ApiResult:
+    def api(self, features: Feature | int = 0, api: int = kf.UFFD_API) -> ApiResult:
         """UFFDIO_API. With features=0 the kernel answers all it supports."""
         arg = ffi.new("struct uffdio_api *", {"api": api, "features": features})
         self._ioctl("UFFDIO_API", arg, detail=f"api={api:#x} features={features:#x}")
@@ -128,8 +128,11 @@ class Userfaultfd:
         self._enabled = Feature(features)
         return self.api_result
 
-    def register(self, start: int, length: int, mode: int) -> Ioctl:
-        """UFFDIO_REGISTER; returns the ioctls the range supports."""
+    def register(self, start: int, length: int, mode: RegisterMode | int) -> Ioctl:
+        """UFFDIO_REGISTER in *mode* (RegisterMode flags; a plain int is taken as those bits,
+        unknown ones included, for tests of the kernel's checks); returns the ioctls the range
+        supports."""
+        mode = RegisterMode(mode)
         if start % PAGE_SIZE or length % PAGE_SIZE or length <= 0:
             # the kernel says only EINVAL, which reads like an unsupported mode
             raise UffdError(errno.EINVAL, "UFFDIO_REGISTER",
@@ -138,9 +141,8 @@ class Userfaultfd:
                             "page size for hugetlb)",
                             f"{start:#x}+{length:#x}")
         arg = ffi.new("struct uffdio_register *",
-                      {"range": {"start": start, "len": length}, "mode": mode})
-        self._ioctl("UFFDIO_REGISTER", arg,
-                    detail=f"{start:#x}+{length:#x} mode={RegisterMode(mode)!r}")
+                      {"range": {"start": start, "len": length}, "mode": int(mode)})
+        self._ioctl("UFFDIO_REGISTER", arg, detail=f"{start:#x}+{length:#x} mode={mode!r}")
         return Ioctl(arg.ioctls)
 
     def unregister(self, start: int, length: int) -> None:
