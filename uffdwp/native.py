@@ -19,16 +19,19 @@ from .kernel_facts import FaultFlag
 from .uffd import Userfaultfd
 
 
+# The values come from the C enums (uffdwp_native.h); tests/test_native_enums.py holds the
+# members against them.
 class Policy(enum.IntEnum):
-    UNPROTECT = 0  # unprotect the faulting page, which wakes the writer
-    COPY_UNPROTECT = 1  # copy the page out (to copy_to at the same offset), then unprotect
-    RECORD = 2  # record only: the caller resolves
+    UNPROTECT = lib.UFFDWP_POLICY_UNPROTECT  # unprotect the faulting page: wakes the writer
+    # copy the page out (to copy_to at the same offset), then unprotect
+    COPY_UNPROTECT = lib.UFFDWP_POLICY_COPY_UNPROTECT
+    RECORD = lib.UFFDWP_POLICY_RECORD  # record only: the caller resolves
 
 
 class Pattern(enum.IntEnum):
-    SEQUENTIAL = 0
-    RANDOM = 1
-    HOTSPOT = 2  # 90% of writes to the first 10% of pages
+    SEQUENTIAL = lib.UFFDWP_PATTERN_SEQUENTIAL
+    RANDOM = lib.UFFDWP_PATTERN_RANDOM
+    HOTSPOT = lib.UFFDWP_PATTERN_HOTSPOT  # 90% of writes to the first 10% of pages
 
 
 @dataclass(frozen=True)

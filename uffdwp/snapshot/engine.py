@@ -13,6 +13,7 @@ Python only sets up, watches the progress counters, and cleans up.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno as errno_mod
 import os
 import time
@@ -35,9 +36,36 @@ from ..uffd import Userfaultfd, supported_features
 from .image import FLAG_POPULATED, ImageHeader, RegionInfo
 from .targets import Target, TargetError, parse_target
 
-STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_ABORTED = 0, 1, 2, 3
-PHASES = {0: "none", 1: "populate", 2: "protect", 3: "read faults", 4: "unprotect",
-          5: "output", 6: "abort", 7: "read memory", 8: "discard", 9: "fork"}
+
+# The engine's states and phases are C enums (snapshot_native.h): the values come from there;
+# tests/test_native_enums.py holds the members against the compiled enums.
+class State(enum.IntEnum):
+    RUNNING = lib.UFFDSNAP_RUNNING
+    DONE = lib.UFFDSNAP_DONE
+    FAILED = lib.UFFDSNAP_FAILED
+    ABORTED = lib.UFFDSNAP_ABORTED
+
+
+class Phase(enum.IntEnum):
+    """Where a snapshot failed; ``words`` is how SnapshotError.phase names it."""
+
+    NONE = lib.UFFDSNAP_PHASE_NONE
+    POPULATE = lib.UFFDSNAP_PHASE_POPULATE
+    PROTECT = lib.UFFDSNAP_PHASE_PROTECT
+    READ = lib.UFFDSNAP_PHASE_READ  # reading fault messages
+    UNPROTECT = lib.UFFDSNAP_PHASE_UNPROTECT
+    OUTPUT = lib.UFFDSNAP_PHASE_OUTPUT
+    ABORT = lib.UFFDSNAP_PHASE_ABORT
+    MEMORY = lib.UFFDSNAP_PHASE_MEMORY  # reading region memory (it was unmapped)
+    DISCARD = lib.UFFDSNAP_PHASE_DISCARD
+    FORK = lib.UFFDSNAP_PHASE_FORK
+
+    @property
+    def words(self) -> str:
+        return {Phase.READ: "read faults", Phase.MEMORY: "read memory"}.get(
+            self, self.name.lower())
+
+
 SHARED_TYPES = ("shmem", "hugetlb")
 
 
@@ -536,7 +564,7 @@ class Snapshot:
         h, self._h = self._h, None
         cleanup = -lib.uffdsnap_free(h)
         self._teardown()
-        if stats.state == STATE_DONE and not cleanup:
+        if stats.state == State.DONE and not cleanup:
             try:
                 self.target.commit(self._deadline)
             except TargetError as exc:
@@ -547,17 +575,18 @@ class Snapshot:
             return self._result
         partial = self.target.discard()
         err = -stats.error
-        phase = PHASES.get(stats.error_phase, "?")
+        phase = (Phase(stats.error_phase).words if stats.error_phase in Phase._value2member_map_
+                 else "?")
         if timed_out is not None:
             msg = f"snapshot to {self.target} did not finish within {timed_out:g}s: aborted"
-        elif stats.state == STATE_ABORTED:
+        elif stats.state == State.ABORTED:
             msg = f"snapshot to {self.target} aborted"
         elif cleanup:
             msg = f"snapshot to {self.target}: {cleanup} ioctls failed removing protection"
         else:
             msg = (f"snapshot to {self.target} failed in {phase}: "
                    f"{_explain(err, phase, stats, self)}")
-        if stats.state != STATE_DONE:
+        if stats.state != State.DONE:
             msg += (f" after {stats.bytes_written / (1 << 20):.1f} MiB "
                     f"({stats.pages_saved}/{stats.pages_total} pages saved); "
                     "protection removed, all writers woken")
