@@ -24,7 +24,7 @@ from .messages import ForkEvent, Message, PageFault, RemapEvent, RemoveEvent, Un
 from .native import FaultHandler, Pattern, Policy, Writer
 from .uffd import ApiResult, Userfaultfd, open_fd, supported_features
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it from here
 
 __all__ = [
     "MEMORY_TYPES", "ApiResult", "Error", "FaultFlag", "FaultHandler", "Feature", "ForkEvent",
