@@ -9,7 +9,7 @@ import pytest
 
 import uffdwp
 
-tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+tomllib = pytest.importorskip("tomllib", reason="tomllib: standard library from Python 3.11")
 
 ROOT = Path(__file__).resolve().parent.parent
 
