@@ -42,6 +42,19 @@ def test_feature_enum_and_table_agree():
     assert [f.name for f in kf.FEATURE_FACTS] == [f.name for f in kf.Feature]
 
 
+def test_ioctl_enum_and_table_agree():
+    table = {f.name.removeprefix("UFFDIO_"): f.bit for f in kf.IOCTL_FACTS
+             if f.name != "PAGEMAP_SCAN"}  # not a userfaultfd ioctl: no bit in .ioctls
+    assert {m.name: int(m) for m in kf.Ioctl} == table
+
+
+@pytest.mark.parametrize(("flag", "prefix"), [
+    (kf.RegisterMode, "UFFDIO_REGISTER_MODE_"), (kf.FaultFlag, "UFFD_PAGEFAULT_FLAG_")])
+def test_mode_and_flag_enums_and_table_agree(flag, prefix):
+    table = {n.removeprefix(prefix): v for n, v in kf.MODES.items() if n.startswith(prefix)}
+    assert {m.name: int(m) for m in flag} == table
+
+
 def _system_header_values(names: list[str]) -> dict[str, int]:
     """Compile against the system headers alone: what they define, they define."""
     body = "\n".join(

@@ -141,7 +141,7 @@ class Ioctl(IntFlag):
 
 # --- modes and flags ---------------------------------------------------------------------------
 class RegisterMode(IntFlag):
-    """UFFDIO_REGISTER_MODE_* (UAPI). MISSING 4.3, WP 5.7, MINOR 5.13."""
+    """UFFDIO_REGISTER_MODE_* (UAPI; the release of each in MODE_FACTS)."""
 
     MISSING = 1 << 0
     WP = 1 << 1
