@@ -53,9 +53,6 @@ from .uffdtest import (
     uffd_test,
 )
 
-MEM_MARKER = ("shmem", "shmem-private", "hugetlb", "hugetlb-private")  # zap leaves a pte marker
-
-
 WRITES = stress(6000, minimum=500)
 
 

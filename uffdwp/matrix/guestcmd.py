@@ -10,7 +10,6 @@ The per-kernel output directory gets a .guest/ folder with:
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,33 +17,9 @@ from . import REPO_ROOT, VMS_DIR
 
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 GUEST_ENV = VMS_DIR / "guest" / "env.sh"  # HOME, scratch dir, stress scale, plain progress
-# The real command (issue 4's `uffdwp run`); {out} and {repo} are substituted.
+# What each guest runs: `uffdwp run` with its report; {out} and {repo} are substituted.
 # Known bugs are findings the matrix reports, not a failed guest run.
 RUN_COMMAND = "{repo}/.venv/bin/uffdwp run --report {out} --jobs 1 --allow-known-bugs"
-# Used while `uffdwp run` does not exist yet: plain pytest plus `uffdwp probe`, each optional.
-FALLBACK_COMMAND = (
-    "{repo}/.venv/bin/python -m pytest {repo}/suites -p no:cacheprovider -q "
-    "--junitxml={out}/junit.xml; rc=$?; [ $rc -eq 5 ] && rc=0; "  # 5: no tests collected
-    "{repo}/.venv/bin/uffdwp probe --json > {out}/probe.json 2>/dev/null "
-    "|| rm -f {out}/probe.json; "
-    "exit $rc"
-)
-
-
-def uffdwp_has_run(python: Path | None = None) -> bool:
-    """Whether this checkout's `uffdwp` CLI already has the `run` subcommand."""
-    exe = VENV_BIN / "uffdwp"
-    if not exe.exists():
-        return False
-    try:
-        p = subprocess.run([str(exe), "run", "--help"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return p.returncode == 0 and "--report" in p.stdout
-
-
-def default_guest_command() -> str:
-    return RUN_COMMAND if uffdwp_has_run() else FALLBACK_COMMAND
 
 
 def expand(template: str, out: Path) -> str:
