@@ -137,7 +137,8 @@ class Fix:
         return f"mainline {self.fixed_in}{ports}"
 
     def describe(self) -> str:
-        """'c88033efe9a3 "reset ptes on close()" (mainline 6.9, backported to 6.8.10)'."""
+        """The commit, its title in quotes and the releases: '<commit> "<title>" (mainline X.Y,
+        backported to X.Y.Z)'."""
         return f'{self.commit} "{self.title}" ({self.releases()})'
 
 
