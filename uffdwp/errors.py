@@ -26,7 +26,7 @@ class UffdError(Error, OSError):
         self.detail = detail
 
     def __str__(self) -> str:
-        name = errno_mod.errorcode.get(self.errno, str(self.errno))
+        name = errno_mod.errorcode.get(self.errno or 0, str(self.errno))
         text = f"{self.operation}: {name} ({self.strerror})"
         if self.detail:
             text += f" [{self.detail}]"

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._ffi import ffi, lib
 from .errors import check
@@ -118,7 +119,7 @@ class FaultHandler:
         self.cleanup_failures = -lib.uffdwp_handler_stop(h)
         return final
 
-    def _live(self):
+    def _live(self) -> Any:  # the cffi handle
         if self._h is None:
             raise RuntimeError("fault handler is stopped")
         return self._h
@@ -196,9 +197,19 @@ class Writer:
         got = lib.uffdwp_writer_records(self._live(), buf, n)
         return [WriteRecord(r.t_start_ns, r.stall_ns, r.address, r.value) for r in buf[0:got]]
 
+    def raw_records(self) -> memoryview:
+        """The log as one flat run of uint64 words, four per store (t_start_ns, stall_ns,
+        address, value): millions of stores without a Python object each. Read a stopped
+        writer's (a running one stores first and logs after)."""
+        n = self.stats.writes
+        buf = ffi.new("struct uffdwp_write_record[]", max(1, n))
+        got = lib.uffdwp_writer_records(self._live(), buf, n)
+        size = got * ffi.sizeof("struct uffdwp_write_record")
+        return memoryview(ffi.buffer(buf, size)).cast("Q")  # the buffer keeps buf alive
+
     def wait(self, timeout: float) -> bool:
         """True once all writes are done; False if still running after *timeout* seconds."""
-        return lib.uffdwp_writer_wait(self._live(), int(timeout * 1000)) == 0
+        return bool(lib.uffdwp_writer_wait(self._live(), int(timeout * 1000)) == 0)
 
     def request_stop(self) -> None:
         lib.uffdwp_writer_request_stop(self._live())
@@ -223,7 +234,7 @@ class Writer:
         lib.uffdwp_writer_free(w)
         return final
 
-    def _live(self):
+    def _live(self) -> Any:  # the cffi handle
         if self._w is None:
             raise RuntimeError("writer is closed")
         return self._w
@@ -262,11 +273,11 @@ def load_u64(address: int) -> int:
     out = ffi.new("uint64_t *")
     if lib.uffdwp_load_u64(address, out) < 0:
         raise _fault(address, "load")
-    return out[0]
+    return int(out[0])
 
 
 def now_ns() -> int:
-    return lib.uffdwp_now_ns()
+    return int(lib.uffdwp_now_ns())
 
 
 def nearest_rank(n: int, q: float) -> int:

@@ -11,8 +11,9 @@ import errno
 import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from . import kernel_facts as kf
 from ._ffi import address_of, ffi, lib
@@ -73,7 +74,7 @@ class Userfaultfd:
         return cls(open_fd(via, nonblock=nonblock, cloexec=cloexec, user_mode_only=user_mode_only))
 
     @classmethod
-    def create(cls, features: Feature | int = 0, **open_args) -> Userfaultfd:
+    def create(cls, features: Feature | int = 0, **open_args: Any) -> Userfaultfd:
         """Open and handshake in one step, asking for exactly *features*."""
         uffd = cls.open(**open_args)
         try:
@@ -176,14 +177,14 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_copy *", {"dst": dst, "src": src, "len": length, "mode": mode})
         self._ioctl("UFFDIO_COPY", arg, result=lambda: arg.copy)
         del keep
-        return arg.copy
+        return int(arg.copy)
 
     def zeropage(self, start: int, length: int, *, dontwake: bool = False) -> int:
         mode = kf.MODES["UFFDIO_ZEROPAGE_MODE_DONTWAKE"] if dontwake else 0
         arg = ffi.new("struct uffdio_zeropage *",
                       {"range": {"start": start, "len": length}, "mode": mode})
         self._ioctl("UFFDIO_ZEROPAGE", arg, result=lambda: arg.zeropage)
-        return arg.zeropage
+        return int(arg.zeropage)
 
     def continue_(self, start: int, length: int, *, wp: bool = False,
                   dontwake: bool = False) -> int:
@@ -193,7 +194,7 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_continue *",
                       {"range": {"start": start, "len": length}, "mode": mode})
         self._ioctl("UFFDIO_CONTINUE", arg, result=lambda: arg.mapped)
-        return arg.mapped
+        return int(arg.mapped)
 
     def wake(self, start: int, length: int) -> None:
         self._ioctl("UFFDIO_WAKE", self._range(start, length))
@@ -203,7 +204,7 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_poison *",
                       {"range": {"start": start, "len": length}, "mode": mode})
         self._ioctl("UFFDIO_POISON", arg, result=lambda: arg.updated)
-        return arg.updated
+        return int(arg.updated)
 
     def move(self, dst: int, src: int, length: int, *, dontwake: bool = False,
              allow_src_holes: bool = False) -> int:
@@ -211,7 +212,7 @@ class Userfaultfd:
             kf.MODES["UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES"] if allow_src_holes else 0)
         arg = ffi.new("struct uffdio_move *", {"dst": dst, "src": src, "len": length, "mode": mode})
         self._ioctl("UFFDIO_MOVE", arg, result=lambda: arg.move)
-        return arg.move
+        return int(arg.move)
 
     # --- messages ------------------------------------------------------------------------------
     @property
@@ -258,10 +259,11 @@ class Userfaultfd:
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
-    def _range(start: int, length: int):
+    def _range(start: int, length: int) -> Any:  # a cffi struct uffdio_range *
         return ffi.new("struct uffdio_range *", {"start": start, "len": length})
 
-    def _ioctl(self, name: str, arg, detail: str = "", result=None) -> None:
+    def _ioctl(self, name: str, arg: Any, detail: str = "",
+               result: Callable[[], int] | None = None) -> None:
         ret = lib.uffdwp_ioctl(self.fileno(), kf.IOCTLS[name].request, arg)
         if ret < 0:
             # COPY/ZEROPAGE/… report the errno in the struct too; the ioctl's own is what counts.

@@ -6,9 +6,11 @@ print one clear line saying what to do (no traceback).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from .. import cliargs
 from ..cliargs import EXIT_FAIL, err
@@ -16,14 +18,21 @@ from ..errors import MemoryUnavailableError, UffdError
 from ..memory import MEMORY_TYPES
 from ..snapshot.command import demo_args, run_demo_command, target
 
+if TYPE_CHECKING:
+    from ..snapshot.soak import SoakRound
+    from .roundtrip import RoundTrip
+    from .snapshot import BenchResult, Run
 
-def register(subparsers) -> None:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def register(subparsers: Subparsers) -> None:
     _register_wrlat(subparsers)
     _register_bench(subparsers)
 
 
 # --- wrlat -------------------------------------------------------------------------------------
-def _register_wrlat(subparsers) -> None:
+def _register_wrlat(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("wrlat", help="histogram of writer waits on UFFD-WP faults",
                               description="Like QEMU's userfaultfd-wrlat.py: how long writers "
                               "waited on write-protect faults. --demo runs a snapshot under "
@@ -42,7 +51,7 @@ def _register_wrlat(subparsers) -> None:
     p.set_defaults(func=cmd_wrlat, size=cliargs.size("256M"))
 
 
-def cmd_wrlat(args) -> int:
+def cmd_wrlat(args: argparse.Namespace) -> int:
     from ..snapshot.demo import stall_summary
     from ..snapshot.engine import SnapshotError
     from ..snapshot.targets import TargetError
@@ -69,7 +78,7 @@ def cmd_wrlat(args) -> int:
 
 
 # --- bench -------------------------------------------------------------------------------------
-def _register_bench(subparsers) -> None:
+def _register_bench(subparsers: Subparsers) -> None:
     from ..snapshot.demo import MAX_WRITERS
     from .defs import DEFAULT_WRITERS, METHODS, PATTERNS
 
@@ -146,11 +155,11 @@ def _register_bench(subparsers) -> None:
     g.set_defaults(func=cmd_bench_plot)
 
 
-def _us(v) -> str:
+def _us(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def table(result) -> str:
+def table(result: BenchResult) -> str:
     from .snapshot import rate_name
     from .stats import median
 
@@ -158,7 +167,7 @@ def table(result) -> str:
             f"{'img/nz':>8}{'thr':>6}{'p99 us':>9}{'max ms':>8}{'faults':>12}{'flt p50':>9}"
             f"{'flt p99':>10}{'pause ms':>9}  note")
     rows = [head, "-" * len(head)]
-    cells: dict[tuple, list] = {}
+    cells: dict[tuple[str, str, int, int], list[Run]] = {}
     for r in result.runs:
         cells.setdefault((r.method, r.pattern, r.rate, r.writers), []).append(r)
     for (method, pattern, rate, w), runs in cells.items():
@@ -203,7 +212,7 @@ def _check_dir(directory: str | None, need: int) -> str | None:
     return None
 
 
-def cmd_bench_snapshot(args) -> int:
+def cmd_bench_snapshot(args: argparse.Namespace) -> int:
     from ..snapshot.engine import SnapshotError
     from . import snapshot as benchsnap
     from .defs import DEFAULT_RATES, METHODS, PATTERNS
@@ -222,7 +231,7 @@ def cmd_bench_snapshot(args) -> int:
         err(problem)
         return EXIT_FAIL
 
-    def show(kind, what) -> None:
+    def show(kind: str, what: Any) -> None:  # (pattern, seconds) or a Run
         if kind == "plain":
             pattern, seconds = what
             print(f"  plain bar ({pattern}): {seconds:.3f} s", file=sys.stderr, flush=True)
@@ -285,7 +294,7 @@ def cmd_bench_snapshot(args) -> int:
     return 0
 
 
-def cmd_bench_soak(args) -> int:
+def cmd_bench_soak(args: argparse.Namespace) -> int:
     import tempfile
 
     from ..snapshot.engine import SnapshotError
@@ -295,7 +304,7 @@ def cmd_bench_soak(args) -> int:
         print(f"{'round':>5} {'time s':>7} {'saved first':>11} {'check':>6} {'fds':>4} "
               f"{'threads':>7} {'protected':>9}")
 
-    def show(r) -> None:
+    def show(r: SoakRound) -> None:
         if not args.json:
             print(f"{r.index:>5} {r.seconds:>7.2f} {r.fault_pages:>11} "
                   f"{'ok' if r.check_ok else 'FAIL':>6} {r.fds:>4} {r.threads:>7} "
@@ -323,7 +332,7 @@ def cmd_bench_soak(args) -> int:
     return 0 if result.ok else EXIT_FAIL
 
 
-def _roundtrip_line(rt) -> str:
+def _roundtrip_line(rt: RoundTrip) -> str:
     return (f"write fault -> wake-up, {rt.samples} faults each side, alternated: uffdwp (native "
             f"Writer + FaultHandler) median {rt.median_us:.1f} us, p99 {rt.p99_us:.1f} us; "
             f"plain-C reference median {rt.reference_median_us:.1f} us, p99 "
@@ -331,7 +340,7 @@ def _roundtrip_line(rt) -> str:
             f"{rt.p99_ratio:.2f} (p99)")
 
 
-def cmd_bench_roundtrip(args) -> int:
+def cmd_bench_roundtrip(args: argparse.Namespace) -> int:
     from .roundtrip import bench_roundtrip
 
     try:
@@ -346,7 +355,7 @@ def cmd_bench_roundtrip(args) -> int:
     return 0
 
 
-def cmd_bench_plot(args) -> int:
+def cmd_bench_plot(args: argparse.Namespace) -> int:
     results = []
     for name in args.files:
         try:

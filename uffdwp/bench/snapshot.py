@@ -289,16 +289,15 @@ class Writers:
         out = []
         for w in self.ws:
             st = w.stats
-            buf = ffi.new("struct uffdwp_write_record[]", max(1, st.writes))
-            got = lib.uffdwp_writer_records(w._live(), buf, st.writes)
-            rec = np.frombuffer(ffi.buffer(buf, got * RECORD_BYTES), dtype=np.uint64)
-            rec = rec.reshape(got, 4)
+            words = w.raw_records()
+            rec = np.frombuffer(words, dtype=np.uint64).reshape(-1, 4)
+            got = rec.shape[0]
             t_start = rec[:, 0].copy()
             until = int(t_start[-1]) if st.dropped_records and got else 2**63
             out.append(StoreLog(t_start, rec[:, 1].copy(),
                                 (rec[:, 2] - self.region.address) // self.region.page_size,
                                 st.writes, until))
-            del buf, rec
+            del words, rec
         return out
 
     def close(self) -> None:
