@@ -91,6 +91,8 @@ def plot(results: Sequence[dict], directory: str | Path, pattern: str = "random"
     for ax, scale in zip(flat[:5], [p[2] for p in PANELS] + ["log"]):
         ax.set_xticks(range(len(rates)), labels)
         ax.set_xlabel("stores/s per writer")
+        if scale == "log" and not any(y > 0 for line in ax.get_lines() for y in line.get_ydata()):
+            scale = "linear"  # nothing to place on a log axis (e.g. no pause at all)
         ax.set_yscale(scale)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

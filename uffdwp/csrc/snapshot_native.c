@@ -33,6 +33,7 @@
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22 /* 5.14 */
 #endif
+#define PM_UFFD_WP (1ull << 57) /* /proc/PID/pagemap: the page is write-protected (5.13) */
 
 /* ----------------------------------------------------------------------------------------------
  * engine
@@ -72,6 +73,8 @@ struct uffdsnap {
 	int uffd, uffd_flags, out_fd, out_nonblock, populate, protect, priority, fork_fails;
 	int stall_ms, busy_poll_us;
 	_Atomic int32_t priority_applied;
+	int pagemap_fd;  /* /proc/self/pagemap, or -1: no page can be seen protected */
+	uint64_t *pm;    /* pagemap entries of one chunk (engine thread only) */
 	int engine_evfd; /* output -> engine: a slot was written, or abort */
 	int output_evfd; /* abort -> output thread stuck in poll() */
 	uint32_t n_regions;
@@ -105,7 +108,7 @@ struct uffdsnap {
 		faults_already, records, bytes_committed, bytes_written, t_start, t_protect, t_frozen,
 		t_saved, t_end, populate_ns, protect_ns, service_max, service_total, ring_waits,
 		events, drains, discarded_bytes, error_addr, faults_waited, patched, batched,
-		engine_cpu_ns, output_cpu_ns;
+		engine_cpu_ns, output_cpu_ns, copied_unprotected;
 	_Atomic uint64_t service_hist[64];
 };
 
@@ -264,6 +267,40 @@ static const uint8_t *page_at(struct uffdsnap *s, uint32_t ri, uint64_t idx)
 	return (const uint8_t *)(uintptr_t)(s->r[ri].addr + idx * s->r[ri].ps);
 }
 
+/* s->pm[k] = the pagemap entry of page first + k, k < n; 0 where it cannot be read. A page is
+ * written from memory only while this shows it protected: only then can it not change between
+ * its CRC and the write. Huge pages read the entry of their first 4 KiB. */
+static void read_protection(struct uffdsnap *s, struct snap_region *r, uint64_t first, uint64_t n)
+{
+	memset(s->pm, 0, n * sizeof(uint64_t));
+	if (s->pagemap_fd < 0)
+		return;
+	uint64_t addr = r->addr + first * r->ps;
+	if (r->ps == 4096) {
+		if (pread(s->pagemap_fd, s->pm, n * 8, (off_t)(addr / 4096 * 8)) != (ssize_t)(n * 8))
+			memset(s->pm, 0, n * sizeof(uint64_t));
+		return;
+	}
+	for (uint64_t k = 0; k < n; k++, addr += r->ps)
+		if (pread(s->pagemap_fd, &s->pm[k], 8, (off_t)(addr / 4096 * 8)) != 8)
+			s->pm[k] = 0;
+}
+
+/* After a slot that refers to region memory was written: each page still queued must still be
+ * protected, else it could have changed while it was written and the image would not hold
+ * the memory at the freeze. 0, or -1 (the snapshot fails). */
+static int check_still_protected(struct uffdsnap *s, struct snap_region *r, uint64_t first,
+				 uint64_t n)
+{
+	read_protection(s, r, first, n);
+	for (uint64_t k = 0; k < n; k++)
+		if (r->state[first + k] == QUEUED && !(s->pm[k] & PM_UFFD_WP)) {
+			set_error_at(s, -EIO, UFFDSNAP_PHASE_PROTECTION, r->addr + (first + k) * r->ps);
+			return -1;
+		}
+	return 0;
+}
+
 /* 1 if the page is all zero, 0 if not, -EFAULT if it is not mapped (the snapshot fails). */
 static int page_is_zero(struct uffdsnap *s, uint32_t ri, uint64_t idx)
 {
@@ -343,6 +380,8 @@ static void release_written(struct uffdsnap *s)
 		if (sl->ref_region < 0)
 			continue;
 		struct snap_region *r = &s->r[sl->ref_region];
+		if (check_still_protected(s, r, sl->ref_first, sl->ref_count) < 0)
+			return;
 		for (uint64_t i = sl->ref_first; i < sl->ref_first + sl->ref_count; i++)
 			make_safe(s, r, i);
 		if (!s->draining) {
@@ -465,6 +504,10 @@ static void serve_fault(struct uffdsnap *s, uint64_t addr, uint64_t t_read)
 		 * released yet, or an event holding protection); wake in case the message
 		 * outlived the wake-up */
 		atomic_fetch_add_explicit(&s->faults_already, 1, memory_order_relaxed);
+		/* a copy of it is saved: its chunk may still be protected, this page need not be */
+		int ret = unprotect(s, page, r->ps);
+		if (ret < 0)
+			set_error_at(s, ret, UFFDSNAP_PHASE_UNPROTECT, page);
 		uffdwp_wake(s->uffd, page, r->ps);
 		return;
 	}
@@ -595,9 +638,15 @@ static int linear_step(struct uffdsnap *s)
 	struct snap_region *r = &s->r[ri];
 	uint64_t first = r->next;
 	uint64_t n = r->pages - first < r->chunk_pages ? r->pages - first : r->chunk_pages;
+	/* pages the pagemap does not show protected are copied (and their CRC taken from the
+	 * copy): written from memory, they could change between CRC and write */
+	read_protection(s, r, first, n);
+	uint64_t copies = 0;
+	for (uint64_t k = 0; k < n; k++)
+		copies += r->state[first + k] == UNSAVED && !(s->pm[k] & PM_UFFD_WP);
 	/* a slot of its own: its pieces refer to this chunk only, released together */
 	commit_slot(s);
-	struct slot *sl = room(s, n * REC_HDR, 0, s->draining);
+	struct slot *sl = room(s, n * REC_HDR + copies * r->ps, 0, s->draining);
 	if (!sl)
 		return 0;
 	uint64_t seq;
@@ -623,6 +672,14 @@ static int linear_step(struct uffdsnap *s)
 		if (zero) {
 			make_safe(s, r, i); /* nothing to write from memory */
 			atomic_fetch_add_explicit(&s->zero_pages, 1, memory_order_relaxed);
+		} else if (!(s->pm[i - first] & PM_UFFD_WP)) {
+			if (copy_page(s, ri, i, sl->buf + sl->used, &s->run->data_crc) < 0)
+				return -1;
+			add_piece(sl, sl->buf + sl->used, r->ps);
+			sl->used += r->ps;
+			make_safe(s, r, i);
+			atomic_fetch_add_explicit(&s->copied_unprotected, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&s->data_pages, 1, memory_order_relaxed);
 		} else {
 			if (page_crc(s, ri, i, &s->run->data_crc) < 0)
 				return -1;
@@ -955,6 +1012,9 @@ static void snap_destroy(struct uffdsnap *s)
 		}
 	free(s->slots);
 	free(s->r);
+	free(s->pm);
+	if (s->pagemap_fd >= 0)
+		close(s->pagemap_fd);
 	if (s->engine_evfd >= 0)
 		close(s->engine_evfd);
 	if (s->output_evfd >= 0)
@@ -979,6 +1039,7 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 	s->output_evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->uffd = cfg->uffd;
 	s->uffd_flags = -1;
+	s->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	s->out_fd = cfg->out_fd;
 	s->stall_ms = cfg->stall_timeout_ms;
 	s->fork_fails = cfg->fork_fails;
@@ -1035,8 +1096,9 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 			goto nomem;
 		s->pages_total += r->pages;
 		s->unsaved += r->pages;
-		if (REC_HDR + r->ps > need)
-			need = REC_HDR + r->ps; /* a faulted page, copied */
+		/* a chunk whose pages the pagemap does not show protected is copied whole */
+		if (r->chunk_pages * (REC_HDR + r->ps) > need)
+			need = r->chunk_pages * (REC_HDR + r->ps);
 		if (r->chunk_pages > max_chunk_pages)
 			max_chunk_pages = r->chunk_pages;
 	}
@@ -1048,7 +1110,8 @@ struct uffdsnap *uffdsnap_start(const struct uffdsnap_config *cfg, int *err)
 	if (s->slot_bytes / 4096 + 2 > cap)
 		cap = (uint32_t)(s->slot_bytes / 4096 + 2);
 	s->slots = calloc(s->n_slots, sizeof(*s->slots));
-	if (!s->slots)
+	s->pm = calloc(max_chunk_pages, sizeof(uint64_t));
+	if (!s->slots || !s->pm)
 		goto nomem;
 	for (uint32_t i = 0; i < s->n_slots; i++) {
 		void *p = mmap(NULL, s->slot_bytes, PROT_READ | PROT_WRITE,
@@ -1112,6 +1175,7 @@ void uffdsnap_get_stats(struct uffdsnap *s, struct uffdsnap_stats *out)
 	out->faults_waited = atomic_load(&s->faults_waited);
 	out->engine_cpu_ns = atomic_load(&s->engine_cpu_ns);
 	out->output_cpu_ns = atomic_load(&s->output_cpu_ns);
+	out->copied_unprotected = atomic_load(&s->copied_unprotected);
 	out->patched = atomic_load(&s->patched);
 	out->batched = atomic_load(&s->batched);
 	out->drains = atomic_load(&s->drains);

@@ -60,6 +60,7 @@ enum uffdsnap_phase {
 	UFFDSNAP_PHASE_MEMORY = 7,  /* region memory was unmapped before it was saved */
 	UFFDSNAP_PHASE_DISCARD = 8, /* a discard of unsaved pages raced the engine's read */
 	UFFDSNAP_PHASE_FORK = 9,    /* a child was forked that shares a region */
+	UFFDSNAP_PHASE_PROTECTION = 10, /* a page lost its protection before it was saved */
 };
 
 struct uffdsnap_stats {
@@ -100,6 +101,8 @@ struct uffdsnap_stats {
 	uint64_t batched;              /* pages saved with a fault just ahead of the pass */
 	uint64_t engine_cpu_ns;        /* CPU time of the engine thread (set when it ends) */
 	uint64_t output_cpu_ns;        /* CPU time of the output thread (set when it ends) */
+	uint64_t copied_unprotected;   /* pages of the linear pass the pagemap did not show
+					* protected: copied, not written from memory */
 };
 
 struct uffdsnap;

@@ -59,6 +59,7 @@ class Phase(enum.IntEnum):
     MEMORY = lib.UFFDSNAP_PHASE_MEMORY  # reading region memory (it was unmapped)
     DISCARD = lib.UFFDSNAP_PHASE_DISCARD
     FORK = lib.UFFDSNAP_PHASE_FORK
+    PROTECTION = lib.UFFDSNAP_PHASE_PROTECTION  # a page lost its protection before saved
 
     @property
     def words(self) -> str:
@@ -122,6 +123,8 @@ class SnapshotStats:
     batched: int  # pages saved along with a fault just ahead of the linear pass
     engine_cpu_ns: int  # CPU time of the engine thread
     output_cpu_ns: int  # CPU time of the output thread
+    copied_unprotected: int  # linear-pass pages not seen protected (pagemap): copied, not
+    #                          written from memory, where they could change before the write
 
     @classmethod
     def read(cls, handle) -> SnapshotStats:
@@ -134,7 +137,7 @@ class SnapshotStats:
                    s.service_total_ns, tuple(s.service_hist), s.ring_waits, s.priority_applied,
                    s.state, s.error, s.error_phase, s.error_addr, s.events, s.drains,
                    s.discarded_bytes, s.faults_waited, s.patched, s.batched,
-                   s.engine_cpu_ns, s.output_cpu_ns)
+                   s.engine_cpu_ns, s.output_cpu_ns, s.copied_unprotected)
 
     @property
     def duration_s(self) -> float:
@@ -636,6 +639,10 @@ def _explain(err: int, phase: str, stats: SnapshotStats, snap: Snapshot) -> str:
         return ("a child process was forked during the snapshot and maps its shared memory: "
                 "the child's writes would escape the freeze. Snapshot shared memory when no "
                 "child is forked, or pass allow_shared_writers=True")
+    if phase == "protection":
+        return (f"the page at {where} lost its write protection before it was saved, with no "
+                "fault reaching the engine (another userfaultfd or a kernel bug unprotected "
+                "it): it may have changed while it was written, so no image is claimed")
     if phase == "output":
         hints = {errno_mod.ENOSPC: "the target is full: free space or choose another target",
                  errno_mod.EPIPE: "the reader closed the pipe (did the exec command exit?)",
