@@ -41,6 +41,6 @@ class BuildPyWithTree(build_py):
 
 
 setup(
-    cffi_modules=["uffdwp/native/build.py:ffibuilder"],
+    cffi_modules=["uffdwp/csrc/build.py:ffibuilder"],
     cmdclass={"build_py": BuildPyWithTree},
 )

@@ -15,11 +15,11 @@ import time
 import pytest
 
 from uffdwp import memory
-from uffdwp.benchsnap import Content, nonzero_runs, page_nonzero, region_buffer
+from uffdwp.bench.precopy import ConvergenceParams, PrecopyOutcome, load_mapped, run_precopy
+from uffdwp.bench.roundtrip import reference_round
+from uffdwp.bench.snapshot import Content, nonzero_runs, page_nonzero, region_buffer
 from uffdwp.kernel_facts import Feature
 from uffdwp.native import Pattern, Writer
-from uffdwp.precopy import ConvergenceParams, PrecopyOutcome, load_mapped, run_precopy
-from uffdwp.roundtrip import reference_round
 from uffdwp.snapshot.image import load
 
 from .uffdtest import MEM_ANON, STRESS_SCALE, uffd_test

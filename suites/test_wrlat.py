@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 from uffdwp.native import percentile
 from uffdwp.qemusnap.scenario import WrlatProcess, save_artifact
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from uffdwp.kernel_facts import FIX_NAMES, KNOWN_BUGS
+from uffdwp.known_bugs import FIX_NAMES, KNOWN_BUGS
 from uffdwp.matrix import changelog, crosscheck, results
 from uffdwp.matrix.report import KernelOutcome
 from uffdwp.matrix.results import KernelRecord

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from uffdwp.kernel_facts import KNOWN_BUGS
+from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.matrix import VMS_DIR, prove
 from uffdwp.matrix.catalogue import load_catalogue, select
 

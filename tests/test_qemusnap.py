@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 from uffdwp.qemusnap import bootblock
 from uffdwp.qemusnap.bootblock import PAGE, START, TAIL_OFFSET, Status
 from uffdwp.qemusnap.cut import check_cut as _check_cut

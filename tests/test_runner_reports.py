@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import consumers
-from uffdwp.kernel_facts import KNOWN_BUGS
+from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.matrix.results import KernelRecord, from_results_json
 from uffdwp.runner import (
     context,

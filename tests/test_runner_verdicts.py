@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from uffdwp.kernel_facts import KNOWN_BUGS, KnownBug, StableFix
 from uffdwp.kernel_version import KernelVersion, kernel_version
+from uffdwp.known_bugs import KNOWN_BUGS, KnownBug, StableFix
 from uffdwp.runner.verdicts import (
     KSFT_FAIL,
     KSFT_PASS,

@@ -15,13 +15,12 @@ import pytest
 
 from uffdwp.kernel_facts import Feature
 from uffdwp.snapshot import load, verify
-from uffdwp.uffd import Userfaultfd
+from uffdwp.uffd import supported_features
 
 from .childproc import ROOT, assert_ok, describe, run_python
 
 try:
-    with Userfaultfd.open("auto") as _probe:
-        OFFERED = _probe.api(0).features
+    OFFERED = supported_features()
 except OSError as _exc:  # no userfaultfd here: every case says why
     OFFERED = Feature(0)
     NO_UFFD = f"no userfaultfd here: {_exc}"
@@ -116,6 +115,30 @@ print("protected", protected(r))
 """)
     assert "refused:" in out and ("overlaps" in out or "given twice" in out), out
     assert "protected 0" in out
+
+
+# --- 2b. a range registered without UFFDIO_WRITEPROTECT ------------------------------------
+def test_a_range_registered_without_writeprotect_is_refused_before_protecting():
+    """As QEMU checks: UFFDIO_REGISTER lists the ioctls the range supports; one registered for
+    WP without WRITEPROTECT cannot be frozen. (A kernel answering so is shown by stripping the
+    bit from the real answer.)"""
+    out = child("""
+from uffdwp import Ioctl
+from uffdwp.uffd import Userfaultfd
+real = Userfaultfd.register
+Userfaultfd.register = lambda self, *a: real(self, *a) & ~Ioctl.WRITEPROTECT
+r, _ = patterned("anon", 4 * MIB)
+try:
+    take([r], "file:/dev/null")
+    print("accepted")
+except SnapshotError as exc:
+    print("refused:", exc)
+print("protected", protected(r))
+r.view()[0] = 1
+print("written")
+""")
+    assert "refused:" in out and "without UFFDIO_WRITEPROTECT" in out, out
+    assert "protected 0" in out and "written" in out, out
 
 
 # --- 3. discarded memory ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 
 FAKE_BPFTRACE = """#!/bin/sh
 echo "Attaching 4 probes..."

@@ -16,7 +16,8 @@ from rich.table import Table
 SUBCOMMAND_MODULES = (
     "uffdwp.runner.command",  # run
     "uffdwp.matrix.command",  # matrix
-    "uffdwp.snapshot.command",  # snapshot, image, wrlat, bench
+    "uffdwp.snapshot.command",  # snapshot, image
+    "uffdwp.bench.command",  # wrlat, bench
 )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..kernel_facts import FIX_NAMES, KNOWN_BUGS
+from ..known_bugs import FIX_NAMES, KNOWN_BUGS
 from ..runner.verdicts import KernelVersion, fix_status
 
 Status = Literal["named", "reverted", "by-version", "not-named", "unknown"]

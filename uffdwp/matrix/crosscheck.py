@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..kernel_facts import KNOWN_BUGS
+from ..known_bugs import KNOWN_BUGS
 from .doc import Cell, Section, Table
 from .report import section
 from .results import KernelRecord

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..kernel_facts import KNOWN_BUGS
+from ..known_bugs import KNOWN_BUGS
 from .catalogue import KernelSpec
 from .crosscheck import bug_verdicts
 from .debfetch import Build, SuiteApt

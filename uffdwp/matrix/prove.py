@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..kernel_facts import KNOWN_BUGS
+from ..known_bugs import KNOWN_BUGS
 from . import CACHE_DIR, REPO_ROOT, VMS_DIR
 from .catalogue import KernelSpec, load_catalogue, select
 from .crosscheck import bug_verdicts

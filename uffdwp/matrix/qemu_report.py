@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..wrlat import format_histogram
+from ..bench.wrlat import format_histogram
 from .doc import Cell, Section, Table
 from .report import KernelOutcome, section
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import wrlat
+from ..bench import wrlat
 from . import bootblock
 from .bootblock import START, Status, histogram_delta
 from .cut import CutReport, check_cut

@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="only tests matching the pytest -k expression")
     p.add_argument("--bugs", default=None, metavar="KEYS",
                    help="only the tests that reproduce known bugs: 'all', or bug keys separated "
-                        "by commas (uffdwp.kernel_facts.KNOWN_BUGS)")
+                        "by commas (uffdwp.known_bugs.KNOWN_BUGS)")
     p.add_argument("--allow-known-bugs", action="store_true",
                    help="known bugs (on kernels without the fix) do not fail the run")
     p.add_argument("--list", action="store_true",

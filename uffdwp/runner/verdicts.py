@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..kernel_facts import KNOWN_BUGS, KnownBug
 from ..kernel_version import KernelVersion, release_number
+from ..known_bugs import KNOWN_BUGS, KnownBug
 
 VERDICTS = ("pass", "fail", "skip", "known-bug", "error")
 Verdict = Literal["pass", "fail", "skip", "known-bug", "error"]

@@ -4,7 +4,7 @@
     with Snapshot([region], "file:/tmp/snap.img", progress=print) as snap:
         result = snap.wait()
 
-The native engine (uffdwp/native/snapshot_native.c) freezes every region with one
+The native engine (uffdwp/csrc/snapshot_native.c) freezes every region with one
 UFFDIO_WRITEPROTECT each before it serves any fault, so the image is a consistent cut at that
 instant. It then saves pages in one linear pass, saving a page a writer faults on first (copy,
 unprotect: the writer wakes), and streams records to the target through an output thread.
@@ -14,6 +14,7 @@ Python only sets up, watches the progress counters, and cleans up.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno as errno_mod
 import itertools
 import os
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._ffi import ffi, lib
-from ..errors import UffdError
+from ..errors import Error, UffdError
 from ..kernel_facts import Feature, Ioctl, RegisterMode
 from ..memory import (
     MEMORY_TYPES,
@@ -33,18 +34,45 @@ from ..memory import (
     mappings,
     unmapped_part,
 )
-from ..uffd import Userfaultfd
+from ..uffd import Userfaultfd, supported_features
 from .image import FLAG_POPULATED, ImageHeader, RegionInfo
 from .targets import Target, TargetError, parse_target
 
-STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_ABORTED = 0, 1, 2, 3
-PHASES = {0: "none", 1: "populate", 2: "protect", 3: "read faults", 4: "unprotect",
-          5: "output", 6: "abort", 7: "read memory", 8: "discard", 9: "fork",
-          10: "protection"}
+
+# The engine's states and phases are C enums (snapshot_native.h): the values come from there;
+# tests/test_native_enums.py holds the members against the compiled enums.
+class State(enum.IntEnum):
+    RUNNING = lib.UFFDSNAP_RUNNING
+    DONE = lib.UFFDSNAP_DONE
+    FAILED = lib.UFFDSNAP_FAILED
+    ABORTED = lib.UFFDSNAP_ABORTED
+
+
+class Phase(enum.IntEnum):
+    """Where a snapshot failed; ``words`` is how SnapshotError.phase names it."""
+
+    NONE = lib.UFFDSNAP_PHASE_NONE
+    POPULATE = lib.UFFDSNAP_PHASE_POPULATE
+    PROTECT = lib.UFFDSNAP_PHASE_PROTECT
+    READ = lib.UFFDSNAP_PHASE_READ  # reading fault messages
+    UNPROTECT = lib.UFFDSNAP_PHASE_UNPROTECT
+    OUTPUT = lib.UFFDSNAP_PHASE_OUTPUT
+    ABORT = lib.UFFDSNAP_PHASE_ABORT
+    MEMORY = lib.UFFDSNAP_PHASE_MEMORY  # reading region memory (it was unmapped)
+    DISCARD = lib.UFFDSNAP_PHASE_DISCARD
+    FORK = lib.UFFDSNAP_PHASE_FORK
+    PROTECTION = lib.UFFDSNAP_PHASE_PROTECTION  # a page lost its protection before saved
+
+    @property
+    def words(self) -> str:
+        return {Phase.READ: "read faults", Phase.MEMORY: "read memory"}.get(
+            self, self.name.lower())
+
+
 SHARED_TYPES = ("shmem", "hugetlb")
 
 
-class SnapshotError(Exception):
+class SnapshotError(Error):
     """The snapshot did not complete. Protection is removed and no writer is blocked when this
     is raised; *partial* says what happened to the partial image."""
 
@@ -358,8 +386,7 @@ class Snapshot:
 
     # --- setup -------------------------------------------------------------------------------
     def _negotiate(self) -> Feature:
-        with Userfaultfd.open("auto") as probe:
-            offered = probe.api(0).features
+        offered = supported_features()
         want = Feature.PAGEFAULT_FLAG_WP
         if not offered & Feature.PAGEFAULT_FLAG_WP:
             raise SnapshotError("this kernel has no userfaultfd write-protect "
@@ -542,7 +569,7 @@ class Snapshot:
         h, self._h = self._h, None
         cleanup = -lib.uffdsnap_free(h)
         self._teardown()
-        if stats.state == STATE_DONE and not cleanup:
+        if stats.state == State.DONE and not cleanup:
             try:
                 self.target.commit(self._deadline)
             except TargetError as exc:
@@ -553,17 +580,18 @@ class Snapshot:
             return self._result
         partial = self.target.discard()
         err = -stats.error
-        phase = PHASES.get(stats.error_phase, "?")
+        phase = (Phase(stats.error_phase).words if stats.error_phase in Phase._value2member_map_
+                 else "?")
         if timed_out is not None:
             msg = f"snapshot to {self.target} did not finish within {timed_out:g}s: aborted"
-        elif stats.state == STATE_ABORTED:
+        elif stats.state == State.ABORTED:
             msg = f"snapshot to {self.target} aborted"
         elif cleanup:
             msg = f"snapshot to {self.target}: {cleanup} ioctls failed removing protection"
         else:
             msg = (f"snapshot to {self.target} failed in {phase}: "
                    f"{_explain(err, phase, stats, self)}")
-        if stats.state != STATE_DONE:
+        if stats.state != State.DONE:
             msg += (f" after {stats.bytes_written / (1 << 20):.1f} MiB "
                     f"({stats.pages_saved}/{stats.pages_total} pages saved); "
                     "protection removed, all writers woken")

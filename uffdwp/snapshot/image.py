@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .._ffi import ffi, lib
+from ..errors import Error
 from ..memory import unmapped_part
 
 MAGIC = b"UFFDSNAP"
@@ -63,7 +64,7 @@ MIN_PAGE_SIZE, MAX_PAGE_SIZE = 4096, 16 << 30  # 4 KiB pages .. 16 GiB huge page
 ADDRESS_LIMIT = 1 << 64
 
 
-class ImageError(Exception):
+class ImageError(Error):
     """The image is not a complete, intact snapshot. *kind*: format, corrupt, truncated,
     incomplete; *offset*: where in the file the problem was found."""
 

@@ -21,8 +21,10 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 
+from ..errors import Error
 
-class TargetError(Exception):
+
+class TargetError(Error):
     """The target could not be opened, or did not accept the whole image."""
 
 

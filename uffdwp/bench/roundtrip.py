@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Write-fault round trip: how long a store to a write-protected page waits until the handler
 has unprotected it, for uffdwp's native handler and, in the same run, for a minimal handler in
-plain C (uffdwp/native/wpref_native.c: its own threads, poll + read + UFFDIO_WRITEPROTECT, no
+plain C (uffdwp/csrc/wpref_native.c: its own threads, poll + read + UFFDIO_WRITEPROTECT, no
 Python and no uffdwp code), so that the ratio says what uffdwp adds.
 
 Both sides do the same per round: map *pages* fresh anonymous pages, populate them, register
@@ -16,12 +16,12 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from . import memory
-from ._ffi import ffi, lib
-from .benchstats import percentiles
-from .kernel_facts import Feature, RegisterMode
-from .native import FaultHandler, Policy, Writer
-from .uffd import Userfaultfd
+from .. import memory
+from .._ffi import ffi, lib
+from ..kernel_facts import Feature, RegisterMode
+from ..native import FaultHandler, Policy, Writer
+from ..uffd import Userfaultfd
+from .stats import percentiles
 
 ROUND_TIMEOUT_S = 60
 

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import memory
-from ._ffi import ffi, lib
-from .kernel_facts import Feature, RegisterMode
-from .pagemap import written_pages
-from .snapshot.image import FLAG_REWRITES, ImageHeader, ImageWriter, RegionInfo
-from .uffd import Userfaultfd
+from .. import memory
+from .._ffi import ffi, lib
+from ..kernel_facts import Feature, RegisterMode
+from ..pagemap import written_pages
+from ..snapshot.image import FLAG_REWRITES, ImageHeader, ImageWriter, RegionInfo
+from ..uffd import Userfaultfd
 
 # QEMU's defaults (migration/options.c) and loop constants (migration.c, ram.c).
 DOWNTIME_LIMIT_MS = 300  # DEFAULT_MIGRATE_SET_DOWNTIME

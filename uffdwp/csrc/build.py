@@ -56,7 +56,7 @@ struct pm_scan_arg {
 # Every *_native.h declares a part of the module that Python sees; cffi reads them as cdef. The
 # other headers are internal to the C files. Every .c here is compiled into the module.
 HEADERS = sorted(p.name for p in HERE.glob("*_native.h"))
-SOURCES = sorted(f"uffdwp/native/{p.name}" for p in HERE.glob("*.c"))  # relative: setuptools
+SOURCES = sorted(f"uffdwp/csrc/{p.name}" for p in HERE.glob("*.c"))  # relative: setuptools
 
 
 def _native_cdef() -> str:
@@ -75,7 +75,7 @@ ffibuilder.set_source(
     "#include <sys/mman.h>\n#include \"uffd_compat.h\"\n"
     + "".join(f'#include "{h}"\n' for h in HEADERS),
     sources=SOURCES,
-    include_dirs=["uffdwp/native"],
+    include_dirs=["uffdwp/csrc"],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
     libraries=["pthread"],
 )

@@ -2,7 +2,7 @@
 /* uapi definitions newer than Debian 12's <linux/userfaultfd.h> and <linux/fs.h>.
  *
  * Each block is guarded by a symbol the newer header defines, so a system header that has them
- * wins; uffdwp.kernel_facts checks at import that the two agree where both exist.
+ * wins; tests/test_kernel_facts.py checks that the two agree where both exist.
  * Source: include/uapi/linux/userfaultfd.h and include/uapi/linux/fs.h in mainline (6.8+).
  */
 #ifndef UFFDWP_COMPAT_H

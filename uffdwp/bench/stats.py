@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .native import nearest_rank
+from ..native import nearest_rank
 
 
 def percentiles(values: Sequence[int] | np.ndarray, qs: Sequence[float]) -> list[int]:

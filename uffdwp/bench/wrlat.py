@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .native import percentile
-
 
 def log2_histogram_us(stalls_ns: Sequence[int]) -> list[int]:
     """Buckets of µs: bucket 0 holds [0, 1) µs, bucket i >= 1 holds [2^(i-1), 2^i) µs."""
@@ -81,16 +79,6 @@ def log2_quantile(hist: Sequence[int], q: float, unit: float = 1.0) -> float | N
             return lo * math.pow(hi / lo, frac) * unit
         seen += count
     return log2_bucket_bounds(len(hist) - 1)[1] * unit
-
-
-def summary_line(stalls_ns: Sequence[int]) -> str:
-    if not stalls_ns:
-        return "no writer waited on a write-protect fault"
-    def pct(q: float) -> float:
-        return percentile(stalls_ns, q) / 1000
-
-    return (f"{len(stalls_ns)} faulting stores: p50 {pct(0.5):.1f} us, p90 {pct(0.9):.1f} us, "
-            f"p99 {pct(0.99):.1f} us, max {max(stalls_ns) / 1000:.1f} us")
 
 
 def stalls_from_stats(path: str | Path) -> tuple[list[int], dict]:
@@ -341,5 +329,5 @@ def trace_pid_command(pid: int, duration: float | None, as_json: bool) -> int:
 
 
 __all__ = ["TraceResult", "Tracer", "format_histogram", "kprobe_support", "log2_histogram_us",
-           "log2_quantile", "parse_bpftrace_hist", "stalls_from_stats", "summary_line",
+           "log2_quantile", "parse_bpftrace_hist", "stalls_from_stats",
            "trace_pid_command"]

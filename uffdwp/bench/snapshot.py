@@ -4,7 +4,7 @@ beside its bar in the same run.
 
 Methods, each saving the same region to the same target directory:
   uffd-wp         the background snapshot engine (uffdwp.snapshot)
-  precopy         dirty-logging precopy converging as QEMU's (uffdwp.precopy: bandwidth-based
+  precopy         dirty-logging precopy converging as QEMU's (uffdwp.bench.precopy: bandwidth-based
                   downtime limit, auto-converge throttling of the writers), image as a stream
   precopy-mapped  the same control, each page at a fixed offset (QEMU's mapped-ram)
   precopy-naive   naive stream precopy: fixed round limits, every re-sent page appended
@@ -16,7 +16,7 @@ Content patterns: "random" (random bytes, no zero page) and "quarter-zero" (ever
 zero, which zero-page skipping profits from). Per run, from the writers' own per-store logs
 (uffdwp.native.Writer), exact, in the writers' window (uffd-wp: protect -> all saved; the
 others: start -> end): stores and their stalls, the stores that waited on a WP fault
-(uffdwp.benchstats.split_faults), throughput against the same writers just before. `sync`
+(uffdwp.bench.stats.split_faults), throughput against the same writers just before. `sync`
 runs between runs, so no run is throttled by the writeback of another.
 """
 
@@ -34,10 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import memory
-from ._ffi import ffi, lib
-from .benchdefs import DEFAULT_RATES, DEFAULT_WRITERS, METHODS, PATTERNS
-from .benchstats import (
+from .. import memory
+from .._ffi import ffi, lib
+from ..native import Pattern, Writer, now_ns
+from ..snapshot import Snapshot
+from ..snapshot.check import pattern_byte
+from ..snapshot.image import ImageHeader, ImageWriter, RegionInfo, load
+from .defs import DEFAULT_RATES, DEFAULT_WRITERS, METHODS, PATTERNS
+from .precopy import ConvergenceParams, load_mapped, run_precopy
+from .roundtrip import RoundTrip, bench_roundtrip
+from .stats import (
     StoreLog,
     logs_cover,
     median,
@@ -47,12 +53,6 @@ from .benchstats import (
     stores_in_window,
     time_ratio,
 )
-from .native import Pattern, Writer, now_ns
-from .precopy import ConvergenceParams, load_mapped, run_precopy
-from .roundtrip import RoundTrip, bench_roundtrip
-from .snapshot import Snapshot
-from .snapshot.check import pattern_byte
-from .snapshot.image import ImageHeader, ImageWriter, RegionInfo, load
 
 PRE_WINDOW_S = 0.25  # writers run this long before each snapshot: their undisturbed baseline
 WARMUP_S = 0.05  # ... of which the first part is left out (threads reaching their pace)
@@ -290,16 +290,15 @@ class Writers:
         out = []
         for w in self.ws:
             st = w.stats
-            buf = ffi.new("struct uffdwp_write_record[]", max(1, st.writes))
-            got = lib.uffdwp_writer_records(w._live(), buf, st.writes)
-            rec = np.frombuffer(ffi.buffer(buf, got * RECORD_BYTES), dtype=np.uint64)
-            rec = rec.reshape(got, 4)
+            words = w.raw_records()
+            rec = np.frombuffer(words, dtype=np.uint64).reshape(-1, 4)
+            got = rec.shape[0]
             t_start = rec[:, 0].copy()
             until = int(t_start[-1]) if st.dropped_records and got else 2**63
             out.append(StoreLog(t_start, rec[:, 1].copy(),
                                 (rec[:, 2] - self.region.address) // self.region.page_size,
                                 st.writes, until))
-            del buf, rec
+            del words, rec
         return out
 
     def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks of the snapshot engine and the binding (`uffdwp bench`, `uffdwp wrlat`)."""
