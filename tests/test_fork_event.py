@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A fork event read through Userfaultfd.read owns the child's userfaultfd (real kernel, in a
 child process: the fork comes from C through ctypes, which lets the reader thread run)."""
 

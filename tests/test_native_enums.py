@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The Python enums of the native layer are the C enums: same members, same values."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """mypy, strict on the binding (pyproject.toml's [tool.mypy]), as ci/lint.sh runs it."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One version: pyproject.toml takes it from uffdwp.__version__, the installed metadata says it."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Argument types and exit statuses shared by the subcommands of `uffdwp` (snapshot, image,
 wrlat, bench): a bad value is a one-line usage error naming the option, never a traceback."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Fixed UFFD-WP kernel bugs that user space can reproduce: the one table of them.
 
 Each bug's mainline fix commit, release, stable backports and the names its fix goes by are

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """CLI: `wrlat`, `bench snapshot|soak|roundtrip|plot`.
 
 uffdwp/cli.py calls register(subparsers). Each handler returns an exit status; expected errors
