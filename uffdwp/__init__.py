@@ -20,7 +20,7 @@ from .errors import (
     UffdPermissionError,
 )
 from .kernel_facts import FaultFlag, Feature, Ioctl, PageCategory, RegisterMode
-from .memory import MEMORY_TYPES, Region
+from .memory import MEMORY_TYPES, MemType, Region
 from .messages import ForkEvent, Message, PageFault, RemapEvent, RemoveEvent, UnmapEvent
 from .native import FaultHandler, Pattern, Policy, Writer
 from .uffd import ApiResult, Userfaultfd, open_fd, supported_features
@@ -29,7 +29,7 @@ __version__ = "0.1.0"  # the one place: pyproject.toml reads it from here
 
 __all__ = [
     "MEMORY_TYPES", "ApiResult", "Error", "FaultFlag", "FaultHandler", "Feature", "ForkEvent",
-    "Ioctl", "MemoryUnavailableError", "Message", "PageCategory", "PageFault", "Pattern",
+    "Ioctl", "MemType", "MemoryUnavailableError", "Message", "PageCategory", "PageFault", "Pattern",
     "Policy", "Region", "RegisterMode", "RemapEvent", "RemoveEvent", "UffdAgainError",
     "UffdError", "UffdExistsError", "UffdNotSupportedError", "UffdPermissionError", "UnmapEvent",
     "Userfaultfd", "Writer", "kernel_facts", "memory", "open_fd", "pagemap", "supported_features",

@@ -1,23 +1,103 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """The five memory types the kernel's own uffd tests use, mapped for one test or snapshot.
 
-anon             private anonymous memory
-shmem            a memfd mapped shared
-shmem-private    a memfd mapped private (CoW over the page cache)
-hugetlb          a hugetlb memfd mapped shared
-hugetlb-private  private anonymous hugetlb memory
+MemType is the one table of them (the kernel's mem_type_t, tools/testing/selftests/mm/
+uffd-unit-tests.c): how each is mapped, what it is made of, and what registering it in each
+mode needs from the kernel. The allocator, the engine and the suites' skip rules and test groups
+read these attributes; nothing else tests a memory type's name.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from ._ffi import ffi, lib
 from .errors import MemoryUnavailableError
+from .kernel_facts import Feature, RegisterMode
 
-MEMORY_TYPES: tuple[str, ...] = ("anon", "shmem", "shmem-private", "hugetlb", "hugetlb-private")
+_WP = Feature.PAGEFAULT_FLAG_WP
+_WP_FILE = Feature.PAGEFAULT_FLAG_WP | Feature.WP_HUGETLBFS_SHMEM
+_NONE = Feature(0)
+
+
+class MemType(str, Enum):
+    """A memory type; its value is its name ("anon", ...): MemType.of("shmem") looks one up."""
+
+    # name               shared file   hugetlb  MISSING needs               WP needs  MINOR needs
+    ANON = ("anon", False, False, False, _NONE, _WP, None)  # private anonymous memory
+    SHMEM = ("shmem", True, True, False, Feature.MISSING_SHMEM, _WP_FILE,  # a memfd, shared
+             Feature.MINOR_SHMEM)
+    SHMEM_PRIVATE = ("shmem-private", False, True, False,  # a memfd, private (CoW)
+                     Feature.MISSING_SHMEM, _WP_FILE, Feature.MINOR_SHMEM)
+    HUGETLB = ("hugetlb", True, True, True,  # a hugetlb memfd, shared
+               Feature.MISSING_HUGETLBFS, _WP_FILE, Feature.MINOR_HUGETLBFS)
+    HUGETLB_PRIVATE = ("hugetlb-private", False, False, True,  # anonymous hugetlb, private
+                       Feature.MISSING_HUGETLBFS, _WP_FILE, Feature.MINOR_HUGETLBFS)
+
+    shared: bool  # MAP_SHARED: a store is seen through every mapping (and by a forked child)
+    file_backed: bool  # a memfd (page cache) behind the mapping; else MAP_ANONYMOUS
+    hugetlb: bool  # hugetlb pages of the default huge page size
+    _needs: dict[RegisterMode, Feature | None]
+
+    def __new__(cls, name: str, shared: bool, file_backed: bool, hugetlb: bool,
+                missing: Feature, wp: Feature, minor: Feature | None) -> MemType:
+        obj = str.__new__(cls, name)
+        obj._value_ = name
+        obj.shared, obj.file_backed, obj.hugetlb = shared, file_backed, hugetlb
+        obj._needs = {RegisterMode.MISSING: missing, RegisterMode.WP: wp,
+                      RegisterMode.MINOR: minor}
+        return obj
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @property
+    def swappable(self) -> bool:
+        """Reclaim can swap its pages out (hugetlb pages are never swapped)."""
+        return not self.hugetlb
+
+    @property
+    def page_size(self) -> int:
+        """Its page size in bytes here (0 for hugetlb where the kernel has no hugetlbfs)."""
+        return hugepage_size() if self.hugetlb else PAGE_SIZE
+
+    def takes(self, modes: RegisterMode | int) -> bool:
+        """Whether *modes* can be registered on this type at all (MINOR needs a page cache
+        or hugetlb: not anonymous memory)."""
+        return all(need is not None for mode, need in self._needs.items() if modes & mode)
+
+    def needs(self, modes: RegisterMode | int) -> Feature:
+        """Features the kernel must offer before *modes* can be registered on this type."""
+        if not self.takes(modes):
+            raise ValueError(f"{RegisterMode(modes)!r} does not apply to {self} memory")
+        need = _NONE
+        for mode, feature in self._needs.items():
+            if modes & mode and feature is not None:
+                need |= feature
+        return need
+
+    @classmethod
+    def of(cls, name: MemType | str) -> MemType:
+        """The type named *name* (ValueError naming the five otherwise)."""
+        for t in cls:
+            if t.value == name:
+                return t
+        raise ValueError(f"unknown memory type {name!r}; one of "
+                         f"{', '.join(t.value for t in cls)}")
+
+    @classmethod
+    def where(cls, **traits: bool) -> tuple[str, ...]:
+        """Names of the types with these traits, in table order: where(hugetlb=False)."""
+        return tuple(t.value for t in cls if all(getattr(t, k) == v for k, v in traits.items()))
+
+
+MEMORY_TYPES: tuple[str, ...] = tuple(t.value for t in MemType)
 
 # Linux (asm-generic and x86) values; Python's mmap module lacks some of them.
 MAP_SHARED = 0x01
@@ -92,8 +172,12 @@ class Region:
         return self.length // self.page_size
 
     @property
+    def mem_type(self) -> MemType:
+        return MemType.of(self.memtype)
+
+    @property
     def is_hugetlb(self) -> bool:
-        return self.memtype.startswith("hugetlb")
+        return self.mem_type.hugetlb
 
     @property
     def is_file(self) -> bool:
@@ -260,17 +344,34 @@ def reserve_address(length: int, align: int) -> int:
     return aligned
 
 
-def allocate(memtype: str, length: int | None = None, *, pages: int | None = None,
+def unmap(address: int, length: int) -> None:
+    """munmap(2) of any range, e.g. a hole in a region (OSError on failure)."""
+    if lib.munmap(ffi.cast("void *", address), length) != 0:
+        err = ffi.errno
+        raise OSError(err, f"munmap({address:#x}, {length}): {os.strerror(err)}")
+
+
+def map_anon_at(address: int, length: int) -> None:
+    """Map private anonymous memory at exactly *address* (MAP_FIXED), e.g. over a hole."""
+    _errno_or(lib.mmap(ffi.cast("void *", address), length, PROT_READ | PROT_WRITE,
+                       MAP_FIXED | MAP_ANONYMOUS | MAP_PRIVATE, -1, 0), "mmap(fixed)")
+
+
+def view_at(address: int, length: int) -> memoryview:
+    """A writable view of [address, address+length), which must stay mapped while it is used."""
+    return memoryview(ffi.buffer(ffi.cast("char *", address), length))
+
+
+def allocate(memtype: MemType | str, length: int | None = None, *, pages: int | None = None,
              align: int | None = None) -> Region:
     """Map *length* bytes (or *pages* pages of the type's page size) of *memtype*.
 
     Raises MemoryUnavailableError when the type cannot be had here (no huge pages reserved).
     *align* places the region at that alignment (e.g. 2 MiB so THP can back anonymous memory).
     """
-    if memtype not in MEMORY_TYPES:
-        raise ValueError(f"unknown memory type {memtype!r}; one of {', '.join(MEMORY_TYPES)}")
-    hugetlb = memtype.startswith("hugetlb")
-    page_size = hugepage_size() if hugetlb else PAGE_SIZE
+    kind = MemType.of(memtype)
+    memtype, hugetlb = kind.value, kind.hugetlb
+    page_size = kind.page_size
     if hugetlb and not page_size:
         raise MemoryUnavailableError("this kernel has no hugetlbfs (Hugepagesize missing)")
     if length is None:
@@ -282,10 +383,9 @@ def allocate(memtype: str, length: int | None = None, *, pages: int | None = Non
             f"{memtype} needs {length // page_size} free huge pages of {page_size >> 10} KiB, "
             f"{hugepages_free()} free: reserve some (sysctl vm.nr_hugepages=N)")
 
-    shared = memtype in ("shmem", "hugetlb")
     fd = -1
-    flags = MAP_SHARED if shared else MAP_PRIVATE
-    if memtype in ("anon", "hugetlb-private"):
+    flags = MAP_SHARED if kind.shared else MAP_PRIVATE
+    if not kind.file_backed:
         flags |= MAP_ANONYMOUS | (MAP_HUGETLB if hugetlb else 0)
     else:
         fd = os.memfd_create(f"uffdwp-{memtype}", MFD_CLOEXEC | (MFD_HUGETLB if hugetlb else 0))
@@ -304,8 +404,9 @@ def allocate(memtype: str, length: int | None = None, *, pages: int | None = Non
             raise MemoryUnavailableError(f"{memtype}: {exc}: reserve huge pages "
                                          "(sysctl vm.nr_hugepages=N)") from exc
         raise
-    return Region(memtype, address, length, page_size, fd, shared)
+    return Region(memtype, address, length, page_size, fd, kind.shared)
 
 
-__all__ = ["MEMORY_TYPES", "PAGE_SIZE", "THP_SIZE", "Mapping", "Region", "allocate",
-           "anon_huge_bytes", "hugepage_size", "hugepages_free", "mappings", "unmapped_part"]
+__all__ = ["MEMORY_TYPES", "PAGE_SIZE", "THP_SIZE", "Mapping", "MemType", "Region", "allocate",
+           "anon_huge_bytes", "hugepage_size", "hugepages_free", "map_anon_at", "mappings",
+           "unmap", "unmapped_part", "view_at"]

@@ -238,9 +238,7 @@ def load_mapped(path: str | os.PathLike, length: int, page_size: int) -> bytes:
 
 
 def _logging_uffd(region: memory.Region) -> Userfaultfd:
-    want = Feature.PAGEFAULT_FLAG_WP | Feature.WP_ASYNC | Feature.WP_UNPOPULATED
-    if region.memtype != "anon":
-        want |= Feature.WP_HUGETLBFS_SHMEM
+    want = region.mem_type.needs(RegisterMode.WP) | Feature.WP_ASYNC | Feature.WP_UNPOPULATED
     uffd = Userfaultfd.create(want, via="auto")
     try:
         uffd.register(region.address, region.length, RegisterMode.WP)

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 from .._ffi import ffi, lib
 from ..errors import Error, UffdError
-from ..kernel_facts import Feature, Ioctl, RegisterMode
+from ..kernel_facts import Feature, Ioctl, RegisterMode, feature_fact
 from ..memory import (
-    MEMORY_TYPES,
     PAGE_SIZE,
     THP_SIZE,
+    MemType,
     Region,
     anon_huge_bytes,
     mappings,
@@ -67,9 +67,6 @@ class Phase(enum.IntEnum):
     def words(self) -> str:
         return {Phase.READ: "read faults", Phase.MEMORY: "read memory"}.get(
             self, self.name.lower())
-
-
-SHARED_TYPES = ("shmem", "hugetlb")
 
 
 class SnapshotError(Error):
@@ -220,9 +217,10 @@ def check_regions(regions: Sequence[RegionInfo]) -> None:
     Nothing is protected before this passes."""
     for i, r in enumerate(regions):
         where = f"region {i} ({r.address:#x}+{r.length:#x})"
-        if r.memtype not in MEMORY_TYPES:
-            raise ValueError(f"{where}: unknown memory type {r.memtype!r}; one of "
-                             f"{', '.join(MEMORY_TYPES)}")
+        try:
+            MemType.of(r.memtype)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         ps = r.page_size
         if ps < PAGE_SIZE or ps & (ps - 1):
             raise ValueError(f"{where}: page size {ps} is not a power of two of at least "
@@ -297,17 +295,18 @@ def _comm(pid: str) -> str:
 def _steps(r: RegionInfo) -> tuple[int, int]:
     """(chunk, fault batch) bytes for the engine, 0 for its defaults. Where transparent huge
     pages back the region, both are whole huge pages: an unprotect of part of one splits it."""
-    thp = (r.memtype == "anon" and r.page_size < THP_SIZE and not r.address % THP_SIZE
-           and not r.length % THP_SIZE and anon_huge_bytes(r.address, r.length) > 0)
+    thp = (MemType.of(r.memtype) is MemType.ANON and r.page_size < THP_SIZE
+           and not r.address % THP_SIZE and not r.length % THP_SIZE
+           and anon_huge_bytes(r.address, r.length) > 0)
     return (THP_SIZE, THP_SIZE) if thp else (0, 0)
 
 
-def _needs_file_wp(memtype: str) -> bool:
-    return memtype != "anon"
+def _since(feature: Feature) -> str:
+    return f"Linux {feature_fact(str(feature.name)).since}+"
 
 
 def _is_shared(region: RegionInfo, maps) -> bool:
-    return region.memtype in SHARED_TYPES or any(
+    return MemType.of(region.memtype).shared or any(
         m.shared and m.start < region.address + region.length and region.address < m.end
         for m in maps)
 
@@ -387,24 +386,27 @@ class Snapshot:
     # --- setup -------------------------------------------------------------------------------
     def _negotiate(self) -> Feature:
         offered = supported_features()
-        want = Feature.PAGEFAULT_FLAG_WP
-        if not offered & Feature.PAGEFAULT_FLAG_WP:
+        wp = Feature.PAGEFAULT_FLAG_WP
+        if not offered & wp:
             raise SnapshotError("this kernel has no userfaultfd write-protect "
-                                "(feature PAGEFAULT_FLAG_WP, Linux 5.7+): cannot snapshot")
-        if any(_needs_file_wp(r.memtype) for r in self.regions):
-            if not offered & Feature.WP_HUGETLBFS_SHMEM:
-                kinds = sorted({r.memtype for r in self.regions if _needs_file_wp(r.memtype)})
-                raise SnapshotError(f"write-protecting {', '.join(kinds)} needs feature "
-                                    "WP_HUGETLBFS_SHMEM (Linux 5.19+), absent here: "
-                                    "snapshot anonymous memory only")
-            want |= Feature.WP_HUGETLBFS_SHMEM
+                                f"(feature PAGEFAULT_FLAG_WP, {_since(wp)}): cannot snapshot")
+        needs = {r.memtype: MemType.of(r.memtype).needs(RegisterMode.WP) for r in self.regions}
+        want = wp
+        for need in needs.values():
+            want |= need
+        absent = want & ~offered
+        if absent:
+            kinds = sorted(m for m, need in needs.items() if need & absent)
+            raise SnapshotError(f"write-protecting {', '.join(kinds)} needs feature "
+                                f"{absent.name} ({_since(absent)}), absent here: "
+                                "snapshot anonymous memory only")
         use_unpop = self.use_wp_unpopulated
         if use_unpop is None:
             use_unpop = bool(offered & Feature.WP_UNPOPULATED) and self.populate_opt is not True
         if use_unpop:
             if not offered & Feature.WP_UNPOPULATED:
-                raise SnapshotError("feature WP_UNPOPULATED (Linux 6.4+) is absent here: "
-                                    "use populate=True")
+                raise SnapshotError(f"feature WP_UNPOPULATED ({_since(Feature.WP_UNPOPULATED)}) "
+                                    "is absent here: use populate=True")
             want |= Feature.WP_UNPOPULATED
         self.populated = (self.populate_opt if self.populate_opt is not None
                           else not use_unpop)
