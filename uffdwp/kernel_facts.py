@@ -11,6 +11,7 @@ Sources cited below:
   MAN    man-pages userfaultfd.2, ioctl_userfaultfd.2, UFFDIO_*.2const, ioctl_pagemap_scan.2
   PMDOC  Documentation/admin-guide/mm/pagemap.rst
   UFDOC  Documentation/admin-guide/mm/userfaultfd.rst
+  THPDOC Documentation/admin-guide/mm/transhuge.rst
   SELF   tools/testing/selftests/mm/uffd-unit-tests.c
 """
 
@@ -222,6 +223,23 @@ ACCESS_FACTS: tuple[Fact, ...] = (
     Fact("PAGEMAP_SCAN", 0, "6.7", "MAN ioctl_pagemap_scan.2"),
     Fact("uffd-wp on arm64", 0, "6.10", "arch/arm64 Kconfig HAVE_ARCH_USERFAULTFD_WP"),
 )
+
+# --- memory management the suites depend on (no feature bit: probed, never gated) -------------
+MM_FACTS: tuple[Fact, ...] = (
+    Fact("mTHP sysfs", 0, "6.8", "THPDOC",
+         "/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/enabled"),
+    Fact("split THP zero-page remap", 0, "6.12", "mm/huge_memory.c (__split_unmapped_folio)",
+         "zero-filled subpages of a split THP are mapped to the shared zero page"),
+)
+
+
+def fact(name: str) -> Fact:
+    """The fact named *name* in any of the tables (KeyError otherwise)."""
+    for table in (FEATURE_FACTS, MODE_FACTS, PAGEMAP_FACTS, ACCESS_FACTS, MM_FACTS):
+        for f in table:
+            if f.name == name:
+                return f
+    raise KeyError(name)
 
 
 def feature_fact(name: str) -> Fact:

@@ -257,6 +257,42 @@ class Writer:
                 lib.uffdwp_writer_free(w)
 
 
+class Chain:
+    """Test writers whose stores form a causal chain (csrc/chain_native.c): step i stores i+1
+    to addrs[i % len(addrs)] from thread i % threads, once step i-1 is done. A consistent image
+    of those addresses holds a prefix of the chain. *max_steps* 0: until stopped."""
+
+    def __init__(self, addrs: Sequence[int], threads: int, max_steps: int = 0) -> None:
+        err = ffi.new("int *")
+        c = lib.uffdsnap_chain_start(ffi.new("uint64_t[]", list(addrs)), len(addrs), threads,
+                                     max_steps, err)
+        if c == ffi.NULL:
+            check(err[0], "chain start")
+        self._c: Any = c
+
+    @property
+    def steps(self) -> int:
+        """Steps completed so far."""
+        return int(lib.uffdsnap_chain_steps(self._c)) if self._c is not None else 0
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the threads and free them; False if one is still blocked after *timeout*
+        (then it is left running, and its memory kept)."""
+        if self._c is None:
+            return True
+        if lib.uffdsnap_chain_stop(self._c, int(timeout * 1000)) != 0:
+            return False
+        c, self._c = self._c, None
+        lib.uffdsnap_chain_free(c)
+        return True
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def _fault(address: int, what: str) -> OSError:
     return OSError(errno.EFAULT, f"{what} at {address:#x}: {os.strerror(errno.EFAULT)} "
                                  "(not mapped, or not writable)")
@@ -295,6 +331,6 @@ def percentile(samples: Sequence[int], q: float) -> int:
     return ordered[nearest_rank(len(ordered), q)]
 
 
-__all__ = ["FaultHandler", "FaultRecord", "HandlerStats", "Pattern", "Policy", "WriteRecord",
-           "Writer", "WriterStats", "load_u64", "nearest_rank", "now_ns", "percentile",
-           "store_u64"]
+__all__ = ["Chain", "FaultHandler", "FaultRecord", "HandlerStats", "Pattern", "Policy",
+           "WriteRecord", "Writer", "WriterStats", "load_u64", "nearest_rank", "now_ns",
+           "percentile", "store_u64"]

@@ -106,6 +106,26 @@ def scan(start: int, end: int, *, category_mask: int = 0, category_inverted: int
     return ScanResult(regions, arg.walk_end)
 
 
+SCAN_ARG_SIZE: int = ffi.sizeof("struct pm_scan_arg")  # what pm_scan_arg.size must be
+
+
+def scan_raw(pid: int | str = "self", **fields: int) -> tuple[int, int]:
+    """PAGEMAP_SCAN with any pm_scan_arg *fields* set as given, unchecked (for tests of the
+    kernel's own argument checks; scan() builds only valid ones). Defaults: the right size, a
+    16-entry vec, every category returned. Returns (the ioctl's result or -errno, walk_end)."""
+    vec = ffi.new("struct page_region[]", 16)
+    arg = {"size": SCAN_ARG_SIZE, "vec": int(ffi.cast("uintptr_t", vec)), "vec_len": 16,
+           "return_mask": int(sum(PageCategory))}
+    arg.update(fields)
+    c_arg = ffi.new("struct pm_scan_arg *", arg)
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ret = int(lib.uffdwp_ioctl(fd, kf.IOCTLS["PAGEMAP_SCAN"].request, c_arg))
+    finally:
+        os.close(fd)
+    return ret, int(c_arg.walk_end)
+
+
 def written_pages(start: int, end: int, *, reprotect: bool = False,
                   page_size: int = PAGE_SIZE) -> list[int]:
     """Addresses of the *page_size* pages written since they were last protected (async WP).
@@ -124,5 +144,5 @@ def written_pages(start: int, end: int, *, reprotect: bool = False,
     return pages
 
 
-__all__ = ["PageRegion", "PagemapEntry", "ScanResult", "entries", "entry", "scan",
-           "uffd_wp", "written_pages"]
+__all__ = ["SCAN_ARG_SIZE", "PageRegion", "PagemapEntry", "ScanResult", "entries", "entry",
+           "scan", "scan_raw", "uffd_wp", "written_pages"]

@@ -54,6 +54,12 @@ def open_fd(via: OpenVia = "syscall", *, nonblock: bool = True, cloexec: bool = 
     return check(fd, "open(syscall)")
 
 
+def open_syscall_raw(flags: int) -> int:
+    """userfaultfd(2) with exactly *flags* (any bits, for tests of the kernel's flag checks):
+    the new descriptor, or -errno."""
+    return int(lib.uffdwp_open_syscall(flags))
+
+
 class Userfaultfd:
     """One userfaultfd descriptor and the operations on it.
 
@@ -281,4 +287,5 @@ def supported_features() -> Feature:
         return uffd.api(0).features
 
 
-__all__ = ["ApiResult", "Userfaultfd", "address_of", "open_fd", "supported_features"]
+__all__ = ["ApiResult", "Userfaultfd", "address_of", "open_fd", "open_syscall_raw",
+           "supported_features"]
