@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 
 from uffdwp.errors import UffdError
-from uffdwp.kernel_facts import Feature
+from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.runner.bugcheck import checked_bug
 from uffdwp.uffd import supported_features
 
 from . import hostsetup
-from .uffdtest import Ctx, UffdSpec, implied_features, missing_reason
+from .uffdtest import Ctx, UffdSpec
 
 
 def _is_controller(config: pytest.Config) -> bool:
@@ -25,6 +25,7 @@ def _is_controller(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "uffd(spec): memory types, modes, features of a test")
+    config.addinivalue_line("markers", "uffd_requires(requires): a parameter's extra needs")
     if _is_controller(config):
         hostsetup.join()
 
@@ -66,17 +67,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The one place that decides a declared test's skip: its memory type's and modes' implied
+    features, its own, its parameters' (requires()), then its named capabilities."""
     spec = _spec(item)
-    if spec is None:
+    extra = [m.args[0] for m in item.iter_markers("uffd_requires")]
+    if spec is None and not extra:
         return
-    try:
-        have = supported_features()
-    except UffdError as exc:
-        pytest.skip(f"no userfaultfd here: {exc}")
-    memtype = _memtype(item) or "anon"
-    reason = missing_reason(spec.features | implied_features(memtype, spec.modes), have)
+    need = (spec or UffdSpec(modes=RegisterMode(0))).requires(_memtype(item))
+    for more in extra:
+        need |= more
+    have = None
+    if need.features:
+        try:
+            have = supported_features()
+        except UffdError as exc:
+            # the declaration's own skip: what it needs cannot even be asked for
+            pytest.skip(f"no userfaultfd here: {exc}")
+    reason = need.missing(have)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(reason)  # the declaration's verdict (reason from Requires.missing)
 
 
 @pytest.hookimpl(hookwrapper=True)

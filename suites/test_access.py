@@ -28,14 +28,17 @@ import pytest
 
 from uffdwp import kernel_facts as kf
 from uffdwp import native
-from uffdwp._ffi import lib
 from uffdwp.errors import UffdError
-from uffdwp.uffd import DEV_USERFAULTFD, Userfaultfd
+from uffdwp.memory import view_at
+from uffdwp.uffd import DEV_USERFAULTFD, Userfaultfd, open_syscall_raw
 
+from .capabilities import DEVICE, UNPRIV_SYSCTL, USER_MODE_ONLY, root
+from .capabilities import SYSCTL_PATH as SYSCTL
 from .observe import wp_pages
-from .uffdtest import MEM_ALL, MISSING, WP, require_user_mode_only, uffd_test
+from .uffdtest import MEM_ALL, MISSING, WP, uffd_test
 
-SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
+# Tests that set the sysctl and drop privileges (the `sysctl` fixture) declare these.
+AS_ROOT = (root("setting vm.unprivileged_userfaultfd and setuid() need root"), UNPRIV_SYSCTL)
 SYSCTL_LOCK = Path("/tmp/uffdwp-unprivileged-userfaultfd.lock")
 NOBODY = 65534
 OPEN_FLAGS = os.O_CLOEXEC | os.O_NONBLOCK
@@ -45,10 +48,7 @@ CHILD_FAILED = -100000
 # --- the sysctl (global: serialize every test that sets it, restore it afterwards) -------------
 @pytest.fixture
 def sysctl() -> Iterator[Callable[[int], None]]:
-    if os.geteuid() != 0:
-        pytest.skip("setting vm.unprivileged_userfaultfd and setuid() need root")
-    if not SYSCTL.exists():
-        pytest.skip("vm.unprivileged_userfaultfd (mainline 5.2) absent on this kernel")
+    """Sets vm.unprivileged_userfaultfd for the test (tests using it declare AS_ROOT)."""
     with open(SYSCTL_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # other workers / concurrent runs of these tests
         old = SYSCTL.read_text().strip()
@@ -96,7 +96,7 @@ def in_unprivileged_child(fn: Callable[[], int], timeout: float = 10.0) -> int:
 
 def _syscall_and_api(flags: int) -> int:
     """userfaultfd(flags) then UFFDIO_API: 0 on success, -errno of the step that failed."""
-    fd = lib.uffdwp_open_syscall(flags)
+    fd = open_syscall_raw(flags)
     if fd < 0:
         return fd
     try:
@@ -111,56 +111,61 @@ def _as_nobody_syscall(flags: int) -> int:
 
 
 # --- creating an fd -------------------------------------------------------------------------
+@uffd_test(mem=None, needs=AS_ROOT)
 def test_sysctl0_unprivileged_plain_eperm(sysctl):
     """vm.unprivileged_userfaultfd=0: an unprivileged process gets EPERM from userfaultfd(0)."""
     sysctl(0)
     assert _as_nobody_syscall(OPEN_FLAGS) == -errno.EPERM
 
 
+@uffd_test(mem=None, needs=(*AS_ROOT, USER_MODE_ONLY))
 def test_sysctl0_unprivileged_user_mode_only_allowed(sysctl):
     """vm.unprivileged_userfaultfd=0: UFFD_USER_MODE_ONLY is always allowed (and usable)."""
-    require_user_mode_only()
     sysctl(0)
     assert _as_nobody_syscall(OPEN_FLAGS | kf.UFFD_USER_MODE_ONLY) == 0
 
 
+@uffd_test(mem=None, needs=AS_ROOT)
 def test_sysctl1_unprivileged_plain_allowed(sysctl):
     """vm.unprivileged_userfaultfd=1: an unprivileged process may create a full userfaultfd."""
     sysctl(1)
     assert _as_nobody_syscall(OPEN_FLAGS) == 0
-    require_user_mode_only()
+
+
+@uffd_test(mem=None, needs=(*AS_ROOT, USER_MODE_ONLY))
+def test_sysctl1_unprivileged_user_mode_only_allowed(sysctl):
+    """vm.unprivileged_userfaultfd=1: and a user-mode-only one."""
+    sysctl(1)
     assert _as_nobody_syscall(OPEN_FLAGS | kf.UFFD_USER_MODE_ONLY) == 0
 
 
+@uffd_test(mem=None, needs=AS_ROOT)
 def test_sysctl0_root_plain_allowed(sysctl):
     """vm.unprivileged_userfaultfd=0 does not restrict CAP_SYS_PTRACE (root)."""
     sysctl(0)
     assert _syscall_and_api(OPEN_FLAGS) == 0
 
 
+@uffd_test(mem=None)
 def test_unknown_open_flag_einval(supported):
     """userfaultfd(2) flags other than O_CLOEXEC, O_NONBLOCK, UFFD_USER_MODE_ONLY: EINVAL."""
-    assert lib.uffdwp_open_syscall(OPEN_FLAGS | 0x2) == -errno.EINVAL
+    assert open_syscall_raw(OPEN_FLAGS | 0x2) == -errno.EINVAL
 
 
-def _dev_or_skip() -> os.stat_result:
-    try:
-        return os.stat(DEV_USERFAULTFD)
-    except FileNotFoundError:
-        pytest.skip("/dev/userfaultfd (mainline 6.1) absent on this kernel")
-
-
+@uffd_test(mem=None, needs=DEVICE)
 def test_dev_root_opens_and_creates(supported):
     """Root opens /dev/userfaultfd; USERFAULTFD_IOC_NEW gives a working userfaultfd."""
-    _dev_or_skip()
     with Userfaultfd.open(via="dev") as uffd:
         assert uffd.api(0).api == kf.UFFD_API
 
 
+@uffd_test(mem=None, needs=(*AS_ROOT, DEVICE))
 def test_dev_unprivileged_open_eacces(sysctl):
     """/dev/userfaultfd with its default mode (0600 root): an unprivileged open() is EACCES."""
-    st = _dev_or_skip()
+    st = os.stat(DEV_USERFAULTFD)
     if st.st_uid != 0 or stat.S_IMODE(st.st_mode) & 0o066:
+        # Not a declaration: the device is there, but this host's admin changed its mode; what
+        # the test checks (the default mode's EACCES) cannot be seen here.
         pytest.skip(f"/dev/userfaultfd permissions changed here "
                     f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
     sysctl(1)  # the device ignores the sysctl either way
@@ -175,11 +180,11 @@ def test_dev_unprivileged_open_eacces(sysctl):
     assert in_unprivileged_child(try_open) == -errno.EACCES
 
 
+@uffd_test(mem=None, needs=(*AS_ROOT, DEVICE))
 def test_dev_fd_bypasses_sysctl(sysctl):
     """Access to /dev/userfaultfd is checked at open(): a device fd opened by root and handed to
     an unprivileged process creates full (kernel-fault capable) userfaultfds even with
     vm.unprivileged_userfaultfd=0, where its own userfaultfd(0) is EPERM."""
-    _dev_or_skip()
     sysctl(0)
     dev = os.open(DEV_USERFAULTFD, os.O_RDWR)  # inherited by the child (no O_CLOEXEC)
     try:
@@ -206,8 +211,7 @@ def _read_into(address: int, length: int, data: bytes):
     result: dict[str, object] = {}
 
     def run() -> None:
-        from uffdwp._ffi import ffi
-        buf = ffi.buffer(ffi.cast("char *", address), length)
+        buf = view_at(address, length)
         try:
             result["n"] = os.readv(r, [buf])
         except OSError as exc:
@@ -221,7 +225,7 @@ def _read_into(address: int, length: int, data: bytes):
     return t, result
 
 
-@uffd_test(mem=MEM_ALL)
+@uffd_test(mem=MEM_ALL, needs=USER_MODE_ONLY)
 def test_user_mode_only_wp_kernel_write_efault(ctx, memtype):
     """A UFFD_USER_MODE_ONLY fd registered in WP mode: read(2) into a protected page fails with
     EFAULT at once (no message, nothing written, page still protected)."""
@@ -239,7 +243,7 @@ def test_user_mode_only_wp_kernel_write_efault(ctx, memtype):
     assert wp_pages(region.address, region.length, region.page_size) == [True, True]
 
 
-@uffd_test(mem=MEM_ALL)
+@uffd_test(mem=MEM_ALL, needs=USER_MODE_ONLY)
 def test_user_mode_only_wp_user_write_delivered(ctx, memtype):
     """The same user-mode-only fd does get the fault of a user-space store, which blocks until
     unprotected: the control for the EFAULT test above."""
@@ -277,7 +281,7 @@ def test_full_fd_kernel_write_is_delivered(ctx, memtype):
     assert region.read(0, 64) == b"K" * 64
 
 
-@uffd_test(mem=MEM_ALL, modes=MISSING)
+@uffd_test(mem=MEM_ALL, modes=MISSING, needs=USER_MODE_ONLY)
 def test_user_mode_only_missing_kernel_write_efault(ctx, memtype):
     """MISSING mode on a user-mode-only fd: read(2) into a missing page gives EFAULT and
     queues no message; a user-space access of the same page is delivered."""

@@ -26,9 +26,6 @@ kernel that has the fix: runner/verdicts.py).
 
 from __future__ import annotations
 
-import errno
-import functools
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -39,27 +36,27 @@ import pytest
 
 from uffdwp import kernel_facts as kf
 from uffdwp import native
-from uffdwp._ffi import lib
 from uffdwp.errors import MemoryUnavailableError, UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.known_bugs import KNOWN_BUGS
-from uffdwp.memory import MEMORY_TYPES, Region, allocate
+from uffdwp.memory import MemType, Region, allocate
 from uffdwp.messages import Message, PageFault
 from uffdwp.runner.bugcheck import bug_check
 from uffdwp.uffd import Userfaultfd
 
-MEM_ALL = MEMORY_TYPES
-MEM_ANON = ("anon",)
-MEM_SHMEM = ("shmem", "shmem-private")
-MEM_HUGETLB = ("hugetlb", "hugetlb-private")
-MEM_FILE = ("shmem", "shmem-private", "hugetlb")  # backed by a memfd (page cache)
-MEM_SHARED = ("shmem", "hugetlb")
-MEM_PRIVATE = ("anon", "shmem-private", "hugetlb-private")
-MEM_NOT_HUGETLB = ("anon", "shmem", "shmem-private")
+from .capabilities import STRESS_SCALE, USER_MODE_ONLY, Capability
 
-# Stress sizes shrink where the CPU is emulated (the matrix sets this in TCG guests): the
-# checks stay the same, only the amount of work changes.
-STRESS_SCALE = float(os.environ.get("UFFDWP_STRESS_SCALE", "1"))
+# Test groups: memory types by their traits in the one table (uffdwp.memory.MemType).
+MEM_ALL = MemType.where()
+MEM_ANON = (MemType.ANON.value,)
+MEM_SHMEM = MemType.where(file_backed=True, hugetlb=False)
+MEM_HUGETLB = MemType.where(hugetlb=True)
+MEM_FILE = MemType.where(file_backed=True)  # backed by a memfd (page cache)
+MEM_SHARED = MemType.where(shared=True)
+MEM_PRIVATE = MemType.where(shared=False)
+MEM_NOT_HUGETLB = MemType.where(hugetlb=False)
+MEM_SWAPPABLE = MemType.where(swappable=True)
+
 
 
 def stress(count: int, minimum: int = 1) -> int:
@@ -74,17 +71,7 @@ MINOR = RegisterMode.MINOR
 
 def implied_features(memtype: str, modes: RegisterMode) -> Feature:
     """Features the kernel must offer before *modes* can be registered on *memtype*."""
-    need = Feature(0)
-    shmem, hugetlb = memtype.startswith("shmem"), memtype.startswith("hugetlb")
-    if modes & WP:
-        need |= Feature.PAGEFAULT_FLAG_WP
-        if shmem or hugetlb:
-            need |= Feature.WP_HUGETLBFS_SHMEM
-    if modes & MINOR:
-        need |= Feature.MINOR_SHMEM if shmem else Feature.MINOR_HUGETLBFS
-    if modes & MISSING:
-        need |= Feature.MISSING_SHMEM if shmem else Feature.MISSING_HUGETLBFS if hugetlb else 0
-    return need
+    return MemType.of(memtype).needs(modes)
 
 
 def missing_reason(required: Feature, supported: Feature) -> str | None:
@@ -100,6 +87,40 @@ def missing_reason(required: Feature, supported: Feature) -> str | None:
 
 
 @dataclass(frozen=True)
+class Requires:
+    """What a test, or one of its parameters, needs beyond its memory type and modes: feature
+    bits of the handshake and named capabilities of the host (capabilities.py)."""
+
+    features: Feature = Feature(0)
+    needs: tuple[Capability, ...] = ()
+
+    def __or__(self, other: Requires) -> Requires:
+        return Requires(self.features | other.features,
+                        self.needs + tuple(c for c in other.needs if c not in self.needs))
+
+    def missing(self, supported: Feature | None) -> str | None:
+        """The skip reason for the first thing this host lacks, or None if it has all."""
+        if self.features:
+            if supported is None:
+                raise ValueError("features are required: pass what the kernel supports")
+            reason = missing_reason(self.features, supported)
+            if reason:
+                return reason
+        return next((why for c in self.needs if (why := c.missing())), None)
+
+
+def requires(features: int = 0, needs: Capability | tuple[Capability, ...] = ()
+             ) -> pytest.MarkDecorator:
+    """Extra needs of one parameter of a test (``pytest.param(True, marks=requires(...))``) or
+    of one memory type (``@uffd_test(per_mem={"anon": requires(...)})``)."""
+    return pytest.mark.uffd_requires(Requires(Feature(features), _caps(needs)))
+
+
+def _caps(needs: Capability | tuple[Capability, ...]) -> tuple[Capability, ...]:
+    return (needs,) if isinstance(needs, Capability) else tuple(needs)
+
+
+@dataclass(frozen=True)
 class UffdSpec:
     """What a test declares: the marker the runner reads."""
 
@@ -109,6 +130,7 @@ class UffdSpec:
     # bugs, the first one named in reports while it passes), or memory type -> key where the bug
     # is specific to some types
     bug: str | tuple[str, ...] | Mapping[str, str] | None = None
+    needs: tuple[Capability, ...] = ()
 
     def bugs_for(self, memtype: str | None) -> tuple[str, ...]:
         bug = self.bug.get(memtype or "") if isinstance(self.bug, Mapping) else self.bug
@@ -118,41 +140,43 @@ class UffdSpec:
         bugs = self.bugs_for(memtype)
         return bugs[0] if bugs else None
 
+    def requires(self, memtype: str | None) -> Requires:
+        """Everything a case of this test on *memtype* (None: no memory type) needs."""
+        implied = MemType.of(memtype).needs(self.modes) if memtype else Feature(0)
+        return Requires(self.features | implied, self.needs)
 
-def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int = 0,
+
+def uffd_test(*, mem: tuple[str, ...] | None = MEM_ALL, modes: int | None = None,
+              features: int = 0, needs: Capability | tuple[Capability, ...] = (),
+              per_mem: Mapping[str, pytest.MarkDecorator] | None = None,
               bug: str | tuple[str, ...] | Mapping[str, str] | None = None, timeout: float = 20):
-    """Declare a conformance test: memory types × modes × required features (+ known bug)."""
-    if modes & MINOR and "anon" in mem:
-        raise ValueError("MINOR mode does not apply to anonymous memory")
+    """Declare a conformance test: memory types × modes × required features and capabilities
+    (+ known bug). *mem* None: the test maps no memory of a type (not parametrized), and
+    registers nothing unless *modes* says so; *modes* defaults to WP for the others.
+    *per_mem* adds needs to some memory types (``requires(...)``)."""
+    modes = (0 if mem is None else WP) if modes is None else modes
+    for name in mem or ():
+        if not MemType.of(name).takes(modes):
+            raise ValueError(f"{RegisterMode(modes)!r} does not apply to {name} memory")
+    unknown_types = set(per_mem or ()) - set(mem or ())
+    if unknown_types:
+        raise ValueError(f"per_mem names types the test does not run on: {unknown_types}")
     keys = (list(bug.values()) if isinstance(bug, Mapping) else [bug] if isinstance(bug, str)
             else list(bug or ()))
     unknown = [k for k in keys if k not in KNOWN_BUGS]
     if unknown:
         raise ValueError(f"unknown bug key(s) {unknown}")
-    spec = UffdSpec(Feature(features), RegisterMode(modes), bug)
+    spec = UffdSpec(Feature(features), RegisterMode(modes), bug, _caps(needs))
 
     def decorate(fn):
-        fn = pytest.mark.parametrize("memtype", mem)(fn)
+        if mem is not None:
+            values = [pytest.param(m, marks=per_mem[m]) if per_mem and m in per_mem else m
+                      for m in mem]
+            fn = pytest.mark.parametrize("memtype", values)(fn)
         fn = pytest.mark.uffd(spec)(fn)
         return pytest.mark.timeout(timeout)(fn)
 
     return decorate
-
-
-@functools.lru_cache(maxsize=1)
-def user_mode_only_accepted() -> bool:
-    """UFFD_USER_MODE_ONLY has no feature bit: kernels before it reject the flag with EINVAL."""
-    fd = lib.uffdwp_open_syscall(os.O_CLOEXEC | kf.UFFD_USER_MODE_ONLY)
-    if fd >= 0:
-        os.close(fd)
-    return fd != -errno.EINVAL
-
-
-def require_user_mode_only() -> None:
-    if not user_mode_only_accepted():
-        fact = next(f for f in kf.ACCESS_FACTS if f.name == "UFFD_USER_MODE_ONLY")
-        pytest.skip(f"open flag UFFD_USER_MODE_ONLY (mainline {fact.since}) rejected with "
-                    "EINVAL by this kernel")
 
 
 class StoreThread:
@@ -197,6 +221,11 @@ class Ctx:
     _writers: list[native.Writer] = field(default_factory=list)
     _registered: list[tuple[Userfaultfd, int, int]] = field(default_factory=list)
 
+    @property
+    def mem_type(self) -> MemType:
+        """The case's memory type, with its traits (shared, file_backed, hugetlb, ...)."""
+        return MemType.of(self.memtype)
+
     # --- the known bug ---------------------------------------------------------------------------
     @property
     def bug(self) -> str | None:
@@ -230,8 +259,9 @@ class Ctx:
         return Feature(want | (self.supported & Feature.THREAD_ID))
 
     def uffd(self, extra: int = 0, features: int | None = None, **open_args) -> Userfaultfd:
-        if open_args.get("user_mode_only"):
-            require_user_mode_only()
+        if open_args.get("user_mode_only") and USER_MODE_ONLY not in self.spec.needs:
+            raise ValueError("a test opening with UFFD_USER_MODE_ONLY declares "
+                             "needs=USER_MODE_ONLY")
         uffd = Userfaultfd.create(self.features(extra) if features is None else features,
                                   **open_args)
         self._uffds.append(uffd)

@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: GPL-2.0-only
+"""Named capabilities of the host that a test declares it needs (``@uffd_test(needs=...)``).
+
+Most of what a test needs is a feature bit of the UFFDIO_API handshake (uffdtest.py). These have
+none: each is probed here, once per process, and the probe answers None (present) or the skip
+reason. A release named in a reason comes from uffdwp.kernel_facts: it is stated there only.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from uffdwp import kernel_facts as kf
+from uffdwp import pagemap
+from uffdwp.errors import UffdError
+from uffdwp.memory import allocate
+from uffdwp.uffd import DEV_USERFAULTFD, Userfaultfd, open_syscall_raw
+
+from .hostsetup import ensure_swap
+from .observe import pagemap_reports_wp
+
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+SYSCTL_PATH = Path("/proc/sys/vm/unprivileged_userfaultfd")
+# Stress sizes shrink where the CPU is emulated (the matrix sets this in TCG guests): the
+# checks stay the same, only the amount of work changes; timing tests need a native CPU.
+STRESS_SCALE = float(os.environ.get("UFFDWP_STRESS_SCALE", "1"))
+
+
+def _since(name: str) -> str:
+    return f"mainline {kf.fact(name).since}"
+
+
+@dataclass(frozen=True)
+class Capability:
+    """A property of the host with no feature bit. *probe* returns None where the host has it,
+    else why not; *detail* (``because()``) says what a test cannot do without it."""
+
+    name: str
+    probe: Callable[[], str | None]
+    detail: str = ""
+
+    def missing(self) -> str | None:
+        """The skip reason where this host lacks it, None where it has it."""
+        why = _probed(self.probe)
+        return f"{why}: {self.detail}" if why and self.detail else why
+
+    def because(self, detail: str) -> Capability:
+        """The same capability, its skip reason followed by *detail*."""
+        return replace(self, detail=detail)
+
+
+@functools.cache
+def _probed(probe: Callable[[], str | None]) -> str | None:
+    return probe()
+
+
+def _pagemap_wp() -> str | None:
+    if pagemap_reports_wp():
+        return None
+    return (f"pagemap bit 57 (PM_UFFD_WP, {_since('PM_UFFD_WP')}) absent on this kernel: this "
+            "test checks the bit itself")
+
+
+def _user_mode_only() -> str | None:
+    # No feature bit: kernels before it reject the open flag with EINVAL.
+    fd = open_syscall_raw(os.O_CLOEXEC | kf.UFFD_USER_MODE_ONLY)
+    if fd >= 0:
+        os.close(fd)
+    if fd != -errno.EINVAL:
+        return None
+    return (f"open flag UFFD_USER_MODE_ONLY ({_since('UFFD_USER_MODE_ONLY')}) rejected with "
+            "EINVAL by this kernel")
+
+
+def _pagemap_scan() -> str | None:
+    if pagemap.scan_raw(start=0, end=0)[0] != -errno.ENOTTY:
+        return None
+    return f"PAGEMAP_SCAN ({_since('PAGEMAP_SCAN')}) absent on this kernel: ENOTTY"
+
+
+def _continue_mode_wp() -> str | None:
+    # On a range no userfaultfd registered, a kernel that knows the mode answers ENOENT (no
+    # such registration); one that does not rejects the mode first, with EINVAL.
+    with allocate("anon", pages=1) as region, Userfaultfd.create(0) as uffd:
+        try:
+            uffd.continue_(region.address, region.length, wp=True)
+        except UffdError as exc:
+            if exc.errno == errno.EINVAL:
+                return (f"UFFDIO_CONTINUE_MODE_WP ({_since('UFFDIO_CONTINUE_MODE_WP')}) "
+                        "rejected with EINVAL by this kernel")
+    return None
+
+
+def _thp() -> str | None:
+    try:
+        mode = THP_ENABLED.read_text()
+    except OSError:
+        return "no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE off)"
+    return f"THP disabled ({THP_ENABLED}: never)" if "[never]" in mode else None
+
+
+def _mthp() -> str | None:
+    if list(THP_ENABLED.parent.glob("hugepages-*kB/enabled")):
+        return None
+    return f"no mTHP sysfs knobs (transparent_hugepage/hugepages-*kB, {_since('mTHP sysfs')})"
+
+
+def _numa() -> str | None:
+    nodes = list(Path("/sys/devices/system/node").glob("node[0-9]*"))
+    # migrate_pages() is called through ctypes with x86-64's syscall number
+    return None if len(nodes) >= 2 and os.uname().machine == "x86_64" else "a single NUMA node"
+
+
+def _present(path: Path, fact: str) -> Callable[[], str | None]:
+    def probe() -> str | None:
+        return None if path.exists() else f"{fact} ({_since(fact)}) absent on this kernel"
+    return probe
+
+
+def _native_cpu() -> str | None:
+    return "an emulated CPU" if STRESS_SCALE < 1 else None
+
+
+PAGEMAP_WP = Capability("pagemap uffd-wp bit", _pagemap_wp)
+USER_MODE_ONLY = Capability("UFFD_USER_MODE_ONLY", _user_mode_only)
+PAGEMAP_SCAN = Capability("PAGEMAP_SCAN", _pagemap_scan)
+CONTINUE_MODE_WP = Capability("UFFDIO_CONTINUE_MODE_WP", _continue_mode_wp)
+SWAP = Capability("swap", ensure_swap)  # activates the shared swap file (hostsetup)
+NUMA = Capability("two NUMA nodes", _numa)
+THP = Capability("transparent huge pages", _thp)
+MTHP = Capability("mTHP sysfs", _mthp)
+DEVICE = Capability("/dev/userfaultfd", _present(Path(DEV_USERFAULTFD), "/dev/userfaultfd"))
+UNPRIV_SYSCTL = Capability("vm.unprivileged_userfaultfd",
+                           _present(SYSCTL_PATH, "vm.unprivileged_userfaultfd"))
+NATIVE_CPU = Capability("a native CPU", _native_cpu)  # UFFDWP_STRESS_SCALE < 1: emulated
+
+
+def root(reason: str) -> Capability:
+    """Root, for the reason a test says (its skip reason elsewhere)."""
+    return Capability(f"root: {reason}", functools.partial(_root, reason))
+
+
+def _root(reason: str) -> str | None:
+    return None if os.geteuid() == 0 else reason
