@@ -30,9 +30,10 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 
@@ -43,8 +44,11 @@ from uffdwp.errors import MemoryUnavailableError, UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.memory import MEMORY_TYPES, Region, allocate
 from uffdwp.messages import Message, PageFault
+from uffdwp.runner import precondition
 from uffdwp.runner.bugcheck import bug_check
 from uffdwp.uffd import Userfaultfd
+
+T = TypeVar("T")
 
 MEM_ALL = MEMORY_TYPES
 MEM_ANON = ("anon",)
@@ -211,6 +215,19 @@ class Ctx:
         if key is not None and key not in bugs:
             raise ValueError(f"bug {key!r} is not declared by this test ({bugs})")
         return bug_check(key or self.bug)
+
+    # --- preconditions (runner/precondition.py) ---------------------------------------------------
+    def retry(self, attempt: Callable[[Ctx], T], *, tries: int = 3,
+              budget_s: float | None = None) -> T:
+        """attempt(ctx) on a fresh context each time (its memory, uffds and threads released
+        before the next), again while its precondition is unmet; then a skip naming it."""
+        def once() -> T:
+            sub = Ctx(self.memtype, self.supported, self.spec)
+            try:
+                return attempt(sub)
+            finally:
+                sub.cleanup()
+        return precondition.retry(once, tries=tries, budget_s=budget_s)
 
     # --- memory --------------------------------------------------------------------------------
     def region(self, pages: int = 4, memtype: str | None = None, **kw) -> Region:
