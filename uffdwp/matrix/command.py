@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from . import interrupt
 from .catalogue import (
     DEFAULT_CATALOGUE,
     DEFAULT_KERNELS,
@@ -194,8 +194,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         return run_history(args, entry, cmd, console)
     report = args.report or Path("reports") / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
-    # SIGTERM (CI cancelling the job) takes the same path as Ctrl-C: guests get killed
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    interrupt.install()  # SIGTERM (CI cancelling the job) and Ctrl-C: guests stopped at once
     try:
         if args.via == "vagrant":
             from .vagrant import run_matrix_vagrant
@@ -209,11 +208,19 @@ def main(args: argparse.Namespace) -> int:
             outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel,
                                            timeout=args.timeout, jobs=args.jobs,
                                            console=console, numa_nodes=args.numa_nodes)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the Vagrant path: its machines are destroyed on the way out
         console.print("[red]matrix: interrupted; guests killed[/]")
         return 130
     _write_kcidb(report, outcomes, console)
     console.print(f"report: {report}/report.html ({summary['seconds']:.0f} s)")
+    return _exit_status(summary)
+
+
+def _exit_status(summary: dict) -> int:
+    """130 for a matrix stopped by a signal (its report holds what finished), else 0 if every
+    kernel is ok, else 1."""
+    if summary.get("interrupted"):
+        return 130
     return 0 if summary["ok"] else 1
 
 
@@ -235,20 +242,15 @@ def run_history(args: argparse.Namespace, entry: KernelSpec, cmd: str, console: 
     console.print(f"{len(specs)} builds of {entry.series}: {', '.join(s.name for s in specs)}")
     report = args.report or Path("reports") / (
         f"history-{entry.series}-{time.strftime('%Y%m%d-%H%M%S')}")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel,
-                                       timeout=args.timeout, jobs=args.jobs, console=console,
-                                       numa_nodes=args.numa_nodes)
-    except KeyboardInterrupt:
-        console.print("[red]matrix: interrupted; guests killed[/]")
-        return 130
+    interrupt.install()
+    outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel, timeout=args.timeout,
+                                   jobs=args.jobs, console=console, numa_nodes=args.numa_nodes)
     data = history.write(report, entry.series, outcomes)
     for bug, line in data["lines"].items():
         console.print(f"{bug}: {line}", highlight=False)
     console.print(f"report: {report}/history.md, {report}/report.html "
                   f"({summary['seconds']:.0f} s)")
-    return 0 if summary["ok"] else 1
+    return _exit_status(summary)
 
 
 def standalone(argv: list[str] | None = None) -> int:
