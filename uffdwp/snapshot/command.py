@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from ..cliargs import bounded_int, seconds
 from ..errors import MemoryUnavailableError, UffdError
 from ..memory import MEMORY_TYPES
 from ..native import Pattern
@@ -53,29 +54,6 @@ def _rate(text: str) -> int:
     return int(rate)
 
 
-def _bounded_int(lo: int, hi: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not "
-                                             f"{text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{what} must be from {lo} to {hi}, not {value}")
-        return value
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < 10**7:
-        raise argparse.ArgumentTypeError(f"seconds must be positive, not {text!r}")
-    return value
-
-
 def _target(text: str) -> str:
     from .targets import TargetError, parse_target
 
@@ -98,7 +76,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     from .demo import MAX_WRITERS
 
     p.add_argument("--size", type=_size, default=_size("1G"), help="region size (1G, 256M…)")
-    p.add_argument("--writers", type=_bounded_int(0, MAX_WRITERS, "--writers"), default=2,
+    p.add_argument("--writers", type=bounded_int(0, MAX_WRITERS, "--writers"), default=2,
                    help=f"native writer threads (0..{MAX_WRITERS}: each owns a word of the "
                         "page)")
     p.add_argument("--write-rate", type=_rate, default=0,
@@ -108,15 +86,15 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--populate", action=argparse.BooleanOptionalAction, default=None,
                    help="read-populate before protecting (default: only without "
                         "WP_UNPOPULATED); --populate forces the pre-6.4 path")
-    p.add_argument("--engine-priority", type=_bounded_int(-20, 99, "--engine-priority"),
+    p.add_argument("--engine-priority", type=bounded_int(-20, 99, "--engine-priority"),
                    default=0, help="engine thread: >0 SCHED_FIFO priority, <0 nice value, "
                                    "0 inherit")
-    p.add_argument("--timeout", type=_seconds, default=None,
+    p.add_argument("--timeout", type=seconds, default=None,
                    help="abort the snapshot if it has not finished (image committed) after "
                         "this many seconds")
-    p.add_argument("--stall-timeout", type=_seconds, default=None,
+    p.add_argument("--stall-timeout", type=seconds, default=None,
                    help="abort when a pipe target takes nothing for this many seconds")
-    p.add_argument("--busy-poll", type=_bounded_int(0, 1_000_000, "--busy-poll"), default=0,
+    p.add_argument("--busy-poll", type=bounded_int(0, 1_000_000, "--busy-poll"), default=0,
                    metavar="US", help="the engine spins this many µs before it sleeps: lower "
                    "fault latency for a core (0: off)")
 
@@ -241,7 +219,7 @@ def _register_image(subparsers) -> None:
     v.set_defaults(func=cmd_image_verify)
     x = sub.add_parser("extract", help="write the memory of one region (raw bytes) to a file")
     x.add_argument("file")
-    x.add_argument("--region", type=_bounded_int(0, 65535, "--region"), default=0)
+    x.add_argument("--region", type=bounded_int(0, 65535, "--region"), default=0)
     x.add_argument("-o", "--output", required=True,
                    help="the file to write (it appears only once the image verified)")
     x.set_defaults(func=cmd_image_extract)
@@ -331,10 +309,10 @@ def _register_wrlat(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--demo", action="store_true")
     src.add_argument("--stats", metavar="FILE")
-    src.add_argument("--pid", type=_bounded_int(1, 2**22, "--pid"))
+    src.add_argument("--pid", type=bounded_int(1, 2**22, "--pid"))
     _demo_args(p)
     p.add_argument("--to", dest="target", type=_target, default="file:/dev/null")
-    p.add_argument("--duration", type=_seconds, default=None,
+    p.add_argument("--duration", type=seconds, default=None,
                    help="seconds to trace (--pid; default: until the process exits or ^C)")
     p.add_argument("--json", action="store_true", help="print the --pid result as JSON")
     p.set_defaults(func=cmd_wrlat, size=_size("256M"))
@@ -381,7 +359,7 @@ def _register_bench(subparsers) -> None:
     s.add_argument("--rates", type=_rate, nargs="+", default=None,
                    help="stores/s per writer ('idle', numbers, 'max'); default idle 10000 "
                         "100000 1000000 max")
-    s.add_argument("--writers", type=_bounded_int(1, MAX_WRITERS, "--writers"), nargs="+",
+    s.add_argument("--writers", type=bounded_int(1, MAX_WRITERS, "--writers"), nargs="+",
                    default=list(DEFAULT_WRITERS),
                    help="writer counts: the first for every method, the others for uffd-wp at "
                         "the top rate (default 1 2)")
@@ -389,7 +367,7 @@ def _register_bench(subparsers) -> None:
     s.add_argument("--patterns", nargs="+", default=None, choices=PATTERNS,
                    help="memory content: random (no zero page), quarter-zero (every 4th page "
                         "zero); default both")
-    s.add_argument("--repeats", type=_bounded_int(1, 20, "--repeats"), default=3,
+    s.add_argument("--repeats", type=bounded_int(1, 20, "--repeats"), default=3,
                    help="runs of each idle cell and of uffd-wp at the top rate (medians "
                         "reported); the plain bar runs once more")
     s.add_argument("--dir", help="target directory for the images and the plain bar (default: a "
@@ -397,21 +375,21 @@ def _register_bench(subparsers) -> None:
     s.add_argument("--thp", action="store_true",
                    help="back the region with transparent huge pages (2 MiB-aligned, "
                         "MADV_HUGEPAGE)")
-    s.add_argument("--downtime-ms", type=_bounded_int(1, 60000, "--downtime-ms"), default=300,
+    s.add_argument("--downtime-ms", type=bounded_int(1, 60000, "--downtime-ms"), default=300,
                    help="precopy downtime limit (QEMU's downtime-limit, default 300)")
-    s.add_argument("--precopy-time-limit", type=_seconds, default=60.0,
+    s.add_argument("--precopy-time-limit", type=seconds, default=60.0,
                    help="a precopy that has not converged by then stops the writers (default 60)")
-    s.add_argument("--timeout", type=_seconds, default=300.0,
+    s.add_argument("--timeout", type=seconds, default=300.0,
                    help="bound on each snapshot (default 300 s)")
-    s.add_argument("--roundtrip-pages", type=_bounded_int(0, 1 << 20, "--roundtrip-pages"),
+    s.add_argument("--roundtrip-pages", type=bounded_int(0, 1 << 20, "--roundtrip-pages"),
                    default=4096, help="faults per round trip round (0: skip the round trip)")
-    s.add_argument("--roundtrip-rounds", type=_bounded_int(1, 1000, "--roundtrip-rounds"),
+    s.add_argument("--roundtrip-rounds", type=bounded_int(1, 1000, "--roundtrip-rounds"),
                    default=5)
     s.add_argument("--no-protect-cost", action="store_true",
                    help="skip the protect cost of 4 KiB and THP memory")
     s.add_argument("--plots", default="bench-plots", help="directory for the PNG plot")
     s.add_argument("--no-plots", action="store_true")
-    s.add_argument("--engine-priority", type=_bounded_int(-20, 99, "--engine-priority"),
+    s.add_argument("--engine-priority", type=bounded_int(-20, 99, "--engine-priority"),
                    default=0)
     s.add_argument("--save", metavar="FILE", help="also write the JSON result to FILE")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -419,10 +397,10 @@ def _register_bench(subparsers) -> None:
     k = sub.add_parser("soak", help="snapshots back to back under full-speed writers, each "
                        "checked; counts leaked fds, threads and protected pages")
     k.add_argument("--size", type=_size, default=_size("1G"), help="region size")
-    k.add_argument("--rounds", type=_bounded_int(1, 100000, "--rounds"), default=20)
+    k.add_argument("--rounds", type=bounded_int(1, 100000, "--rounds"), default=20)
     from .demo import MAX_WRITERS
 
-    k.add_argument("--writers", type=_bounded_int(0, MAX_WRITERS, "--writers"), default=4,
+    k.add_argument("--writers", type=bounded_int(0, MAX_WRITERS, "--writers"), default=4,
                    help="native writers storing as fast as they can")
     k.add_argument("--memtype", choices=MEMORY_TYPES, default="anon")
     k.add_argument("--dir", default=None, help="directory for the image (default: a "
@@ -431,9 +409,9 @@ def _register_bench(subparsers) -> None:
     k.set_defaults(func=cmd_bench_soak)
     r = sub.add_parser("roundtrip", help="write-fault round trip: native handler vs a minimal "
                        "C handler, alternated")
-    r.add_argument("--pages", type=_bounded_int(1, 1 << 20, "--pages"), default=4096,
+    r.add_argument("--pages", type=bounded_int(1, 1 << 20, "--pages"), default=4096,
                    help="faults per round")
-    r.add_argument("--rounds", type=_bounded_int(1, 1000, "--rounds"), default=5)
+    r.add_argument("--rounds", type=bounded_int(1, 1000, "--rounds"), default=5)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_bench_roundtrip)
     g = sub.add_parser("plot", help="plot saved `bench snapshot --save` results, side by side")
