@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from .. import cliargs
 from . import interrupt
 from .catalogue import (
     DEFAULT_CATALOGUE,
@@ -19,12 +20,7 @@ from .catalogue import (
     select,
 )
 
-
-def _positive(v: str) -> float:
-    x = float(v)
-    if x <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return x
+MAX_NUMA_NODES = 8  # nodes of one guest (its 2 GiB shared between them)
 
 
 def register(subparsers) -> None:
@@ -42,10 +38,10 @@ def register(subparsers) -> None:
                         f"package name (6.1.0-50) (default: {','.join(DEFAULT_KERNELS)}; none "
                         "with --kernel); with --merge, the kernels expected (a kernel in no "
                         "report is listed as missing)")
-    p.add_argument("--kernel", type=Path, default=None, metavar="BZIMAGE",
+    p.add_argument("--kernel", type=cliargs.existing_path, default=None, metavar="BZIMAGE",
                    help="also boot a kernel built from a source tree (build it with "
                         "vms/uffdwp.config merged in: vms/build-kernel.sh)")
-    p.add_argument("--modules", type=Path, default=None, metavar="DIR",
+    p.add_argument("--modules", type=cliargs.existing_dir, default=None, metavar="DIR",
                    help="that kernel's modules directory (lib/modules/<release>, no modules.dep "
                         "needed); omit for a kernel with everything built in")
     p.add_argument("--history", default=None, metavar="SERIES",
@@ -54,16 +50,18 @@ def register(subparsers) -> None:
     p.add_argument("--bugs", default=None, metavar="KEYS",
                    help="run only the tests of these known bugs in each guest: 'all' or keys "
                         "separated by commas (default with --history: all)")
-    p.add_argument("--numa-nodes", type=int, default=1, metavar="N",
+    p.add_argument("--numa-nodes", type=cliargs.bounded_int(1, MAX_NUMA_NODES, "--numa-nodes"),
+                   default=1, metavar="N",
                    help="give each guest N NUMA nodes (2 lets THP migration be tested)")
     p.add_argument("--via", choices=("qemu", "vagrant"), default="qemu",
                    help="QEMU direct kernel boot, or the Vagrant machines of the Vagrantfile "
                         "(./bootstrap.sh --vagrant)")
-    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+    p.add_argument("--report", type=cliargs.report_dir, default=None, metavar="DIR",
                    help="report directory (default: reports/matrix-<timestamp>)")
-    p.add_argument("--timeout", type=_positive, default=600.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=cliargs.seconds, default=600.0, metavar="SECONDS",
                    help="seconds per kernel before its guest is killed")
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
+    p.add_argument("--jobs", type=cliargs.bounded_int(1, cliargs.MAX_JOBS, "--jobs"),
+                   default=None, metavar="N",
                    help="kernels side by side (default: by cores and memory; --via vagrant: 1)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="QEMU accelerator; auto boots a kernel under KVM once to see whether "
@@ -71,7 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("--guest-command", default=None, metavar="CMD",
                    help="command run as root in each guest; {out} and {repo} are substituted "
                         "(default: `uffdwp run` if present, else pytest + probe)")
-    p.add_argument("--merge", nargs="*", type=Path, default=None, metavar="DIR",
+    p.add_argument("--merge", nargs="*", type=cliargs.existing_dir, default=None, metavar="DIR",
                    help="merge these matrix reports (e.g. one per kernel, from separate jobs) "
                         "into --report instead of running kernels")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE, help=argparse.SUPPRESS)
@@ -170,9 +168,6 @@ def main(args: argparse.Namespace) -> int:
     console = Console()
     if args.merge is not None:
         return merge(args, console)
-    if args.numa_nodes < 1:
-        console.print("[red]matrix: --numa-nodes must be at least 1[/]")
-        return 2
     try:
         if args.bugs:
             from ..runner.plugin import bug_selection

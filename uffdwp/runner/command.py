@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__
+from .. import __version__, cliargs
 from ..cli import HelpFormatter
 from ..kernel_version import KernelVersion, kernel_version, version_signature
 from ..probe import kernel_info, probe
@@ -60,11 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and write results.json, report.md, report.html, junit.xml, results.ktap "
                     "and kcidb.json into a report directory.",
         epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+    p.add_argument("--report", type=cliargs.report_dir, default=None, metavar="DIR",
                    help="report directory (default: reports/run-<release>-<timestamp>)")
-    p.add_argument("--suites", type=Path, default=None, metavar="PATH",
+    p.add_argument("--suites", type=cliargs.existing_path, default=None, metavar="PATH",
                    help="test directory or file (default: the suites/ next to this uffdwp)")
-    p.add_argument("-j", "--jobs", default="auto", metavar="N",
+    p.add_argument("-j", "--jobs", type=cliargs.jobs, default="auto", metavar="N",
                    help="parallel pytest-xdist workers: a number or 'auto' (default); "
                         "1 runs in one process without xdist")
     p.add_argument("-k", dest="keyword", default=None, metavar="EXPR",

@@ -11,7 +11,14 @@ import json
 import os
 import sys
 
-from ..cliargs import bounded_int, seconds
+from ..cliargs import (
+    bounded_int,
+    existing_dir,
+    existing_file,
+    output_file,
+    report_dir,
+    seconds,
+)
 from ..errors import MemoryUnavailableError, UffdError
 from ..memory import MEMORY_TYPES
 from ..native import Pattern
@@ -112,7 +119,8 @@ def _register_snapshot(subparsers) -> None:
                         "then removed unless --keep)")
     d.add_argument("--keep", action="store_true",
                    help="keep the default temporary image (its path is printed)")
-    d.add_argument("--stats-json", help="save engine and writer statistics here (for wrlat)")
+    d.add_argument("--stats-json", type=output_file,
+                   help="save engine and writer statistics here (for wrlat)")
     d.add_argument("--no-verify", action="store_true", help="skip the check of the image")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -308,7 +316,7 @@ def _register_wrlat(subparsers) -> None:
                               "(kprobes on handle_userfault with bpftrace).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--demo", action="store_true")
-    src.add_argument("--stats", metavar="FILE")
+    src.add_argument("--stats", type=existing_file, metavar="FILE")
     src.add_argument("--pid", type=bounded_int(1, 2**22, "--pid"))
     _demo_args(p)
     p.add_argument("--to", dest="target", type=_target, default="file:/dev/null")
@@ -370,8 +378,9 @@ def _register_bench(subparsers) -> None:
     s.add_argument("--repeats", type=bounded_int(1, 20, "--repeats"), default=3,
                    help="runs of each idle cell and of uffd-wp at the top rate (medians "
                         "reported); the plain bar runs once more")
-    s.add_argument("--dir", help="target directory for the images and the plain bar (default: a "
-                                 "temporary one)")
+    s.add_argument("--dir", type=report_dir,
+                   help="target directory for the images and the plain bar (default: a "
+                        "temporary one)")
     s.add_argument("--thp", action="store_true",
                    help="back the region with transparent huge pages (2 MiB-aligned, "
                         "MADV_HUGEPAGE)")
@@ -387,11 +396,13 @@ def _register_bench(subparsers) -> None:
                    default=5)
     s.add_argument("--no-protect-cost", action="store_true",
                    help="skip the protect cost of 4 KiB and THP memory")
-    s.add_argument("--plots", default="bench-plots", help="directory for the PNG plot")
+    s.add_argument("--plots", type=report_dir, default="bench-plots",
+                   help="directory for the PNG plot")
     s.add_argument("--no-plots", action="store_true")
     s.add_argument("--engine-priority", type=bounded_int(-20, 99, "--engine-priority"),
                    default=0)
-    s.add_argument("--save", metavar="FILE", help="also write the JSON result to FILE")
+    s.add_argument("--save", type=output_file, metavar="FILE",
+                   help="also write the JSON result to FILE")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_bench_snapshot)
     k = sub.add_parser("soak", help="snapshots back to back under full-speed writers, each "
@@ -403,8 +414,8 @@ def _register_bench(subparsers) -> None:
     k.add_argument("--writers", type=bounded_int(0, MAX_WRITERS, "--writers"), default=4,
                    help="native writers storing as fast as they can")
     k.add_argument("--memtype", choices=MEMORY_TYPES, default="anon")
-    k.add_argument("--dir", default=None, help="directory for the image (default: a "
-                   "temporary one, removed afterwards)")
+    k.add_argument("--dir", type=existing_dir, default=None,
+                   help="directory for the image (default: a temporary one, removed afterwards)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_bench_soak)
     r = sub.add_parser("roundtrip", help="write-fault round trip: native handler vs a minimal "
@@ -416,7 +427,7 @@ def _register_bench(subparsers) -> None:
     r.set_defaults(func=cmd_bench_roundtrip)
     g = sub.add_parser("plot", help="plot saved `bench snapshot --save` results, side by side")
     g.add_argument("files", nargs="+", metavar="FILE")
-    g.add_argument("--out", default="bench-plots", help="directory for the PNGs")
+    g.add_argument("--out", type=report_dir, default="bench-plots", help="directory for the PNGs")
     g.add_argument("--pattern", choices=PATTERNS, default=None,
                    help="the pattern to plot (default: each one in the results)")
     g.set_defaults(func=cmd_bench_plot)
@@ -514,7 +525,8 @@ def cmd_bench_snapshot(args) -> int:
         result = benchsnap.bench_snapshot(
             args.size, rates=rates, writers=tuple(args.writers), methods=methods,
             patterns=tuple(dict.fromkeys(args.patterns or PATTERNS)),
-            repeats=args.repeats, directory=args.dir, thp=args.thp, options=opts,
+            repeats=args.repeats, directory=str(args.dir) if args.dir else None, thp=args.thp,
+            options=opts,
             protect=not args.no_protect_cost, roundtrip_pages=args.roundtrip_pages,
             roundtrip_rounds=args.roundtrip_rounds, on_run=show)
     except (SnapshotError, MemoryUnavailableError, UffdError, OSError, RuntimeError,
