@@ -13,6 +13,7 @@ from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature
 from uffdwp.probe import supported_features
 from uffdwp.runner.bugcheck import checked_bug
+from uffdwp.runner.unlock import NO_UFFD
 
 from . import hostsetup
 from .uffdtest import Ctx, UffdSpec, implied_features, missing_reason
@@ -39,7 +40,7 @@ def supported() -> Feature:
     try:
         return supported_features()
     except UffdError as exc:
-        pytest.skip(f"no userfaultfd here: {exc}")
+        pytest.skip(f"{NO_UFFD}: {exc}")
 
 
 def _spec(item: pytest.Item) -> UffdSpec | None:
@@ -71,7 +72,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         have = supported_features()
     except UffdError as exc:
-        pytest.skip(f"no userfaultfd here: {exc}")
+        pytest.skip(f"{NO_UFFD}: {exc}")
     memtype = _memtype(item) or "anon"
     reason = missing_reason(spec.features | implied_features(memtype, spec.modes), have)
     if reason:

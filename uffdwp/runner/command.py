@@ -32,6 +32,7 @@ from . import (
     results,
     session,
     tables,
+    unlock,
     verdicts,
 )
 from .plugin import bug_selection, function_name
@@ -301,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
     if pytest_rc in (2, 3, 4) and not ordered:  # usage/internal error: nothing to show for it
         status = verdicts.KSFT_FAIL
     data = results.build(kernel, api, ordered, status)
+    unlock_line = unlock.summary_line(ordered, probed)
     seconds = time.monotonic() - t0
     run_info = {
         "run_id": started.strftime("%Y%m%dT%H%M%S"), "started": started.isoformat(),
@@ -308,8 +310,8 @@ def run(args: argparse.Namespace) -> int:
         "allow_known_bugs": args.allow_known_bugs, "suites": str(_suites(args)),
         "pytest": {"argv": cmd.argv, "cwd": str(cmd.cwd), "exit_status": pytest_rc},
         "interrupted": interrupted, "kernel_version_parsed": str(kv) if kv else None,
-        "probe_error": probe_error, "uffdwp": __version__, "python": sys.version.split()[0],
-        "suite": suite,
+        "probe_error": probe_error, "unlock": unlock_line, "uffdwp": __version__,
+        "python": sys.version.split()[0], "suite": suite,
         "context": {"package": context.kernel_package(kernel["release"], kernel["version"],
                                                       version_signature()),
                     "accel": accel, "accel_evidence": accel_evidence},
@@ -326,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]pytest exited with status {pytest_rc}[/]; end of {log}:")
         console.print(escape(_tail(log)), highlight=False)
     console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    if unlock_line:  # last: what a non-root user must change for the skipped tests to run
+        console.print(f"[yellow]{escape(unlock_line)}[/]", highlight=False, soft_wrap=True)
     return status
 
 
