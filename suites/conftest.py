@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The runner of the conformance suites: host setup, skip decisions, per-test context.
 
 Host state (huge pages, a swap file) is joined by the controlling pytest process and restored
@@ -8,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from uffdwp import kernel_facts as kf
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature
-from uffdwp.probe import supported_features
+from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.runner.bugcheck import checked_bug
 from uffdwp.runner.unlock import NO_UFFD
+from uffdwp.uffd import supported_features
 
 from . import hostsetup
 from .uffdtest import Ctx, UffdSpec, implied_features, missing_reason
@@ -88,10 +89,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.failed and bug and call.excinfo is not None:
         checked = checked_bug(call.excinfo.value)
         if checked:
-            report.sections.append(("known bug", kf.KNOWN_BUGS[checked].describe()))
+            report.sections.append(("known bug", KNOWN_BUGS[checked].describe()))
         else:  # a precondition or another check: says nothing about the bug
             report.sections.append(("not the known bug", f"failed outside the check of "
-                                    f"{kf.KNOWN_BUGS[bug].commit} ({bug})"))
+                                    f"{KNOWN_BUGS[bug].commit} ({bug})"))
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """UFFD-WP across memory management: swap-out, MADV_DONTNEED, THP split/collapse, fork, mremap.
 
 What the kernel must do (mm/memory.c, mm/mprotect.c, mm/huge_memory.c, mm/mremap.c, and the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Fault ordering and messages: who blocks, who resumes, which thread a message names, in what
 order a thread's faults arrive, and that nothing is lost or duplicated under concurrency.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """QEMU's own background snapshot on this kernel — the program UFFD-WP was built for.
 
 A tiny guest (uffdwp/qemusnap/writer.S, a boot sector; no Linux) writes every page of its RAM
@@ -24,14 +25,14 @@ import traceback
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import RegisterMode
-from uffdwp.probe import supported_features
 from uffdwp.qemusnap import bootblock
 from uffdwp.qemusnap.scenario import ScenarioResult, run_scenario, save_artifact
 from uffdwp.qemusnap.vm import MEMORY_BACKENDS, qemu_missing, qemu_version
 from uffdwp.runner.precondition import require
+from uffdwp.uffd import supported_features
 
 from .uffdtest import STRESS_SCALE, implied_features, missing_reason, uffd_test
 

@@ -1,6 +1,7 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Regression tests for fixed UFFD-WP kernel bugs that user space can reproduce.
 
-Each test names its fix commit and declares ``bug=<key>`` (uffdwp.kernel_facts.KNOWN_BUGS), and
+Each test names its fix commit and declares ``bug=<key>`` (uffdwp.known_bugs.KNOWN_BUGS), and
 the one check that shows the bug (``with ctx.bug_check():``): a kernel older than the fix in its
 own series may fail that check, and the report then names the known bug. Everything before the
 check is a precondition: its failure is an error, or a skip that names the environment.
@@ -53,9 +54,6 @@ from .uffdtest import (
     stress,
     uffd_test,
 )
-
-MEM_MARKER = ("shmem", "shmem-private", "hugetlb", "hugetlb-private")  # zap leaves a pte marker
-
 
 WRITES = stress(6000, minimum=500)
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Background snapshot on the real kernel: the image equals memory at the freeze.
 
 Native writers store into the regions while the engine snapshots them; the reference is the

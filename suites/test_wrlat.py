@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp wrlat --pid` traces handle_userfault() in the kernel, and agrees with the writers.
 
 `uffdwp snapshot demo` is started held (a shell waiting on its stdin, then exec'ing the demo,
@@ -15,7 +16,7 @@ import sys
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 from uffdwp.native import percentile
 from uffdwp.qemusnap.scenario import WrlatProcess, save_artifact
 from uffdwp.runner.precondition import require

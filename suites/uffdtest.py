@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """How a conformance test is declared, and the one place that decides whether it can run.
 
 Like the kernel's uffd-unit-tests.c, each test states the memory types it applies to, the
@@ -10,7 +11,7 @@ The runner (suites/conftest.py) parametrizes the test over the memory types and 
 whose required features the running kernel does not negotiate, naming the feature and the
 mainline release that brought it. Nothing is gated on version strings.
 
-A test that reproduces a known bug declares it (``bug=`` a key of kernel_facts.KNOWN_BUGS) and
+A test that reproduces a known bug declares it (``bug=`` a key of known_bugs.KNOWN_BUGS) and
 the one check that shows it:
 
     @uffd_test(mem=("hugetlb-private",), bug="hugetlb-unshare")
@@ -42,6 +43,7 @@ from uffdwp import native
 from uffdwp._ffi import lib
 from uffdwp.errors import MemoryUnavailableError, UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
+from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.memory import MEMORY_TYPES, Region, allocate
 from uffdwp.messages import Message, PageFault
 from uffdwp.runner import precondition
@@ -107,7 +109,7 @@ class UffdSpec:
 
     features: Feature = Feature(0)
     modes: RegisterMode = WP
-    # key of kernel_facts.KNOWN_BUGS this test reproduces (a tuple where its checks show several
+    # key of known_bugs.KNOWN_BUGS this test reproduces (a tuple where its checks show several
     # bugs, the first one named in reports while it passes), or memory type -> key where the bug
     # is specific to some types
     bug: str | tuple[str, ...] | Mapping[str, str] | None = None
@@ -128,7 +130,7 @@ def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int 
         raise ValueError("MINOR mode does not apply to anonymous memory")
     keys = (list(bug.values()) if isinstance(bug, Mapping) else [bug] if isinstance(bug, str)
             else list(bug or ()))
-    unknown = [k for k in keys if k not in kf.KNOWN_BUGS]
+    unknown = [k for k in keys if k not in KNOWN_BUGS]
     if unknown:
         raise ValueError(f"unknown bug key(s) {unknown}")
     spec = UffdSpec(Feature(features), RegisterMode(modes), bug)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Bad input to `uffdwp snapshot` and `uffdwp image`: one clear error line, a non-zero exit,
 no traceback, no hang, and nothing half-written left behind."""
 

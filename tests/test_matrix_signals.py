@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """SIGTERM or SIGINT to `uffdwp matrix` while a guest runs: the guests are stopped at once (within
 5 s), the report is written for what finished (the running kernel marked interrupted), and
 nothing is left running. Run as a user would, in a child process."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """As an unprivileged user (uid 65534, no capabilities but reading files): `uffdwp run` ends with
 the line that says what to change and how many tests that unlocks, and probe, snapshot, wrlat
 and bench name every way to a userfaultfd, not only /dev/userfaultfd's permissions."""

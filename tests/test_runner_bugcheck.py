@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Only a failure of a known bug's own check gives a known-bug verdict: the plugin records what
 failed (in xdist workers too) and the runner classifies it. A fake suite, no kernel needed."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """An unmet precondition (a race window never exercised) is a skip that names it: never a
 failure, never a known bug or its regression, whatever bug the test is tied to. A fake suite
 run through the runner's own pytest command and classification; no kernel needed."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The one place that decides skips (suites/uffdtest.py): pure logic, no kernel needed."""
 
 from __future__ import annotations

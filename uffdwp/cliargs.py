@@ -1,13 +1,63 @@
-"""Argument types of the `uffdwp` command line: a bad number or path is refused by argparse
-with one line naming the option and what it must be (cli.OneLineErrors), before any work."""
+# SPDX-License-Identifier: GPL-2.0-only
+"""Argument types and exit statuses shared by the subcommands of `uffdwp` (run, matrix,
+snapshot, image, wrlat, bench): a bad number or path is a one-line usage error naming the option
+(cli.OneLineErrors), before any work, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+EXIT_FAIL, EXIT_USAGE, EXIT_UNSUPPORTED = 1, 2, 3
 
-def bounded_int(lo: int, hi: int, what: str):
+MAX_RATE = 10**9  # stores/s per writer: one per nanosecond is already beyond any CPU
+UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def err(msg: str) -> None:
+    print(f"uffdwp: error: {msg}", file=sys.stderr)
+
+
+def parse_size(text: str) -> int:
+    """'1G', '256M', '64k', '4096' -> bytes."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in UNITS else (t, "")
+    try:
+        return int(float(num) * UNITS[unit])
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 1G, 256M, 64K)") from None
+
+
+def size(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a size must be positive, not {text!r}")
+    return value
+
+
+def rate(text: str) -> int:
+    """Stores/s per writer: a number, 'max' (0: as fast as they can) or 'idle' (-1)."""
+    if text in ("max", "0"):
+        return 0
+    if text == "idle":
+        return -1
+    try:
+        value = float(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (stores/s, 'idle' or "
+                                         "'max')") from None
+    if not 0 <= value <= MAX_RATE:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"a rate is 0..{MAX_RATE} stores/s ('max', 'idle'), "
+                                         f"not {text!r}")
+    return int(value)
+
+
+def bounded_int(lo: int, hi: int, what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)

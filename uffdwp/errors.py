@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Exceptions of the binding: each carries the errno, the operation and a hint to act on."""
 
 from __future__ import annotations
@@ -6,7 +7,13 @@ import errno as errno_mod
 import os
 
 
-class UffdError(OSError):
+class Error(Exception):
+    """The root of every error uffdwp raises for a reason it can name: ``except uffdwp.Error``
+    catches a failed userfaultfd call, unavailable memory, a snapshot, target or image error
+    (each also keeps its older base: OSError, RuntimeError)."""
+
+
+class UffdError(Error, OSError):
     """A userfaultfd operation failed.
 
     ``errno`` and ``strerror`` are as for OSError; ``operation`` names the call
@@ -20,7 +27,7 @@ class UffdError(OSError):
         self.detail = detail
 
     def __str__(self) -> str:
-        name = errno_mod.errorcode.get(self.errno, str(self.errno))
+        name = errno_mod.errorcode.get(self.errno or 0, str(self.errno))
         text = f"{self.operation}: {name} ({self.strerror})"
         if self.detail:
             text += f" [{self.detail}]"
@@ -45,7 +52,7 @@ class UffdAgainError(UffdError, BlockingIOError):
     """EAGAIN: the address space changed under the call; read pending events, then retry."""
 
 
-class MemoryUnavailableError(RuntimeError):
+class MemoryUnavailableError(Error, RuntimeError):
     """The memory type cannot be had here (no huge pages reserved, no hugetlbfs…)."""
 
 

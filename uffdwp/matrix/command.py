@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The `uffdwp matrix` subcommand."""
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def register(subparsers) -> None:
                         "it really works here (cached in vms/cache/accel.json), else TCG")
     p.add_argument("--guest-command", default=None, metavar="CMD",
                    help="command run as root in each guest; {out} and {repo} are substituted "
-                        "(default: `uffdwp run` if present, else pytest + probe)")
+                        "(default: `uffdwp run`)")
     p.add_argument("--merge", nargs="*", type=cliargs.existing_dir, default=None, metavar="DIR",
                    help="merge these matrix reports (e.g. one per kernel, from separate jobs) "
                         "into --report instead of running kernels")
@@ -79,19 +80,14 @@ def register(subparsers) -> None:
 def guest_command(args: argparse.Namespace, bugs: str | None) -> str:
     """The command each guest runs: --guest-command, or `uffdwp run` (only the tests of *bugs*
     when given)."""
-    from .guestcmd import RUN_COMMAND, default_guest_command
+    from .guestcmd import RUN_COMMAND
 
     if args.guest_command:
         if bugs:
             raise CatalogueError("--bugs selects tests of the default guest command; "
                                  "with --guest-command select them there")
         return args.guest_command
-    cmd = default_guest_command()
-    if bugs:
-        if cmd != RUN_COMMAND:
-            raise CatalogueError("--bugs needs `uffdwp run` in the guests")
-        cmd += f" --bugs {bugs}"
-    return cmd
+    return RUN_COMMAND + (f" --bugs {bugs}" if bugs else "")
 
 
 def local_spec(kernel: Path, modules: Path | None) -> KernelSpec:

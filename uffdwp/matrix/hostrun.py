@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run the guest command directly on this machine's kernel (the `host` entry, when the running
 kernel has no bootable image here): same run.sh as in a VM, same result layout."""
 

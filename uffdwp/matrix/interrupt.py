@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A stop of `uffdwp matrix` (Ctrl-C, SIGTERM from CI or `timeout`): one path for both.
 
 The first SIGINT or SIGTERM raises Interrupted in the main thread, which stops every guest at

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Prove each known bug on real kernels: its tests fail on a kernel without the fix and pass on
 one with it. Not for CI (kernel builds and guest runs take an hour or more): a person runs
 `vms/prove-known-bugs.sh [BUG ...]`.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..kernel_facts import KNOWN_BUGS
+from ..known_bugs import KNOWN_BUGS
 from . import CACHE_DIR, REPO_ROOT, VMS_DIR
 from .catalogue import KernelSpec, load_catalogue, select
 from .crosscheck import bug_verdicts

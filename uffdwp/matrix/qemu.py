@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Boot one kernel under QEMU (direct kernel boot) and run the guest command in it.
 
 The guest's root is the host's / over virtio-9p (read-only) under a tmpfs overlay, so the repo,
@@ -17,11 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import REPO_ROOT
+from . import WORK_DIR
 from .guestcmd import read_exit_status
 
 QEMU = "qemu-system-x86_64"
-WORK_DIR = REPO_ROOT / "vms" / "work"
 # panic=-1 + -no-reboot: a panicking guest ends QEMU at once instead of hanging until the timeout
 KERNEL_ARGS = (
     "console=ttyS0,115200 panic=-1 rdinit=/init loglevel=4 random.trust_cpu=on "

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix report: summary.json, report.md, report.html and junit.xml.
 
 In triage order: the verdict line; the kernels with their counts; per-kernel facts; regressions,
@@ -18,15 +19,14 @@ same in Markdown and HTML:
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel_facts import FEATURE_FACTS
+from ..kernel_version import at_least, kernel_version
 from ..runner import context, junit, skips, tables
-from ..runner.session import repo_root
 from .doc import Cell, Section, Table, render_html, render_md
 from .results import VERDICTS, KernelRecord
 
@@ -51,26 +51,16 @@ class KernelOutcome:
     fix_evidence: dict[str, dict] = field(default_factory=dict)  # bug -> changelog.FixEvidence
 
 
-def kernel_version(release: str) -> tuple[int, int] | None:
-    m = re.match(r"(\d+)\.(\d+)", release or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _ver(s: str) -> tuple[int, int]:
-    a, b = s.split(".")[:2]
-    return int(a), int(b)
-
-
 def feature_cell(features: int | None, release: str, value: int, since: str) -> str:
     """present | present-early (backported: kernel older than mainline) | absent-expected |
     absent-unexpected | unknown."""
     if features is None:
         return "unknown"
-    kv = kernel_version(release)
+    kv = kernel_version(release or "")
     present = bool(features & value)
     if kv is None:
         return "present" if present else "absent-unexpected"
-    old = kv < _ver(since)
+    old = not at_least(kv, since)
     if present:
         return "present-early" if old else "present"
     return "absent-expected" if old else "absent-unexpected"
@@ -348,7 +338,7 @@ def summary_dict(outcomes: list[KernelOutcome], meta: dict) -> dict:
             "changelog": o.fix_evidence,
         })
     meta = {k: v for k, v in meta.items() if k != "report_dir"}  # paths stay relative
-    return {"schema": SCHEMA, "suite": context.suite(repo_root()), **meta,
+    return {"schema": SCHEMA, "suite": context.suite(), **meta,
             "ok": overall_ok(outcomes),
             "feature_table": [{"name": f.name, "bit": f.value.bit_length() - 1,
                                "since": f.since} for f in FEATURE_FACTS],

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run the selected kernels (side by side where the machine allows) and write the report."""
 
 from __future__ import annotations

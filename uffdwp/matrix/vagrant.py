@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp matrix --via vagrant`: the same guests through Vagrant (vagrant-libvirt) with
 python-vagrant. Lowest-priority runner: QEMU direct boot is the default and the faster one.
 
@@ -28,7 +29,7 @@ from rich.console import Console
 from . import REPO_ROOT
 from .accel import choose_accel
 from .catalogue import KernelSpec
-from .guestcmd import default_guest_command, read_exit_status, write_guest_files
+from .guestcmd import RUN_COMMAND, read_exit_status, write_guest_files
 from .interrupt import signal_name
 from .libvirtd import LIBVIRT_URI, ensure_libvirt, libvirt_ready, stop_libvirt, virsh
 from .report import KernelOutcome, final_status, write_report
@@ -118,7 +119,7 @@ def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command:
 def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
     if not libvirt_ready():
         raise SystemExit(f"libvirt not reachable at {LIBVIRT_URI}: are libvirtd/virtlogd running?")
-    guest_command = guest_command or default_guest_command()
+    guest_command = guest_command or RUN_COMMAND
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.monotonic()
     report_dir = report_dir.resolve()

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp run`: the suites on this kernel, with progress, into a report directory."""
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="only tests matching the pytest -k expression")
     p.add_argument("--bugs", default=None, metavar="KEYS",
                    help="only the tests that reproduce known bugs: 'all', or bug keys separated "
-                        "by commas (uffdwp.kernel_facts.KNOWN_BUGS)")
+                        "by commas (uffdwp.known_bugs.KNOWN_BUGS)")
     p.add_argument("--allow-known-bugs", action="store_true",
                    help="known bugs (on kernels without the fix) do not fail the run")
     p.add_argument("--list", action="store_true",
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     started = dt.datetime.now(dt.timezone.utc).astimezone()
     kernel = kernel_info()
     # The suite's commit as the run starts: the code that runs is the code imported now.
-    suite = context.suite(session.repo_root())
+    suite = context.suite()
     accel, accel_evidence = context.accel()
     kv = kernel_version(kernel["release"], kernel["version"], version_signature())
     try:

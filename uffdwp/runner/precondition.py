@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A test's precondition: what must have happened for its checks to say anything.
 
 A race test whose race window was never exercised, or a snapshot test whose writers never

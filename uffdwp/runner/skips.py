@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Why tests were skipped, by cause: a kernel feature the kernel lacks (with the release that
 brought it), a capability this run lacks (root, permissions), or the environment (no swap, one
 NUMA node, THP off, ...), or a precondition the test could not meet on this machine (a race

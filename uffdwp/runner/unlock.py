@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The last word of a run that could not open a userfaultfd (a non-root user, by default): what
 to change on this machine, and how many of the skipped tests that would let run."""
 
