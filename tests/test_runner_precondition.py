@@ -5,15 +5,16 @@ run through the runner's own pytest command and classification; no kernel needed
 
 from __future__ import annotations
 
-import textwrap
 import time
 
 import pytest
 
 from uffdwp.kernel_version import KernelVersion
-from uffdwp.runner import precondition, session, skips
+from uffdwp.runner import precondition, skips
 from uffdwp.runner.command import _classify
 from uffdwp.runner.precondition import require, retry, unmet
+
+from .test_runner_bugcheck import run_fake_suite
 
 FAKE_SUITE = '''
 import pytest
@@ -67,15 +68,8 @@ EXPECTED = {  # test -> (verdict on a kernel without the fix, on a kernel with i
 
 @pytest.fixture(scope="module")
 def events(tmp_path_factory) -> dict[str, dict]:
-    tmp = tmp_path_factory.mktemp("precondition")
-    suite = tmp / "suite"
-    suite.mkdir()
-    (suite / "test_fake.py").write_text(textwrap.dedent(FAKE_SUITE))
-    path = tmp / "events.jsonl"
-    proc = session.start(session.pytest_command(suite, path, jobs="1"), tmp / "pytest.log")
-    out = {e["test"]: e for e in session.follow(proc, path, poll=0.05) if e["event"] == "test"}
-    proc.wait()
-    return out
+    return {e["test"]: e for e in run_fake_suite(tmp_path_factory.mktemp("precondition"),
+                                                 FAKE_SUITE)}
 
 
 def test_unmet_precondition_is_a_skip_never_the_bug(events):
