@@ -13,6 +13,7 @@ from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.runner.bugcheck import checked_bug
+from uffdwp.runner.unlock import NO_UFFD
 from uffdwp.uffd import supported_features
 
 from . import hostsetup
@@ -41,7 +42,7 @@ def supported() -> Feature:
     try:
         return supported_features()
     except UffdError as exc:
-        pytest.skip(f"no userfaultfd here: {exc}")
+        pytest.skip(f"{NO_UFFD}: {exc}")
 
 
 def _spec(item: pytest.Item) -> UffdSpec | None:
@@ -82,7 +83,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             have = supported_features()
         except UffdError as exc:
             # the declaration's own skip: what it needs cannot even be asked for
-            pytest.skip(f"no userfaultfd here: {exc}")
+            pytest.skip(f"{NO_UFFD}: {exc}")
     reason = need.missing(have)
     if reason:
         pytest.skip(reason)  # the declaration's verdict (reason from Requires.missing)

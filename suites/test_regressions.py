@@ -24,6 +24,7 @@ import pytest
 from uffdwp import native, pagemap
 from uffdwp.kernel_facts import Feature
 from uffdwp.memory import MADV_DONTNEED, MADV_PAGEOUT, PAGE_SIZE, Region, reserve_address
+from uffdwp.runner.precondition import require
 
 from . import hostsetup
 from .observe import page_wp, region_wp, wp_pages
@@ -58,12 +59,18 @@ WRITES = stress(6000, minimum=500)
 
 
 # --- 6ce64428d620: memory corruption due to writeprotect ------------------------------------------
-@uffd_test(mem=MEM_ALL, bug="wp-race-corruption", timeout=60)
+@uffd_test(mem=MEM_ALL, bug="wp-race-corruption", timeout=90)
 def test_wp_race_no_lost_writes(ctx, memtype):
     """6ce64428d620 (5.12): native writers race UFFDIO_WRITEPROTECT protect/unprotect cycles on
     pages that fork() left copy-on-write; every page must end with the last value written to it,
-    at both offsets the two writers use (no lost writes, no corruption)."""
-    pages = 4 if memtype.startswith("hugetlb") else 16
+    at both offsets the two writers use (no lost writes, no corruption). An attempt whose
+    writers finished before the race window was exercised (a slow or emulated CPU) tested
+    nothing: it is tried again, then skipped saying so."""
+    ctx.retry(_wp_race_once, tries=3, budget_s=70)
+
+
+def _wp_race_once(ctx) -> None:
+    pages = 4 if ctx.memtype.startswith("hugetlb") else 16
     region = ctx.region(pages)
     region.fill(0)
     uffd = ctx.uffd()
@@ -83,7 +90,6 @@ def test_wp_race_no_lost_writes(ctx, memtype):
                 uffd.unprotect(region.address, region.length)
         uffd.unprotect(region.address, region.length)
         assert all(w.wait(10) for w in writers), "writers did not finish"
-    assert cycles > 5 and handler.stats.wp_faults > 0, "the race window was never exercised"
     assert handler.stats.errors == 0, f"handler errors: {handler.stats}"
     for w in writers:
         last: dict[int, int] = {}
@@ -91,10 +97,13 @@ def test_wp_race_no_lost_writes(ctx, memtype):
         assert len(records) == WRITES
         for r in records:
             last[r.address] = r.value
-        with ctx.bug_check():
+        with ctx.bug_check():  # a lost write is the bug, however few cycles raced it
             for addr, value in last.items():
                 assert load(addr) == value, \
                     f"lost write at {addr:#x}: {load(addr):#x} != {value:#x}"
+    require(cycles > 5 and handler.stats.wp_faults > 0, "race window not exercised",
+            f"{cycles} protect cycles, {handler.stats.wp_faults} WP faults before the writers "
+            "finished; needs > 5 and > 0")
 
 
 # --- 099dd6878b9b: pte_same_as_swp() not removing the uffd-wp bit ---

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 
@@ -41,6 +42,7 @@ from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.memory import MemType, Region, allocate
 from uffdwp.messages import Message, PageFault
+from uffdwp.runner import precondition
 from uffdwp.runner.bugcheck import bug_check
 from uffdwp.uffd import Userfaultfd
 
@@ -56,6 +58,8 @@ MEM_SHARED = MemType.where(shared=True)
 MEM_PRIVATE = MemType.where(shared=False)
 MEM_NOT_HUGETLB = MemType.where(hugetlb=False)
 MEM_SWAPPABLE = MemType.where(swappable=True)
+
+T = TypeVar("T")
 
 
 
@@ -242,6 +246,19 @@ class Ctx:
         if key is not None and key not in bugs:
             raise ValueError(f"bug {key!r} is not declared by this test ({bugs})")
         return bug_check(key or self.bug)
+
+    # --- preconditions (runner/precondition.py) ---------------------------------------------------
+    def retry(self, attempt: Callable[[Ctx], T], *, tries: int = 3,
+              budget_s: float | None = None) -> T:
+        """attempt(ctx) on a fresh context each time (its memory, uffds and threads released
+        before the next), again while its precondition is unmet; then a skip naming it."""
+        def once() -> T:
+            sub = Ctx(self.memtype, self.supported, self.spec)
+            try:
+                return attempt(sub)
+            finally:
+                sub.cleanup()
+        return precondition.retry(once, tries=tries, budget_s=budget_s)
 
     # --- memory --------------------------------------------------------------------------------
     def region(self, pages: int = 4, memtype: str | None = None, **kw) -> Region:

@@ -56,14 +56,21 @@ class MemoryUnavailableError(Error, RuntimeError):
     """The memory type cannot be had here (no huge pages reserved, no hugetlbfs…)."""
 
 
+# What lets a process without CAP_SYS_PTRACE open a userfaultfd, for both ways of opening one:
+# said in full by each refusal, so that whichever a user meets first names every remedy.
+OPEN_REMEDIES = (
+    "`sysctl vm.unprivileged_userfaultfd=1` (the syscall for every user), read-write access to "
+    "/dev/userfaultfd (6.1+; 0600 root by default: a group of this user via chgrp/chmod or a "
+    "udev rule), user-mode-only fds (user_mode_only=True, UFFD_USER_MODE_ONLY, 5.11+: faults "
+    "from user space only), or run as root")
+
 _OPEN_HINTS = {
     errno_mod.EPERM: (
-        "vm.unprivileged_userfaultfd is 0 and this process lacks CAP_SYS_PTRACE: run as root, "
-        "`sysctl vm.unprivileged_userfaultfd=1`, or open with user_mode_only=True "
-        "(UFFD_USER_MODE_ONLY, 5.11+)"),
+        "vm.unprivileged_userfaultfd is 0 and this process lacks CAP_SYS_PTRACE; to open one: "
+        + OPEN_REMEDIES),
     errno_mod.EACCES: (
-        "/dev/userfaultfd is not accessible to this user (it is 0600 root by default): "
-        "run as root or grant access (chmod/chgrp or a udev rule)"),
+        "/dev/userfaultfd is not accessible to this user; to open a userfaultfd: "
+        + OPEN_REMEDIES),
     errno_mod.ENOENT: (
         "/dev/userfaultfd does not exist (kernel older than 6.1, or no CONFIG_USERFAULTFD): "
         "use the syscall"),

@@ -42,7 +42,7 @@ def _register_wrlat(subparsers: Subparsers) -> None:
                               "(kprobes on handle_userfault with bpftrace).")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--demo", action="store_true")
-    src.add_argument("--stats", metavar="FILE")
+    src.add_argument("--stats", type=cliargs.existing_file, metavar="FILE")
     src.add_argument("--pid", type=cliargs.bounded_int(1, 2**22, "--pid"))
     demo_args(p)
     p.add_argument("--to", dest="target", type=target, default="file:/dev/null")
@@ -105,8 +105,9 @@ def _register_bench(subparsers: Subparsers) -> None:
     s.add_argument("--repeats", type=cliargs.bounded_int(1, 20, "--repeats"), default=3,
                    help="runs of each idle cell and of uffd-wp at the top rate (medians "
                         "reported); the plain bar runs once more")
-    s.add_argument("--dir", help="target directory for the images and the plain bar (default: a "
-                                 "temporary one)")
+    s.add_argument("--dir", type=cliargs.report_dir,
+                   help="target directory for the images and the plain bar (default: a "
+                        "temporary one)")
     s.add_argument("--thp", action="store_true",
                    help="back the region with transparent huge pages (2 MiB-aligned, "
                         "MADV_HUGEPAGE)")
@@ -123,11 +124,13 @@ def _register_bench(subparsers: Subparsers) -> None:
                    default=5)
     s.add_argument("--no-protect-cost", action="store_true",
                    help="skip the protect cost of 4 KiB and THP memory")
-    s.add_argument("--plots", default="bench-plots", help="directory for the PNG plot")
+    s.add_argument("--plots", type=cliargs.report_dir, default="bench-plots",
+                   help="directory for the PNG plot")
     s.add_argument("--no-plots", action="store_true")
     s.add_argument("--engine-priority", type=cliargs.bounded_int(-20, 99, "--engine-priority"),
                    default=0)
-    s.add_argument("--save", metavar="FILE", help="also write the JSON result to FILE")
+    s.add_argument("--save", type=cliargs.output_file, metavar="FILE",
+                   help="also write the JSON result to FILE")
     s.add_argument("--json", action="store_true", help="print the result as JSON")
     s.set_defaults(func=cmd_bench_snapshot)
     k = sub.add_parser("soak", help="snapshots back to back under full-speed writers, each "
@@ -137,8 +140,8 @@ def _register_bench(subparsers: Subparsers) -> None:
     k.add_argument("--writers", type=cliargs.bounded_int(0, MAX_WRITERS, "--writers"), default=4,
                    help="native writers storing as fast as they can")
     k.add_argument("--memtype", choices=MEMORY_TYPES, default="anon")
-    k.add_argument("--dir", default=None, help="directory for the image (default: a "
-                   "temporary one, removed afterwards)")
+    k.add_argument("--dir", type=cliargs.existing_dir, default=None,
+                   help="directory for the image (default: a temporary one, removed afterwards)")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_bench_soak)
     r = sub.add_parser("roundtrip", help="write-fault round trip: native handler vs a minimal "
@@ -150,7 +153,8 @@ def _register_bench(subparsers: Subparsers) -> None:
     r.set_defaults(func=cmd_bench_roundtrip)
     g = sub.add_parser("plot", help="plot saved `bench snapshot --save` results, side by side")
     g.add_argument("files", nargs="+", metavar="FILE")
-    g.add_argument("--out", default="bench-plots", help="directory for the PNGs")
+    g.add_argument("--out", type=cliargs.report_dir, default="bench-plots",
+                   help="directory for the PNGs")
     g.add_argument("--pattern", choices=PATTERNS, default=None,
                    help="the pattern to plot (default: each one in the results)")
     g.set_defaults(func=cmd_bench_plot)
@@ -248,7 +252,8 @@ def cmd_bench_snapshot(args: argparse.Namespace) -> int:
         result = benchsnap.bench_snapshot(
             args.size, rates=rates, writers=tuple(args.writers), methods=methods,
             patterns=tuple(dict.fromkeys(args.patterns or PATTERNS)),
-            repeats=args.repeats, directory=args.dir, thp=args.thp, options=opts,
+            repeats=args.repeats, directory=str(args.dir) if args.dir else None, thp=args.thp,
+            options=opts,
             protect=not args.no_protect_cost, roundtrip_pages=args.roundtrip_pages,
             roundtrip_rounds=args.roundtrip_rounds, on_run=show)
     except (SnapshotError, MemoryUnavailableError, UffdError, OSError, RuntimeError,

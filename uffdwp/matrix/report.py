@@ -31,7 +31,7 @@ from .doc import Cell, Section, Table, render_html, render_md
 from .results import VERDICTS, KernelRecord
 
 SCHEMA = "uffdwp-matrix/2"
-STATUSES = ("ok", "failed", "boot-failed", "timeout", "skipped")
+STATUSES = ("ok", "failed", "boot-failed", "timeout", "interrupted", "skipped")
 KINDS = ("regression", "fail", "error", "known-bug", "pass", "skip")  # counted per kernel
 
 
@@ -39,7 +39,7 @@ KINDS = ("regression", "fail", "error", "known-bug", "pass", "skip")  # counted 
 class KernelOutcome:
     name: str
     via: str  # qemu | direct | vagrant
-    status: str  # ok | failed | boot-failed | timeout | skipped
+    status: str  # one of STATUSES
     seconds: float = 0.0
     exit_status: int | None = None
     detail: str = ""
@@ -69,7 +69,7 @@ def feature_cell(features: int | None, release: str, value: int, since: str) -> 
 def final_status(boot_status: str, rec: KernelRecord) -> str:
     """Boot outcome refined by the verdicts: any fail or error fails the kernel; known bugs
     and skips do not (they are the expected result on older kernels)."""
-    if boot_status in ("boot-failed", "timeout", "skipped"):
+    if boot_status in ("boot-failed", "timeout", "interrupted", "skipped"):
         return boot_status
     if rec.tests:
         return "failed" if rec.summary.get("fail", 0) + rec.summary.get("error", 0) else "ok"
@@ -360,7 +360,9 @@ def render_html_report(outcomes: list[KernelOutcome], meta: dict, report_dir: Pa
 def _run_line(meta: dict) -> str:
     return (f"Run {meta.get('started', '')}, {meta.get('seconds', 0):.0f} s wall, accel "
             f"{meta.get('accel', '?')} ({meta.get('accel_reason', '')}), "
-            f"{meta.get('jobs', 1)} kernel(s) at a time")
+            f"{meta.get('jobs', 1)} kernel(s) at a time"
+            + (f"; interrupted by {meta['interrupted']}: guests stopped, the report holds what "
+               "finished" if meta.get("interrupted") else ""))
 
 
 def write_report(report_dir: Path, outcomes: list[KernelOutcome], meta: dict) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__
+from .. import __version__, cliargs
 from ..cli import HelpFormatter
 from ..kernel_version import KernelVersion, kernel_version, version_signature
 from ..probe import kernel_info, probe
@@ -33,6 +33,7 @@ from . import (
     results,
     session,
     tables,
+    unlock,
     verdicts,
 )
 from .plugin import bug_selection, function_name
@@ -61,11 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and write results.json, report.md, report.html, junit.xml, results.ktap "
                     "and kcidb.json into a report directory.",
         epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+    p.add_argument("--report", type=cliargs.report_dir, default=None, metavar="DIR",
                    help="report directory (default: reports/run-<release>-<timestamp>)")
-    p.add_argument("--suites", type=Path, default=None, metavar="PATH",
+    p.add_argument("--suites", type=cliargs.existing_path, default=None, metavar="PATH",
                    help="test directory or file (default: the suites/ next to this uffdwp)")
-    p.add_argument("-j", "--jobs", default="auto", metavar="N",
+    p.add_argument("-j", "--jobs", type=cliargs.jobs, default="auto", metavar="N",
                    help="parallel pytest-xdist workers: a number or 'auto' (default); "
                         "1 runs in one process without xdist")
     p.add_argument("-k", dest="keyword", default=None, metavar="EXPR",
@@ -302,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
     if pytest_rc in (2, 3, 4) and not ordered:  # usage/internal error: nothing to show for it
         status = verdicts.KSFT_FAIL
     data = results.build(kernel, api, ordered, status)
+    unlock_line = unlock.summary_line(ordered, probed)
     seconds = time.monotonic() - t0
     run_info = {
         "run_id": started.strftime("%Y%m%dT%H%M%S"), "started": started.isoformat(),
@@ -309,8 +311,8 @@ def run(args: argparse.Namespace) -> int:
         "allow_known_bugs": args.allow_known_bugs, "suites": str(_suites(args)),
         "pytest": {"argv": cmd.argv, "cwd": str(cmd.cwd), "exit_status": pytest_rc},
         "interrupted": interrupted, "kernel_version_parsed": str(kv) if kv else None,
-        "probe_error": probe_error, "uffdwp": __version__, "python": sys.version.split()[0],
-        "suite": suite,
+        "probe_error": probe_error, "unlock": unlock_line, "uffdwp": __version__,
+        "python": sys.version.split()[0], "suite": suite,
         "context": {"package": context.kernel_package(kernel["release"], kernel["version"],
                                                       version_signature()),
                     "accel": accel, "accel_evidence": accel_evidence},
@@ -327,6 +329,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]pytest exited with status {pytest_rc}[/]; end of {log}:")
         console.print(escape(_tail(log)), highlight=False)
     console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    if unlock_line:  # last: what a non-root user must change for the skipped tests to run
+        console.print(f"[yellow]{escape(unlock_line)}[/]", highlight=False, soft_wrap=True)
     return status
 
 

@@ -77,7 +77,8 @@ def _register_snapshot(subparsers) -> None:
                         "then removed unless --keep)")
     d.add_argument("--keep", action="store_true",
                    help="keep the default temporary image (its path is printed)")
-    d.add_argument("--stats-json", help="save engine and writer statistics here (for wrlat)")
+    d.add_argument("--stats-json", type=cliargs.output_file,
+                   help="save engine and writer statistics here (for wrlat)")
     d.add_argument("--no-verify", action="store_true", help="skip the check of the image")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--json", action="store_true", help="print the result as JSON")
