@@ -33,7 +33,7 @@ from uffdwp.messages import (
 )
 
 from .observe import page_wp, region_wp
-from .test_mm import (
+from .support import (
     SHARED,
     assert_blocks_hp,
     child,

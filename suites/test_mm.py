@@ -18,276 +18,49 @@ kernel's own tools/testing/selftests/mm/uffd-unit-tests.c wp-fork / wp-unpopulat
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
-import signal
-import threading
-import time
 
 import pytest
 
-from uffdwp import native, pagemap
+from uffdwp import pagemap
 from uffdwp.kernel_facts import Feature
 from uffdwp.memory import (
     MADV_COLLAPSE,
     MADV_DONTNEED,
-    MADV_HUGEPAGE,
-    MADV_PAGEOUT,
     PAGE_SIZE,
     PROT_READ,
     PROT_WRITE,
     Region,
     reserve_address,
 )
-from uffdwp.messages import EVENT_FORK, PageFault
-from uffdwp.runner.precondition import require
-from uffdwp.uffd import Userfaultfd
+from uffdwp.messages import PageFault
 
 from .observe import page_wp, pagemap_reports_wp, region_wp
+from .support import (
+    SAMPLE,
+    SHARED,
+    THP_SIZE,
+    assert_blocks,
+    assert_blocks_hp,
+    assert_writes_freely,
+    child,
+    child_write,
+    fill_pattern,
+    fork_with_event,
+    in_thread,
+    load,
+    pattern,
+    require_fork_event,
+    require_pageout,
+    run_forked,
+    thp_region,
+)
 from .uffdtest import (
     MEM_ALL,
     MEM_ANON,
-    MEM_NOT_HUGETLB,
+    MEM_SWAPPABLE,
     uffd_test,
 )
-
-THP_SIZE = 2 << 20
-THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
-# Memory types whose pages can be swapped out: hugetlb pages are never swapped (MADV_PAGEOUT gives
-# EINVAL on a VM_HUGETLB vma: can_madv_lru_vma()).
-MEM_SWAPPABLE = MEM_NOT_HUGETLB
-# Types whose copy in a child shares the parent's data (MAP_SHARED of a memfd).
-SHARED = ("shmem", "hugetlb")
-
-
-# --- helpers shared by test_events.py and test_regressions.py ------------------------------------
-def pattern(index: int) -> int:
-    """The 64-bit value page *index* holds in these tests (never zero, distinct per page)."""
-    return 0xA5A5_0000_0000_0000 | (index + 1)
-
-
-def fill_pattern(region: Region) -> None:
-    for i in range(region.pages):
-        native.store_u64(region.page(i), pattern(i))
-
-
-def load(address: int) -> int:
-    return native.load_u64(address)
-
-
-def vma_field(address: int, name: str, pid: int | str = "self") -> int:
-    """A kB field (Swap, AnonHugePages, Rss…) of the smaps entry of the VMA holding *address*."""
-    inside = False
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split(maxsplit=1)[0]
-            if "-" in head and not head.endswith(":"):
-                start, end = (int(x, 16) for x in head.split("-"))
-                inside = start <= address < end
-            elif inside and head == f"{name}:":
-                return int(line.split()[1])
-    raise LookupError(f"no VMA with {name} at {address:#x}")
-
-
-def page_out(region: Region, offset: int = 0, length: int | None = None, tries: int = 5) -> bool:
-    """MADV_PAGEOUT until smaps reports the whole range as swap; False if it never did.
-
-    Swap is counted from smaps because pagemap shows pte markers (shmem) as swap entries too."""
-    length = region.length - offset if length is None else length
-    for _ in range(tries):
-        region.madvise(MADV_PAGEOUT, offset, length)
-        if vma_field(region.address + offset, "Swap") * 1024 >= length:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def require_pageout(region: Region, offset: int = 0, length: int | None = None) -> None:
-    require(page_out(region, offset, length), "pages not swapped out",
-            "MADV_PAGEOUT: reclaim declined them 5 times")
-
-
-def _fault_of(uffd: Userfaultfd, st, address: int) -> PageFault:
-    """The WP fault the store *st* must raise (it never arrives if the write went through)."""
-    msgs = uffd.read(1, 0.5 if st.finished(0.02) else 5)
-    assert msgs, (f"write to {address:#x} did not fault" if st.finished()
-                  else f"write to {address:#x} stalled but no message came")
-    msg = msgs[0]
-    assert isinstance(msg, PageFault) and msg.is_wp and msg.is_write, msg
-    return msg
-
-
-def assert_blocks(ctx, uffd: Userfaultfd, address: int, value: int) -> None:
-    """A store to *address* must stop in a WP fault at that page; resolve it and check it lands."""
-    st = ctx.store(address, value)
-    msg = _fault_of(uffd, st, address)
-    page = address & ~(PAGE_SIZE - 1)
-    assert msg.address & ~(PAGE_SIZE - 1) == page
-    assert not st.finished(0.02), "writer resumed before the fault was resolved"
-    uffd.unprotect(page, PAGE_SIZE)
-    assert st.finished(5), "writer not woken by unprotect"
-    assert load(address) == value
-
-
-def assert_blocks_hp(ctx, uffd: Userfaultfd, region: Region, index: int, value: int) -> None:
-    """As assert_blocks for page *index* of *region*, resolving the whole (huge) page."""
-    address = region.page(index)
-    st = ctx.store(address + 8, value)
-    msg = _fault_of(uffd, st, address)
-    assert not st.finished(0.02), "writer resumed before the fault was resolved"
-    assert region.page(index) <= msg.address < region.page(index) + region.page_size
-    uffd.unprotect(address, region.page_size)
-    assert st.finished(5), "writer not woken by unprotect"
-    assert load(address + 8) == value
-
-
-def assert_writes_freely(ctx, address: int, value: int) -> None:
-    st = ctx.store(address, value)
-    assert st.finished(5), f"write to {address:#x} stalled: an unexpected fault"
-    assert load(address) == value
-
-
-class Child:
-    """A forked child running *fn* (simple, native work only); its exit code is fn's result."""
-
-    def __init__(self, fn) -> None:
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: no Python threads exist here, only this one
-            code = 3
-            try:
-                code = int(fn())
-            except BaseException:
-                code = 4
-            os._exit(code)
-        self.status: int | None = None
-
-    def poll(self) -> int | None:
-        if self.status is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(status)
-        return self.status
-
-    def wait(self, timeout: float = 5.0) -> int | None:
-        """Exit code, or None (after killing it) if it did not finish within *timeout*."""
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                self.kill()
-                return None
-            time.sleep(0.005)
-        return self.status
-
-    def kill(self) -> None:
-        if self.status is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            _, status = os.waitpid(self.pid, 0)
-            self.status = os.waitstatus_to_exitcode(status)
-
-
-@contextlib.contextmanager
-def child(fn):
-    c = Child(fn)
-    try:
-        yield c
-    finally:
-        c.kill()
-
-
-def child_write(address: int, value: int, expect_wp: bool | None = None):
-    """The child's job: check its own protection of *address* (exit 10 if not as expected), then
-    store."""
-
-    def run() -> int:
-        if expect_wp is not None and page_wp(address, in_child=True) != expect_wp:
-            return 10
-        native.store_u64(address, value)
-        return 0 if native.load_u64(address) == value else 11
-
-    return run
-
-
-def require_fork_event(ctx, with_event: bool) -> None:
-    if with_event and not ctx.supported & Feature.EVENT_FORK:
-        pytest.skip("feature EVENT_FORK (mainline 4.11) absent on this kernel")
-
-
-def run_forked(ctx, uffd: Userfaultfd, region: Region, run, with_event: bool,
-               faults: tuple[int, ...] = (0,), exact: bool = False, timeout: float = 5) -> None:
-    """fork() a child doing *run*; it must exit 0. With EVENT_FORK each page index in *faults*
-    must fault WP on the child's new userfaultfd (at that page if *exact*) and is unprotected
-    through it; without, the child runs alone."""
-    if not with_event:
-        with child(run) as c:
-            assert c.wait(timeout) == 0, \
-                f"child exit {c.status} (10: wrong bit 57 in the child; None: stuck)"
-        return
-    c, cuffd = fork_with_event(ctx, uffd, region, run)
-    try:
-        for i in faults:
-            msg = ctx.fault(cuffd)
-            assert msg.is_wp and (not exact or msg.address == region.page(i)), msg
-            cuffd.unprotect(region.page(i), region.page_size)
-        assert c.wait(timeout) == 0, f"child exit {c.status}"
-    finally:
-        c.kill()
-
-
-def fork_with_event(ctx, uffd: Userfaultfd, region: Region, fn) -> tuple[Child, Userfaultfd]:
-    """fork() while a native thread reads *uffd* (the forking thread waits for the FORK event to
-    be read, and os.fork holds the GIL); returns the child and the child's new userfaultfd."""
-    # No ranges: stopping it must not unprotect the parent's memory.
-    h = native.FaultHandler(uffd, [], native.Policy.RECORD)
-    c = Child(fn)
-    try:
-        h.wait_for(1, 5)
-        forks = [r for r in h.records() if r.event == EVENT_FORK]
-        assert len(forks) == 1, f"expected one FORK event, got {h.records()}"
-    except BaseException:
-        c.kill()
-        raise
-    finally:
-        h.stop()
-    child_uffd = Userfaultfd(forks[0].address)
-    ctx._uffds.append(child_uffd)  # closed by the context's cleanup
-    return c, child_uffd
-
-
-def thp_region(ctx, fill: bool = True) -> Region:
-    """A 2 MiB-aligned anonymous region backed by one PMD-mapped THP, or skip saying why."""
-    try:
-        with open(THP_ENABLED) as f:
-            mode = f.read()
-    except OSError:
-        pytest.skip("no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE off)")
-    if "[never]" in mode:
-        pytest.skip(f"THP disabled ({THP_ENABLED}: never)")
-    region = ctx.region(THP_SIZE // PAGE_SIZE, align=THP_SIZE)
-    region.madvise(MADV_HUGEPAGE)
-    if fill:
-        fill_pattern(region)
-    else:
-        native.store_u64(region.address, 1)  # fault the huge page in
-    if vma_field(region.address, "AnonHugePages") * 1024 < THP_SIZE:
-        pytest.skip("the kernel did not back the 2 MiB range with a THP (fragmented memory?)")
-    return region
-
-
-def in_thread(fn, *args):
-    """Run *fn* on a Python thread (cffi calls release the GIL); returns (thread, result list)."""
-    out: list = []
-
-    def run():
-        try:
-            out.append(fn(*args))
-        except BaseException as exc:  # reported by the caller
-            out.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
 
 
 # --- swap-out (MADV_PAGEOUT with a real swap file) -----------------------------------------------
@@ -414,7 +187,6 @@ def _thp_protected(ctx):
     return uffd, region
 
 
-SAMPLE = (0, 1, 255, 256, 511)  # subpages to write: the edges and the middle of the THP
 
 
 @uffd_test(mem=MEM_ANON)

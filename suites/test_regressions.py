@@ -28,8 +28,7 @@ from uffdwp.runner.precondition import require
 
 from . import hostsetup
 from .observe import page_wp, region_wp, wp_pages
-from .test_mm import (
-    MEM_SWAPPABLE,
+from .support import (
     SAMPLE,
     SHARED,
     THP_SIZE,
@@ -51,6 +50,7 @@ from .uffdtest import (
     MEM_ALL,
     MEM_ANON,
     MEM_HUGETLB,
+    MEM_SWAPPABLE,
     stress,
     uffd_test,
 )

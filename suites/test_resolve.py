@@ -21,7 +21,7 @@ from uffdwp.memory import allocate
 from uffdwp.uffd import Userfaultfd
 
 from .observe import page_wp, region_wp
-from .test_wp import (
+from .support import (
     BLOCKED,
     RESUME,
     LoadThread,

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import faulthandler
 import os
-import signal
 import threading
-import time
 
 import pytest
 
@@ -24,6 +21,14 @@ from uffdwp.kernel_facts import Feature, Ioctl
 from uffdwp.memory import PAGE_SIZE, PROT_READ, PROT_WRITE
 
 from .observe import region_wp, require_pagemap_wp
+from .support import (
+    BLOCKED,
+    RESUME,
+    LoadThread,
+    expect_errno,
+    fault_addresses,
+    no_message,
+)
 from .uffdtest import (
     MEM_ALL,
     MEM_ANON,
@@ -37,81 +42,7 @@ from .uffdtest import (
     uffd_test,
 )
 
-BLOCKED = 0.2  # how long a writer must stay blocked to count as "not woken"
-RESUME = 5.0  # generous wait for a writer that must resume (loaded 2-core machine)
 MINOR_FEATURES = Feature.MINOR_SHMEM | Feature.MINOR_HUGETLBFS
-
-
-# --- helpers shared with test_resolve.py ------------------------------------------------------
-def expect_errno(err: int, fn, *args, **kw) -> UffdError:
-    """Call *fn* and assert it fails with *err*."""
-    with pytest.raises(UffdError) as info:
-        fn(*args, **kw)
-    assert info.value.errno == err, f"expected {errno.errorcode[err]}, got {info.value}"
-    return info.value
-
-
-def fault_addresses(addr: int, region) -> set[int]:
-    """Addresses a fault message may carry for a store at *addr* without EXACT_ADDRESS: the
-    base page (userfault_msg masks with PAGE_MASK); hugetlb kernels before the real_address
-    rework (5.18) reported the huge page start instead."""
-    return {addr & ~(PAGE_SIZE - 1), addr & ~(region.page_size - 1)}
-
-
-def no_message(ctx, uffd, timeout: float = 0.1) -> None:
-    msgs = list(ctx.messages(uffd, timeout))
-    assert msgs == [], f"unexpected userfaultfd messages: {msgs}"
-
-
-class LoadThread:
-    """A load performed from C on a Python thread (blocks in a read fault without the GIL)."""
-
-    def __init__(self, address: int) -> None:
-        self.value: int | None = None
-        self.done = threading.Event()
-        self.tid = 0
-        self._thread = threading.Thread(target=self._run, args=(address,), daemon=True)
-        self._thread.start()
-
-    def _run(self, address: int) -> None:
-        self.tid = threading.get_native_id()
-        self.value = native.load_u64(address)
-        self.done.set()
-
-    def finished(self, timeout: float = 0.0) -> bool:
-        return self.done.wait(timeout)
-
-
-def run_in_child(fn, timeout: float = 5.0) -> int:
-    """Fork, run *fn* in the child (exit 0 if it returns, 3 if it raises), and return the raw
-    wait status. The child is killed if it has not ended within *timeout* seconds."""
-    pid = os.fork()
-    if pid == 0:  # child: simple work only, never return into pytest
-        code = 3
-        try:
-            faulthandler.disable()  # let a SIGBUS/SIGSEGV kill the child silently
-            fn()
-            code = 0
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"child did not finish within {timeout}s")
-        time.sleep(0.005)
-
-
-def assert_killed_by(status: int, sig: int) -> None:
-    if os.WIFSIGNALED(status):
-        assert os.WTERMSIG(status) == sig, f"child killed by signal {os.WTERMSIG(status)}"
-    else:
-        pytest.fail(f"child exited with {os.WEXITSTATUS(status)} instead of dying by "
-                    f"{signal.Signals(sig).name}")
 
 
 # --- registration --------------------------------------------------------------------------------
