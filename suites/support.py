@@ -11,6 +11,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -33,7 +35,6 @@ BLOCKED = 0.2  # how long a writer must stay blocked to count as "not woken"
 RESUME = 5.0  # generous wait for a writer that must resume (loaded 2-core machine)
 
 
-# --- helpers moved from test_mm.py ---
 def pattern(index: int) -> int:
     """The 64-bit value page *index* holds in these tests (never zero, distinct per page)."""
     return 0xA5A5_0000_0000_0000 | (index + 1)
@@ -121,17 +122,18 @@ def assert_writes_freely(ctx, address: int, value: int) -> None:
 
 
 class Child:
-    """A forked child running *fn* (simple, native work only); its exit code is fn's result."""
+    """A forked child running *fn* (simple, native work only). Its exit code is fn's result (0
+    for None, 3 if it raised); killed by a signal, -signal."""
 
-    def __init__(self, fn) -> None:
+    def __init__(self, fn: Callable[[], int | None]) -> None:
         self.pid = os.fork()
         if self.pid == 0:  # the child: no Python threads exist here, only this one
             code = 3
             try:
-                code = int(fn())
-            except BaseException:
-                code = 4
-            os._exit(code)
+                faulthandler.disable()  # let a SIGBUS/SIGSEGV kill the child silently
+                code = int(fn() or 0)
+            finally:
+                os._exit(code)  # never return into pytest
         self.status: int | None = None
 
     def poll(self) -> int | None:
@@ -247,22 +249,6 @@ def thp_region(ctx, fill: bool = True) -> Region:
     return region
 
 
-def in_thread(fn, *args):
-    """Run *fn* on a Python thread (cffi calls release the GIL); returns (thread, result list)."""
-    out: list = []
-
-    def run():
-        try:
-            out.append(fn(*args))
-        except BaseException as exc:  # reported by the caller
-            out.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
-
-
-# --- helpers moved from test_wp.py ---
 def expect_errno(err: int, fn, *args, **kw) -> UffdError:
     """Call *fn* and assert it fails with *err*."""
     with pytest.raises(UffdError) as info:
@@ -283,52 +269,70 @@ def no_message(ctx, uffd, timeout: float = 0.1) -> None:
     assert msgs == [], f"unexpected userfaultfd messages: {msgs}"
 
 
-class LoadThread:
-    """A load performed from C on a Python thread (blocks in a read fault without the GIL)."""
+class OnThread:
+    """*fn(*args)* on a Python thread: a native call (a store, a load, munmap) that blocks in a
+    fault or an event does so without the GIL. Its tid, when it ended, its result or error."""
 
-    def __init__(self, address: int) -> None:
-        self.value: int | None = None
-        self.done = threading.Event()
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
         self.tid = 0
-        self._thread = threading.Thread(target=self._run, args=(address,), daemon=True)
+        self.t_done = 0  # time.monotonic_ns() when fn returned
+        self.done = threading.Event()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fn, args, ready), daemon=True)
         self._thread.start()
+        ready.wait(2)
 
-    def _run(self, address: int) -> None:
+    def _run(self, fn: Callable[..., Any], args: tuple, ready: threading.Event) -> None:
         self.tid = threading.get_native_id()
-        self.value = native.load_u64(address)
+        ready.set()
+        try:
+            self.result = fn(*args)
+        except BaseException as exc:  # reported by the test, through .error
+            self.error = exc
+        self.t_done = time.monotonic_ns()
         self.done.set()
 
     def finished(self, timeout: float = 0.0) -> bool:
         return self.done.wait(timeout)
 
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
 
-def run_in_child(fn, timeout: float = 5.0) -> int:
-    """Fork, run *fn* in the child (exit 0 if it returns, 3 if it raises), and return the raw
-    wait status. The child is killed if it has not ended within *timeout* seconds."""
-    pid = os.fork()
-    if pid == 0:  # child: simple work only, never return into pytest
-        code = 3
-        try:
-            faulthandler.disable()  # let a SIGBUS/SIGSEGV kill the child silently
-            fn()
-            code = 0
-        finally:
-            os._exit(code)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"child did not finish within {timeout}s")
-        time.sleep(0.005)
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def value(self) -> Any:
+        """fn's result (its exception raised here)."""
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
-def assert_killed_by(status: int, sig: int) -> None:
-    if os.WIFSIGNALED(status):
-        assert os.WTERMSIG(status) == sig, f"child killed by signal {os.WTERMSIG(status)}"
+def store(address: int, value: int) -> OnThread:
+    """A store from C on its own thread."""
+    return OnThread(native.store_u64, address, value)
+
+
+def load_on_thread(address: int) -> OnThread:
+    """A load from C on its own thread (it blocks in a read fault)."""
+    return OnThread(native.load_u64, address)
+
+
+def run_in_child(fn: Callable[[], int | None], timeout: float = 5.0) -> int:
+    """Run *fn* in a forked Child and return its exit code (-signal if a signal killed it);
+    fail the test if it has not ended within *timeout* seconds (it is killed)."""
+    code = Child(fn).wait(timeout)
+    if code is None:
+        pytest.fail(f"child did not finish within {timeout}s")
+    return code
+
+
+def assert_killed_by(code: int, sig: int) -> None:
+    """*code* (run_in_child's) says the child died of signal *sig*."""
+    if code < 0:
+        assert -code == sig, f"child killed by signal {-code}"
     else:
-        pytest.fail(f"child exited with {os.WEXITSTATUS(status)} instead of dying by "
-                    f"{signal.Signals(sig).name}")
+        pytest.fail(f"child exited with {code} instead of dying by {signal.Signals(sig).name}")

@@ -35,11 +35,11 @@ from uffdwp.messages import (
 from .observe import page_wp, region_wp
 from .support import (
     SHARED,
+    OnThread,
     assert_blocks_hp,
     child,
     child_write,
     fork_with_event,
-    in_thread,
 )
 from .uffdtest import MEM_ALL, MEM_SHARED, uffd_test
 
@@ -49,19 +49,18 @@ MAP_FIXED_ANON = 0x10 | 0x20 | 0x02  # MAP_FIXED | MAP_ANONYMOUS | MAP_PRIVATE
 def event_from(uffd, fn, *args, blocked_check: bool = True):
     """Run *fn* on a thread, check it waits for the event to be read, read it; returns
     (message, fn's result)."""
-    t, out = in_thread(fn, *args)
+    t = OnThread(fn, *args)
     if blocked_check:
         t.join(0.1)
-        assert t.is_alive() or not out or isinstance(out[0], BaseException), \
+        assert t.is_alive() or t.error is not None, \
             "the thread causing the event returned before the event was read"
     msgs = uffd.read(1, 5)
     t.join(5)
     assert not t.is_alive(), "the thread causing the event is still blocked after the read"
-    assert out, "no result from the thread"
-    if isinstance(out[0], BaseException):
-        raise out[0]
+    assert t.finished(), "no result from the thread"
+    result = t.value  # raises what fn raised
     assert msgs, "no event within 5 s"
-    return msgs[0], out[0]
+    return msgs[0], result
 
 
 def munmap(address: int, length: int) -> int:

@@ -40,6 +40,7 @@ from .support import (
     SAMPLE,
     SHARED,
     THP_SIZE,
+    OnThread,
     assert_blocks,
     assert_blocks_hp,
     assert_writes_freely,
@@ -47,7 +48,6 @@ from .support import (
     child_write,
     fill_pattern,
     fork_with_event,
-    in_thread,
     load,
     pattern,
     require_fork_event,
@@ -362,11 +362,11 @@ def test_mremap_with_event_keeps_protection(ctx, memtype):
     and a write there faults WP with the new address."""
     uffd, region = ctx.wp_region(2)
     old = region.address
-    t, out = in_thread(_move, region)
+    t = OnThread(_move, region)
     msg = uffd.read_one(5)
     t.join(5)
     assert not t.is_alive()
-    assert out and not isinstance(out[0], BaseException), out
+    assert t.finished() and t.error is None, t.error
     assert msg.old_address == old and msg.new_address == region.address
     assert region_wp(region) == [True, True]
     assert_blocks_hp(ctx, uffd, region, 1, 0x700)

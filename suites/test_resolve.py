@@ -24,9 +24,9 @@ from .observe import page_wp, region_wp
 from .support import (
     BLOCKED,
     RESUME,
-    LoadThread,
     assert_killed_by,
     expect_errno,
+    load_on_thread,
     no_message,
     run_in_child,
 )
@@ -153,7 +153,7 @@ def test_read_missing_fault_flags(ctx, memtype):
     region = ctx.region(1)
     uffd = ctx.uffd()
     ctx.register(uffd, region)
-    loader = LoadThread(region.address)
+    loader = load_on_thread(region.address)
     msg = ctx.fault(uffd)
     assert not msg.is_write and not msg.is_wp and not msg.is_minor
     data = pattern(region, 11)
@@ -171,7 +171,7 @@ def test_zeropage_resolves_missing_read(ctx, memtype):
     region = ctx.region(1)
     uffd = ctx.uffd()
     ctx.register(uffd, region)
-    loader = LoadThread(region.address + 24)
+    loader = load_on_thread(region.address + 24)
     assert not ctx.fault(uffd).is_wp
     assert uffd.zeropage(region.address, region.length) == region.length
     assert loader.finished(RESUME) and loader.value == 0
@@ -238,7 +238,7 @@ def test_continue_wp_maps_protected(ctx, memtype):
     after unprotect the store is visible through the other mapping too."""
     uffd, region, alias = _minor_setup(ctx, 0x2B)
     try:
-        loader = LoadThread(region.address + 32)
+        loader = load_on_thread(region.address + 32)
         msg = ctx.fault(uffd)
         assert msg.is_minor and not msg.is_wp and not msg.is_write
         assert msg.address == region.address

@@ -24,9 +24,9 @@ from .observe import region_wp, require_pagemap_wp
 from .support import (
     BLOCKED,
     RESUME,
-    LoadThread,
     expect_errno,
     fault_addresses,
+    load_on_thread,
     no_message,
 )
 from .uffdtest import (
@@ -281,7 +281,7 @@ def test_read_of_protected_page_does_not_fault(ctx, memtype):
     """Write protection traps writes only: a load from a protected page completes with the
     page's data and produces no message."""
     uffd, region = ctx.wp_region(2, fill=0x3C)
-    loader = LoadThread(region.page(1) + 64)
+    loader = load_on_thread(region.page(1) + 64)
     assert loader.finished(RESUME)
     assert loader.value == 0x3C3C3C3C3C3C3C3C
     assert region.read() == b"\x3c" * region.length
@@ -423,7 +423,7 @@ def test_wp_unpopulated_read_keeps_protection(ctx, memtype):
     """A read of an armed unpopulated page sees zeros without a message, and the page stays
     protected: a later write still faults WP."""
     uffd, region = ctx.wp_region(1, populate=False)
-    loader = LoadThread(region.address)
+    loader = load_on_thread(region.address)
     assert loader.finished(RESUME) and loader.value == 0
     no_message(ctx, uffd, 0.05)
     store = ctx.store(region.address, 1)

@@ -26,8 +26,6 @@ kernel that has the fix: runner/verdicts.py).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
@@ -46,7 +44,9 @@ from uffdwp.runner import precondition
 from uffdwp.runner.bugcheck import bug_check
 from uffdwp.uffd import Userfaultfd
 
+from . import support
 from .capabilities import STRESS_SCALE, USER_MODE_ONLY, Capability
+from .support import OnThread
 
 # Test groups: memory types by their traits in the one table (uffdwp.memory.MemType).
 MEM_ALL = MemType.where()
@@ -183,33 +183,6 @@ def uffd_test(*, mem: tuple[str, ...] | None = MEM_ALL, modes: int | None = None
     return decorate
 
 
-class StoreThread:
-    """A store performed from C on a Python thread: it blocks in the fault without the GIL."""
-
-    def __init__(self, address: int, value: int) -> None:
-        self.address, self.value = address, value
-        self.done = threading.Event()
-        self._ready = threading.Event()
-        self.tid = 0
-        self.t_done = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        self._ready.wait(2)
-
-    def _run(self) -> None:
-        self.tid = threading.get_native_id()
-        self._ready.set()
-        native.store_u64(self.address, self.value)
-        self.t_done = time.monotonic_ns()
-        self.done.set()
-
-    def finished(self, timeout: float = 0.0) -> bool:
-        return self.done.wait(timeout)
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-
 @dataclass
 class Ctx:
     """Per-test helper: memory, userfaultfds and threads, all cleaned up afterwards so that
@@ -221,7 +194,7 @@ class Ctx:
     _regions: list[Region] = field(default_factory=list)
     _uffds: list[Userfaultfd] = field(default_factory=list)
     _handlers: list[native.FaultHandler] = field(default_factory=list)
-    _stores: list[StoreThread] = field(default_factory=list)
+    _stores: list[OnThread] = field(default_factory=list)
     _writers: list[native.Writer] = field(default_factory=list)
     _registered: list[tuple[Userfaultfd, int, int]] = field(default_factory=list)
 
@@ -305,8 +278,9 @@ class Ctx:
         return uffd, region
 
     # --- threads -------------------------------------------------------------------------------
-    def store(self, address: int, value: int = 0xC0FFEE) -> StoreThread:
-        thread = StoreThread(address, value)
+    def store(self, address: int, value: int = 0xC0FFEE) -> OnThread:
+        """A store from C on its own thread, joined at cleanup."""
+        thread = support.store(address, value)
         self._stores.append(thread)
         return thread
 
