@@ -74,9 +74,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     extra = [m.args[0] for m in item.iter_markers("uffd_requires")]
     if spec is None and not extra:
         return
-    need = (spec or UffdSpec(modes=RegisterMode(0))).requires(_memtype(item))
+    memtype = _memtype(item)
+    need = (spec or UffdSpec(modes=RegisterMode(0))).requires(memtype)
     for more in extra:
-        need |= more
+        if more.applies_to(memtype):
+            need |= more
     have = None
     if need.features:
         try:
@@ -110,11 +112,3 @@ def ctx(request: pytest.FixtureRequest, supported: Feature):
     context = Ctx(_memtype(request.node) or "anon", supported, spec)
     yield context
     context.cleanup()
-
-
-@pytest.fixture(scope="session")
-def swap() -> None:
-    """An active swap file (shared by workers and concurrent runs; the last run removes it)."""
-    reason = hostsetup.ensure_swap()
-    if reason:
-        pytest.skip(reason)

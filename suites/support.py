@@ -18,18 +18,13 @@ import pytest
 
 from uffdwp import native
 from uffdwp.errors import UffdError
-from uffdwp.kernel_facts import Feature
-from uffdwp.memory import MADV_HUGEPAGE, MADV_PAGEOUT, PAGE_SIZE, Region
+from uffdwp.memory import MADV_HUGEPAGE, MADV_PAGEOUT, PAGE_SIZE, THP_SIZE, Region
 from uffdwp.messages import EVENT_FORK, PageFault
 from uffdwp.runner.precondition import require
 from uffdwp.uffd import Userfaultfd
 
 from .observe import page_wp
 
-THP_SIZE = 2 << 20
-THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
-# Types whose copy in a child shares the parent's data (MAP_SHARED of a memfd).
-SHARED = ("shmem", "hugetlb")
 SAMPLE = (0, 1, 255, 256, 511)  # subpages to write: the edges and the middle of the THP
 BLOCKED = 0.2  # how long a writer must stay blocked to count as "not woken"
 RESUME = 5.0  # generous wait for a writer that must resume (loaded 2-core machine)
@@ -183,11 +178,6 @@ def child_write(address: int, value: int, expect_wp: bool | None = None):
     return run
 
 
-def require_fork_event(ctx, with_event: bool) -> None:
-    if with_event and not ctx.supported & Feature.EVENT_FORK:
-        pytest.skip("feature EVENT_FORK (mainline 4.11) absent on this kernel")
-
-
 def run_forked(ctx, uffd: Userfaultfd, region: Region, run, with_event: bool,
                faults: tuple[int, ...] = (0,), exact: bool = False, timeout: float = 5) -> None:
     """fork() a child doing *run*; it must exit 0. With EVENT_FORK each page index in *faults*
@@ -230,22 +220,17 @@ def fork_with_event(ctx, uffd: Userfaultfd, region: Region, fn) -> tuple[Child, 
 
 
 def thp_region(ctx, fill: bool = True) -> Region:
-    """A 2 MiB-aligned anonymous region backed by one PMD-mapped THP, or skip saying why."""
-    try:
-        with open(THP_ENABLED) as f:
-            mode = f.read()
-    except OSError:
-        pytest.skip("no transparent huge pages (CONFIG_TRANSPARENT_HUGEPAGE off)")
-    if "[never]" in mode:
-        pytest.skip(f"THP disabled ({THP_ENABLED}: never)")
+    """A 2 MiB-aligned anonymous region backed by one PMD-mapped THP (tests using it declare
+    needs=THP); a precondition skip where the kernel did not back it with one."""
     region = ctx.region(THP_SIZE // PAGE_SIZE, align=THP_SIZE)
     region.madvise(MADV_HUGEPAGE)
     if fill:
         fill_pattern(region)
     else:
         native.store_u64(region.address, 1)  # fault the huge page in
-    if vma_field(region.address, "AnonHugePages") * 1024 < THP_SIZE:
-        pytest.skip("the kernel did not back the 2 MiB range with a THP (fragmented memory?)")
+    require(vma_field(region.address, "AnonHugePages") * 1024 >= THP_SIZE,
+            "no THP backing obtained", "the kernel did not back the 2 MiB range with a THP "
+            "(fragmented memory?)")
     return region
 
 

@@ -12,7 +12,6 @@ write-protected. Argument rules: fs/proc/task_mmu.c pagemap_scan_get_args().
 from __future__ import annotations
 
 import errno
-import os
 import random
 import threading
 
@@ -20,17 +19,18 @@ import pytest
 
 from uffdwp import kernel_facts as kf
 from uffdwp import native, pagemap
-from uffdwp._ffi import ffi, lib
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature, PageCategory
-from uffdwp.memory import MADV_HUGEPAGE, PAGE_SIZE
+from uffdwp.memory import MADV_HUGEPAGE, PAGE_SIZE, allocate
+from uffdwp.pagemap import SCAN_ARG_SIZE, scan_raw
+from uffdwp.runner.precondition import require
 
+from .capabilities import PAGEMAP_SCAN, THP
 from .uffdtest import MEM_ALL, MEM_ANON, MEM_HUGETLB, uffd_test
 
 ASYNC = Feature.WP_ASYNC | Feature.WP_UNPOPULATED
 W = PageCategory.WRITTEN
 HPAGE_PMD = 2 << 20
-THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -81,39 +81,15 @@ def _rel(region, result) -> list[tuple[int, int, PageCategory]]:
              r.categories) for r in result.regions]
 
 
-def _raw_scan(**fields) -> tuple[int, int]:
-    """PAGEMAP_SCAN with any field set (the binding builds only valid arguments).
-    Returns (ioctl result or -errno, walk_end)."""
-    vec = ffi.new("struct page_region[]", 16)
-    arg = {"size": ffi.sizeof("struct pm_scan_arg"), "vec": int(ffi.cast("uintptr_t", vec)),
-           "vec_len": 16, "return_mask": int(sum(PageCategory))}
-    arg.update(fields)
-    c_arg = ffi.new("struct pm_scan_arg *", arg)
-    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        ret = lib.uffdwp_ioctl(fd, kf.IOCTLS["PAGEMAP_SCAN"].request, c_arg)
-    finally:
-        os.close(fd)
-    if ret == -errno.ENOTTY:
-        pytest.skip("PAGEMAP_SCAN (mainline 6.7) absent on this kernel: ENOTTY")
-    return ret, c_arg.walk_end
-
-
 def _thp_region(ctx):
-    """Two PMD-aligned, THP-backed anonymous huge pages (skip if THP can't be had)."""
-    try:
-        with open(THP_ENABLED) as f:
-            if "[never]" in f.read():
-                pytest.skip("transparent hugepages disabled ([never])")
-    except OSError:
-        pytest.skip("no transparent hugepage support")
+    """Two PMD-aligned, THP-backed anonymous huge pages (tests using it declare needs=THP)."""
     region = ctx.region(2 * HPAGE_PMD // PAGE_SIZE, align=HPAGE_PMD)
     region.madvise(MADV_HUGEPAGE)
     region.fill(0x11)
     res = pagemap.scan(region.address, region.address + region.length)
-    if _rel(region, res) != [(0, 1024, res.regions[0].categories)] or \
-            not res.regions[0].categories & PageCategory.HUGE:
-        pytest.skip(f"no THP backing obtained: {_rel(region, res)}")
+    require(_rel(region, res) == [(0, 1024, res.regions[0].categories)]
+            and bool(res.regions[0].categories & PageCategory.HUGE),
+            "no THP backing obtained", str(_rel(region, res)))
     return region
 
 
@@ -124,7 +100,7 @@ def test_written_set_exact_over_reprotect_cycles(ctx, memtype, populate):
     """Each cycle writes a random subset; the scan with PM_SCAN_WP_MATCHING reports exactly that
     subset (nothing written in an earlier cycle, nothing never written), the stores never block
     or queue a message, the values land, and the reported pages are protected again."""
-    n = 4 if memtype.startswith("hugetlb") else 32
+    n = 4 if ctx.mem_type.hugetlb else 32
     uffd, region = _async_region(ctx, n, populate=populate)
     rng = random.Random(f"{memtype}{populate}")
     assert _written(region) == [], "nothing is written right after protecting"
@@ -152,12 +128,12 @@ def test_native_writer_pages_are_exactly_the_written_set(ctx, memtype):
     """A native writer doing random stores over a sub-range of an async-protected region
     never stalls on a message (none is queued) and the scan reports exactly the pages its
     records name, each holding the writer's last value there."""
-    n = 4 if memtype.startswith("hugetlb") else 24
+    n = 4 if ctx.mem_type.hugetlb else 24
     uffd, region = _async_region(ctx, n)
     first, count = 1, n - 2
     writer = native.Writer(region.page(first), count * region.page_size,
                            page_size=region.page_size, pattern=native.Pattern.RANDOM,
-                           max_writes=3 * count if region.is_hugetlb else count // 2,
+                           max_writes=3 * count if region.mem_type.hugetlb else count // 2,
                            seed=7, value_base=0x900)
     ctx._writers.append(writer)
     if not writer.wait(5.0):
@@ -176,11 +152,11 @@ def test_wp_matching_without_vec_arms_protection(ctx, memtype):
     """PM_SCAN_WP_MATCHING with no output vector (vec=NULL, vec_len=0) only protects: used in
     place of UFFDIO_WRITEPROTECT (as pagemap_ioctl.c's wp_addr_range does) it arms async WP on
     a freshly registered range, returns 0 regions, and later writes are tracked exactly."""
-    n = 3 if memtype.startswith("hugetlb") else 8
+    n = 3 if ctx.mem_type.hugetlb else 8
     uffd, region = _async_region(ctx, n, protect=False)
     end = region.address + region.length
     assert _written(region) == list(range(n)), "registered, unprotected: all count as written"
-    ret, walk_end = _raw_scan(start=region.address, end=end, vec=0, vec_len=0,
+    ret, walk_end = scan_raw(start=region.address, end=end, vec=0, vec_len=0,
                               flags=kf.PM_SCAN_WP_MATCHING | kf.PM_SCAN_CHECK_WPASYNC,
                               category_mask=int(W), return_mask=int(W))
     assert (ret, walk_end) == (0, end)
@@ -216,7 +192,7 @@ def test_unprotect_makes_pages_written_and_protect_clears_it(ctx, memtype):
 
 
 # --- THP -----------------------------------------------------------------------------------------
-@uffd_test(mem=MEM_ANON, features=ASYNC)
+@uffd_test(mem=MEM_ANON, features=ASYNC, needs=THP)
 def test_thp_subpage_write_reports_only_that_subpage(ctx, memtype):
     """A write to one 4 KiB subpage of a write-protected PMD-mapped THP: in async mode
     mm/memory.c wp_huge_pmd() splits the PMD and resolves the fault at PTE level, so the scan
@@ -242,7 +218,7 @@ def test_thp_subpage_write_reports_only_that_subpage(ctx, memtype):
     assert native.load_u64(region.address + 5 * PAGE_SIZE + 64) == 0xFEED
 
 
-@uffd_test(mem=MEM_ANON, features=ASYNC)
+@uffd_test(mem=MEM_ANON, features=ASYNC, needs=THP)
 def test_thp_fully_written_reported_whole_and_reprotected_huge(ctx, memtype):
     """A written (never protected) PMD-mapped THP is reported as one 2 MiB WRITTEN|HUGE range;
     a WP_MATCHING scan over the whole THP protects it as a huge PMD (pagemap_scan_thp_entry:
@@ -261,7 +237,7 @@ def test_thp_fully_written_reported_whole_and_reprotected_huge(ctx, memtype):
     assert all(e.uffd_wp for e in pagemap.entries(region.address, 512))
 
 
-@uffd_test(mem=MEM_ANON, features=ASYNC)
+@uffd_test(mem=MEM_ANON, features=ASYNC, needs=THP)
 def test_thp_partial_wp_matching_splits_and_protects_only_the_range(ctx, memtype):
     """A WP_MATCHING scan over half of a written THP splits the PMD and protects exactly that
     half (pagemap_scan_thp_entry: end != start + HPAGE_SIZE -> split_huge_pmd, rescan by PTE)."""
@@ -276,7 +252,7 @@ def test_thp_partial_wp_matching_splits_and_protects_only_the_range(ctx, memtype
     assert not any(c & PageCategory.HUGE for _s, _e, c in rel), "PMD split into PTEs"
 
 
-@uffd_test(mem=MEM_ANON, features=ASYNC)
+@uffd_test(mem=MEM_ANON, features=ASYNC, needs=THP)
 def test_thp_max_pages_wp_matching_protects_only_reported_pages(ctx, memtype):
     """max_pages cutting a written THP: only the reported pages are protected (the THP is split
     rather than protected whole), walk_end points after them, the rest remains written."""
@@ -321,7 +297,6 @@ def test_hugetlb_partial_wp_matching_stops_the_walk(ctx, memtype):
 @pytest.fixture
 def mapped():
     """A small populated anonymous mapping (no userfaultfd) for argument checks."""
-    from uffdwp.memory import allocate
     region = allocate("anon", pages=4)
     region.fill(1)
     yield region
@@ -329,74 +304,81 @@ def mapped():
 
 
 @pytest.mark.parametrize("delta", [-8, 8, None], ids=["short", "long", "zero"])
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_scan_bad_size_einval(mapped, delta):
     """pm_scan_arg.size must equal sizeof(struct pm_scan_arg) (96): anything else is EINVAL."""
-    size = 0 if delta is None else ffi.sizeof("struct pm_scan_arg") + delta
-    assert _raw_scan(size=size, start=mapped.address, end=mapped.address + mapped.length)[0] == \
+    size = 0 if delta is None else SCAN_ARG_SIZE + delta
+    assert scan_raw(size=size, start=mapped.address, end=mapped.address + mapped.length)[0] == \
         -errno.EINVAL
 
 
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_scan_valid_arguments_accepted(mapped):
     """The control case for the EINVAL tests: the same call with valid fields succeeds."""
-    ret, walk_end = _raw_scan(start=mapped.address, end=mapped.address + mapped.length)
+    ret, walk_end = scan_raw(start=mapped.address, end=mapped.address + mapped.length)
     assert ret == 1 and walk_end == mapped.address + mapped.length
 
 
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_scan_unaligned_start_einval(mapped):
     """start must be page aligned: EINVAL."""
-    assert _raw_scan(start=mapped.address + 8, end=mapped.address + mapped.length)[0] == \
+    assert scan_raw(start=mapped.address + 8, end=mapped.address + mapped.length)[0] == \
         -errno.EINVAL
 
 
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_scan_unaligned_end_rounded_up(mapped):
     """end is rounded up to the page size (ALIGN(end, PAGE_SIZE)): the walk covers the last page."""
     end = mapped.address + mapped.length
-    ret, walk_end = _raw_scan(start=mapped.address, end=end - 8)
+    ret, walk_end = scan_raw(start=mapped.address, end=end - 8)
     assert ret == 1 and walk_end == end
 
 
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_scan_unknown_flag_einval(mapped):
     """Only PM_SCAN_WP_MATCHING and PM_SCAN_CHECK_WPASYNC are flags: others give EINVAL."""
-    assert _raw_scan(flags=1 << 2, start=mapped.address, end=mapped.address + mapped.length)[0] \
+    assert scan_raw(flags=1 << 2, start=mapped.address, end=mapped.address + mapped.length)[0] \
         == -errno.EINVAL
 
 
 @pytest.mark.parametrize("field", ["category_mask", "category_inverted", "category_anyof_mask",
                                    "return_mask"])
 @pytest.mark.parametrize("bit", [20, 63])
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_scan_unknown_category_einval(mapped, field, bit):
     """Category bits beyond PM_SCAN_CATEGORIES in any of the four masks: EINVAL. (Bit 8 is
     PAGE_IS_GUARD on newer kernels, so the test uses bits no kernel defines.)"""
-    ret, _ = _raw_scan(start=mapped.address, end=mapped.address + mapped.length,
+    ret, _ = scan_raw(start=mapped.address, end=mapped.address + mapped.length,
                        **{field: 1 << bit})
     assert ret == -errno.EINVAL
 
 
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_scan_null_vec_with_length_einval(mapped):
     """vec == NULL with vec_len != 0: EINVAL."""
-    assert _raw_scan(vec=0, vec_len=4, start=mapped.address,
+    assert scan_raw(vec=0, vec_len=4, start=mapped.address,
                      end=mapped.address + mapped.length)[0] == -errno.EINVAL
 
 
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_scan_end_before_start_efault(mapped):
     """end < start makes the range length wrap: access_ok() fails, EFAULT."""
-    assert _raw_scan(start=mapped.address + mapped.length, end=mapped.address)[0] == -errno.EFAULT
+    assert scan_raw(start=mapped.address + mapped.length, end=mapped.address)[0] == -errno.EFAULT
 
 
+@uffd_test(mem=None, needs=PAGEMAP_SCAN)
 def test_check_wpasync_without_uffd_eperm(mapped):
     """PM_SCAN_CHECK_WPASYNC on a VMA without async WP: EPERM (pagemap_scan_test_walk)."""
-    _raw_scan(start=mapped.address, end=mapped.address + mapped.length)  # skips without the ioctl
     with pytest.raises(UffdError) as info:
         pagemap.scan(mapped.address, mapped.address + mapped.length, check_wpasync=True)
     assert info.value.errno == errno.EPERM
 
 
-@uffd_test(mem=MEM_ALL)
+@uffd_test(mem=MEM_ALL, needs=PAGEMAP_SCAN)
 def test_check_wpasync_on_sync_wp_range_eperm(ctx, memtype):
     """A range registered in (synchronous) WP mode, without WP_ASYNC: PM_SCAN_CHECK_WPASYNC is
     EPERM, while a plain scan of it works."""
     _uffd, region = ctx.wp_region(2)
-    _raw_scan(start=region.address, end=region.address + region.length)  # skips without the ioctl
     assert pagemap.scan(region.address, region.address + region.length).regions
     with pytest.raises(UffdError) as info:
         pagemap.scan(region.address, region.address + region.length, check_wpasync=True)

@@ -34,7 +34,6 @@ from uffdwp.messages import (
 
 from .observe import page_wp, region_wp
 from .support import (
-    SHARED,
     OnThread,
     assert_blocks_hp,
     child,
@@ -184,7 +183,7 @@ def test_fork_event_gives_child_uffd(ctx, memtype):
     finally:
         c.kill()
     assert region_wp(region) == [True]
-    expect = 0x41 if memtype in SHARED else 0x5A5A5A5A5A5A5A5A
+    expect = 0x41 if ctx.mem_type.shared else 0x5A5A5A5A5A5A5A5A
     assert native.load_u64(region.address + 8) == expect
 
 

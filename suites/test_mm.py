@@ -30,16 +30,16 @@ from uffdwp.memory import (
     PAGE_SIZE,
     PROT_READ,
     PROT_WRITE,
+    THP_SIZE,
     Region,
     reserve_address,
 )
 from uffdwp.messages import PageFault
 
+from .capabilities import SWAP, THP
 from .observe import page_wp, pagemap_reports_wp, region_wp
 from .support import (
     SAMPLE,
-    SHARED,
-    THP_SIZE,
     OnThread,
     assert_blocks,
     assert_blocks_hp,
@@ -50,12 +50,12 @@ from .support import (
     fork_with_event,
     load,
     pattern,
-    require_fork_event,
     require_pageout,
     run_forked,
     thp_region,
 )
 from .uffdtest import (
+    FORK_EVENT,
     MEM_ALL,
     MEM_ANON,
     MEM_SWAPPABLE,
@@ -64,8 +64,8 @@ from .uffdtest import (
 
 
 # --- swap-out (MADV_PAGEOUT with a real swap file) -----------------------------------------------
-@uffd_test(mem=MEM_SWAPPABLE)
-def test_pageout_keeps_wp_and_write_faults_after_swapin(ctx, memtype, swap):
+@uffd_test(mem=MEM_SWAPPABLE, needs=SWAP)
+def test_pageout_keeps_wp_and_write_faults_after_swapin(ctx, memtype):
     """A protected page swapped out keeps bit 57 (on the swap entry, or the shmem pte marker); the
     write after swap-in still faults WP and the data comes back intact."""
     region = ctx.region(4)
@@ -86,8 +86,8 @@ def test_pageout_keeps_wp_and_write_faults_after_swapin(ctx, memtype, swap):
     assert load(region.page(1)) == pattern(1)
 
 
-@uffd_test(mem=MEM_SWAPPABLE)
-def test_unprotect_swapped_page(ctx, memtype, swap):
+@uffd_test(mem=MEM_SWAPPABLE, needs=SWAP)
+def test_unprotect_swapped_page(ctx, memtype):
     """UFFDIO_WRITEPROTECT on a swapped-out page changes the swap entry: unprotected while swapped
     means no fault after swap-in; protected again while swapped means a fault."""
     region = ctx.region(2)
@@ -103,8 +103,8 @@ def test_unprotect_swapped_page(ctx, memtype, swap):
     assert_blocks(ctx, uffd, region.page(1) + 8, 0x78)
 
 
-@uffd_test(mem=MEM_SWAPPABLE)
-def test_protect_while_swapped(ctx, memtype, swap):
+@uffd_test(mem=MEM_SWAPPABLE, needs=SWAP)
+def test_protect_while_swapped(ctx, memtype):
     """Protecting a page that is already swapped out sets bit 57 on its swap entry: the write
     after swap-in faults."""
     region = ctx.region(2)
@@ -159,7 +159,7 @@ def test_dontneed_file_and_hugetlb_keep_marker(ctx, memtype):
     region.madvise(MADV_DONTNEED, 0, region.page_size)
     assert not pagemap.entry(region.page(0)).present
     assert region_wp(region) == [True, True], "zap dropped the uffd-wp marker"
-    expect = b"\x5a" * 8 if memtype in SHARED else bytes(8)
+    expect = b"\x5a" * 8 if ctx.mem_type.shared else bytes(8)
     assert_blocks_hp(ctx, uffd, region, 0, 0x4242)
     assert region.read(0, 8) == expect
     assert region.read(region.page_size - 8, 8) == expect[:8]
@@ -189,7 +189,7 @@ def _thp_protected(ctx):
 
 
 
-@uffd_test(mem=MEM_ANON)
+@uffd_test(mem=MEM_ANON, needs=THP)
 def test_thp_protected_whole(ctx, memtype):
     """Every subpage of a protected PMD-mapped THP faults on write."""
     uffd, region = _thp_protected(ctx)
@@ -199,7 +199,7 @@ def test_thp_protected_whole(ctx, memtype):
 
 
 @pytest.mark.parametrize("how", ["mprotect", "partial-unprotect", "dontneed-subpage"])
-@uffd_test(mem=MEM_ANON)
+@uffd_test(mem=MEM_ANON, needs=THP)
 def test_thp_split_keeps_protection(ctx, memtype, how):
     """Splitting a protected THP's PMD (mprotect of a sub-range, unprotecting one subpage, or
     MADV_DONTNEED of one subpage) keeps bit 57 on every other subpage, and each still faults."""
@@ -255,8 +255,8 @@ def test_collapse_of_protected_ptes_refused_or_safe(ctx, memtype):
         assert load(region.page(i)) == pattern(i)
 
 
-@uffd_test(mem=MEM_ANON)
-def test_thp_pageout_keeps_protection(ctx, memtype, swap):
+@uffd_test(mem=MEM_ANON, needs=(SWAP, THP))
+def test_thp_pageout_keeps_protection(ctx, memtype):
     """A protected THP swapped out (whole, or split by reclaim) keeps bit 57 on all subpages;
     writes after swap-in fault and the data is intact."""
     uffd, region = _thp_protected(ctx)
@@ -278,7 +278,7 @@ def test_fork_without_event_child_unprotected(ctx, memtype):
     with ctx.bug_check(), child(child_write(addr, 0xC41D, expect_wp=False)) as c:
         assert c.wait(5) == 0, f"child exit {c.status} (10: bit 57 set in child; None: stuck)"
     assert region_wp(region) == [True, True], "parent lost its protection"
-    assert load(addr) == (0xC41D if memtype in SHARED else 0x5A5A5A5A5A5A5A5A)
+    assert load(addr) == (0xC41D if ctx.mem_type.shared else 0x5A5A5A5A5A5A5A5A)
     assert_blocks_hp(ctx, uffd, region, 0, 0xAB)
 
 
@@ -306,16 +306,15 @@ def test_fork_with_event_child_protected(ctx, memtype):
     finally:
         c.kill()
     assert region_wp(region) == [True, True], "parent lost its protection"
-    assert load(addr) == (0xC41D if memtype in SHARED else 0x5A5A5A5A5A5A5A5A)
+    assert load(addr) == (0xC41D if ctx.mem_type.shared else 0x5A5A5A5A5A5A5A5A)
     assert not uffd.read(4, 0.05), "the child's fault reached the parent's userfaultfd"
 
 
-@pytest.mark.parametrize("with_event", [False, True], ids=["no-event", "event"])
-@uffd_test(mem=MEM_SWAPPABLE)
-def test_fork_swapped_protected_page(ctx, memtype, swap, with_event):
+@FORK_EVENT
+@uffd_test(mem=MEM_SWAPPABLE, needs=SWAP)
+def test_fork_swapped_protected_page(ctx, memtype, with_event):
     """fork() of a protected page that is swapped out (swap entry, or shmem marker): the child's
     entry has bit 57 exactly when EVENT_FORK keeps it registered (8f34f1eac382)."""
-    require_fork_event(ctx, with_event)
     region = ctx.region(2)
     fill_pattern(region)
     uffd = ctx.uffd(Feature.EVENT_FORK if with_event else 0)
@@ -325,7 +324,7 @@ def test_fork_swapped_protected_page(ctx, memtype, swap, with_event):
     addr = region.page(0)
     run_forked(ctx, uffd, region, child_write(addr, 0xD00D, expect_wp=with_event), with_event)
     assert region_wp(region) == [True, True]
-    assert load(addr) == (0xD00D if memtype in SHARED else pattern(0))
+    assert load(addr) == (0xD00D if ctx.mem_type.shared else pattern(0))
     assert load(region.page(1)) == pattern(1)
 
 
@@ -345,7 +344,7 @@ def test_mremap_without_event_leaves_no_wp_state(ctx, memtype):
     stale protection."""
     uffd, region = ctx.wp_region(3)
     region.madvise(MADV_DONTNEED, region.page_size, region.page_size)  # a marker on file types
-    assert region_wp(region) == [True, memtype != "anon", True], "precondition: protected"
+    assert region_wp(region) == [True, not ctx.mem_type.anonymous, True], "precondition: protected"
     _move(region)
     with ctx.bug_check():
         assert region_wp(region) == [False] * 3, "uffd-wp state moved into an unregistered VMA"

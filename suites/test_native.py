@@ -10,6 +10,7 @@ import time
 
 from uffdwp import native
 from uffdwp.kernel_facts import Feature
+from uffdwp.memory import MemType
 
 from .observe import wp_pages
 from .uffdtest import MEM_ALL, uffd_test
@@ -19,7 +20,7 @@ LONG = 5.0
 
 
 def _pages(memtype: str, small: int = 4, large: int = 8) -> int:
-    return small if memtype.startswith("hugetlb") else large
+    return small if MemType.of(memtype).hugetlb else large
 
 
 def _resolved(handler: native.FaultHandler, count: int, timeout: float = LONG):

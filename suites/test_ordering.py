@@ -14,6 +14,7 @@ import time
 
 from uffdwp import native
 from uffdwp.kernel_facts import Feature
+from uffdwp.memory import MemType
 from uffdwp.messages import PageFault
 from uffdwp.runner.precondition import require
 
@@ -28,7 +29,7 @@ LONG = 5.0  # how long a writer may take to resume once released
 
 def _pages(memtype: str, small: int = 4, large: int = 8) -> int:
     """hugetlb regions stay small (the run reserves few huge pages)."""
-    return small if memtype.startswith("hugetlb") else large
+    return small if MemType.of(memtype).hugetlb else large
 
 
 def _resolved(handler: native.FaultHandler, count: int, timeout: float = LONG):

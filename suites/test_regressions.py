@@ -23,15 +23,14 @@ import pytest
 
 from uffdwp import native, pagemap
 from uffdwp.kernel_facts import Feature
-from uffdwp.memory import MADV_DONTNEED, MADV_PAGEOUT, PAGE_SIZE, Region, reserve_address
+from uffdwp.memory import MADV_DONTNEED, MADV_PAGEOUT, PAGE_SIZE, THP_SIZE, Region, reserve_address
 from uffdwp.runner.precondition import require
 
 from . import hostsetup
+from .capabilities import SWAP, THP
 from .observe import page_wp, region_wp, wp_pages
 from .support import (
     SAMPLE,
-    SHARED,
-    THP_SIZE,
     assert_blocks,
     assert_blocks_hp,
     assert_writes_freely,
@@ -40,17 +39,18 @@ from .support import (
     fill_pattern,
     load,
     pattern,
-    require_fork_event,
     require_pageout,
     run_forked,
     thp_region,
     vma_field,
 )
 from .uffdtest import (
+    FORK_EVENT,
     MEM_ALL,
     MEM_ANON,
     MEM_HUGETLB,
     MEM_SWAPPABLE,
+    requires,
     stress,
     uffd_test,
 )
@@ -70,7 +70,7 @@ def test_wp_race_no_lost_writes(ctx, memtype):
 
 
 def _wp_race_once(ctx) -> None:
-    pages = 4 if ctx.memtype.startswith("hugetlb") else 16
+    pages = 4 if ctx.mem_type.hugetlb else 16
     region = ctx.region(pages)
     region.fill(0)
     uffd = ctx.uffd()
@@ -119,8 +119,6 @@ def own_swap_file(mb: int = 32):
     It is swapped on twice: the swapoff between drains the per-CPU swap slot caches (kernels
     before 6.14 keep up to 64 pre-allocated slots per CPU, taken from whichever device was
     first), so the next swap-out takes its slots by priority, from this file."""
-    if os.geteuid() != 0:
-        pytest.skip("swapon needs root")
     scratch = hostsetup.SCRATCH_DIR
     fd, name = tempfile.mkstemp(prefix="regr-swap-", dir=scratch)
     os.close(fd)
@@ -139,8 +137,8 @@ def own_swap_file(mb: int = 32):
         path.unlink(missing_ok=True)
 
 
-@uffd_test(mem=MEM_SWAPPABLE, bug=("swp-uffd-wp-bit", "unuse-pte-bits"), timeout=60)
-def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
+@uffd_test(mem=MEM_SWAPPABLE, bug=("swp-uffd-wp-bit", "unuse-pte-bits"), timeout=60, needs=SWAP)
+def test_swapoff_keeps_wp_bit_and_data(ctx, memtype):
     """Protected pages swapped out to a swap file, then that file is swapped off: swapoff
     succeeds (099dd6878b9b, 5.13: unuse_pte() compares swap ptes ignoring the uffd-wp bit), and
     the pages come back protected (14a762dd1977, 5.19: unuse_pte() carries the bit over), with
@@ -162,7 +160,7 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
     if vma_field(region.address, "Swap"):
         swaps = " ".join(Path("/proc/swaps").read_text().split()[5:])
         pytest.skip(f"the pages went to another swap device than the test's own ({swaps})")
-    if memtype != "shmem":  # private pages are mapped back by unuse_pte()
+    if not ctx.mem_type.shared:  # private pages are mapped back by unuse_pte()
         assert all(e.present for e in pagemap.entries(region.address, region.pages))
     for i in range(region.pages):
         assert load(region.page(i)) == pattern(i)
@@ -172,14 +170,13 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype, swap):
 
 
 # --- 8f34f1eac382: uffd-wp special cases for fork() ---
-@pytest.mark.parametrize("with_event", [False, True], ids=["no-event", "event"])
-@uffd_test(mem=MEM_SWAPPABLE, bug="fork-special-cases")
-def test_fork_special_cases(ctx, memtype, swap, with_event):
+@FORK_EVENT
+@uffd_test(mem=MEM_SWAPPABLE, bug="fork-special-cases", needs=SWAP)
+def test_fork_special_cases(ctx, memtype, with_event):
     """8f34f1eac382 (5.14): fork() of a protected present page and a protected swapped-out page.
     Without EVENT_FORK the child's copies carry no bit 57 and it writes both freely; with it both
     keep bit 57 and the child's write faults on its new userfaultfd. The child never hangs; the
     parent keeps its protection."""
-    require_fork_event(ctx, with_event)
     region = ctx.region(2)
     fill_pattern(region)
     uffd = ctx.uffd(Feature.EVENT_FORK if with_event else 0)
@@ -200,14 +197,14 @@ def test_fork_special_cases(ctx, memtype, swap, with_event):
         assert region_wp(region) == [True, True], "the parent lost its protection"
     for i in range(2):
         assert load(region.page(i)) == pattern(i)
-        assert load(region.page(i) + 8) == (0xF00 + i if memtype in SHARED else 0)
+        assert load(region.page(i) + 8) == (0xF00 + i if ctx.mem_type.shared else 0)
 
 
 # --- 49d6d7fb6313: pte marker when fork() without fork event ---
 def _marker_region(ctx, memtype, extra=0):
     """A 2-page protected region whose page 0 is a uffd-wp pte marker (no page)."""
     uffd, region = ctx.wp_region(2, extra=extra)
-    if memtype == "anon":  # WP_UNPOPULATED: protecting an empty anon pte installs a marker
+    if ctx.mem_type.anonymous:  # WP_UNPOPULATED: protecting an empty anon pte installs a marker
         region.madvise(MADV_DONTNEED, 0, region.page_size)
         uffd.writeprotect(region.page(0), region.page_size)
     else:  # shmem/hugetlb: zapping a protected pte leaves a marker
@@ -217,14 +214,13 @@ def _marker_region(ctx, memtype, extra=0):
     return uffd, region
 
 
-@pytest.mark.parametrize("with_event", [False, True], ids=["no-event", "event"])
+@FORK_EVENT
 @uffd_test(mem=MEM_ALL, features=Feature.WP_UNPOPULATED, bug="fork-pte-marker")
 def test_fork_pte_marker(ctx, memtype, with_event):
     """49d6d7fb6313 (6.2): fork() of a range holding a uffd-wp pte marker. Without EVENT_FORK the
     child must not inherit the marker (its vma is not registered): no bit 57, its write goes through
     at once. With EVENT_FORK the marker is kept and the child's write faults on the new fd. The
     parent keeps its marker either way. (WP_UNPOPULATED is what puts markers on anon memory.)"""
-    require_fork_event(ctx, with_event)
     uffd, region = _marker_region(ctx, memtype, Feature.EVENT_FORK if with_event else 0)
     addr = region.page(0) + 8
     with ctx.bug_check():
@@ -275,7 +271,7 @@ def _move_pages(address: int, count: int, node: int) -> list[int]:
     return list(status)
 
 
-@uffd_test(mem=MEM_ANON, bug="thp-migration")
+@uffd_test(mem=MEM_ANON, bug="thp-migration", needs=THP)
 def test_thp_migration_keeps_wp(ctx, memtype):
     """24bf08c4376b (6.3): migrating a protected PMD-mapped THP goes through a PMD migration entry,
     which must carry the uffd-wp bit: after the move every subpage has bit 57 and writes fault."""
@@ -300,13 +296,12 @@ def test_thp_migration_keeps_wp(ctx, memtype):
 
 
 # --- 5a2f8d22ace4: hugetlb uffd-wp during fork() ---
-@pytest.mark.parametrize("with_event", [False, True], ids=["no-event", "event"])
+@FORK_EVENT
 @uffd_test(mem=MEM_HUGETLB, bug="hugetlb-fork")
 def test_hugetlb_fork(ctx, memtype, with_event):
     """5a2f8d22ace4 (6.4): fork() of protected hugetlb memory, a present page and a marker. The
     child's copy keeps bit 57 exactly when EVENT_FORK registers it; without the event the child
     writes the present page freely and never hangs; with it the write faults on the child's fd."""
-    require_fork_event(ctx, with_event)
     uffd, region = ctx.wp_region(2, extra=Feature.EVENT_FORK if with_event else 0)
     region.madvise(MADV_DONTNEED, region.page_size, region.page_size)  # page 1: a marker
     assert region_wp(region) == [True, True], "precondition: protected page and marker"
@@ -323,7 +318,7 @@ def test_hugetlb_fork(ctx, memtype, with_event):
     with ctx.bug_check():
         run_forked(ctx, uffd, region, run, with_event, timeout=10)
         assert region_wp(region) == [True, True], "the parent lost its protection"
-    assert load(addr) == (0xBB if memtype == "hugetlb" else 0x5A5A5A5A5A5A5A5A)
+    assert load(addr) == (0xBB if ctx.mem_type.shared else 0x5A5A5A5A5A5A5A5A)
     with ctx.bug_check():
         assert_blocks_hp(ctx, uffd, region, 0, 0xCC)
 
@@ -394,28 +389,28 @@ def _assert_no_wp_state(ctx, region: Region, uffd_old) -> None:
         assert not uffd2.read(4, 0.05) and not uffd_old.read(4, 0.05)
 
 
-@pytest.mark.parametrize("state", ["present", "marker"])
+# markers on anonymous memory come from WP_UNPOPULATED
+@pytest.mark.parametrize("state", [
+    "present", pytest.param("marker", marks=requires(Feature.WP_UNPOPULATED, mem=MEM_ANON))])
 @uffd_test(mem=MEM_ALL, bug="mremap-clear")
 def test_mremap_clears_wp(ctx, memtype, state):
     """0cef0bb836e3 (6.13, CVE-2025-21696): mremap() of protected memory without EVENT_REMAP drops
     the registration, and must drop the uffd-wp bits and markers too: none at the new address, and
     a new WP registration there sees no stale protection."""
     if state == "marker":
-        if memtype == "anon" and not ctx.supported & Feature.WP_UNPOPULATED:
-            pytest.skip("feature WP_UNPOPULATED (mainline 6.4) absent: no markers on anon")
         uffd, region = _marker_region(
-            ctx, memtype, Feature.WP_UNPOPULATED if memtype == "anon" else 0)
+            ctx, memtype, Feature.WP_UNPOPULATED if ctx.mem_type.anonymous else 0)
     else:
         uffd, region = ctx.wp_region(2)
     assert all(region_wp(region)), "precondition: the pages are protected before the move"
     _move(region)
     _assert_no_wp_state(ctx, region, uffd)
-    if memtype in SHARED or state == "present":
+    if ctx.mem_type.shared or state == "present":
         assert region.read(region.page_size, 8) == b"\x5a" * 8
 
 
-@uffd_test(mem=MEM_SWAPPABLE, bug="mremap-clear")
-def test_mremap_clears_wp_swapped(ctx, memtype, swap):
+@uffd_test(mem=MEM_SWAPPABLE, bug="mremap-clear", needs=SWAP)
+def test_mremap_clears_wp_swapped(ctx, memtype):
     """0cef0bb836e3: the same for protected pages that are swapped out when moved."""
     region = ctx.region(2)
     fill_pattern(region)
@@ -429,7 +424,7 @@ def test_mremap_clears_wp_swapped(ctx, memtype, swap):
     assert [load(region.page(i)) for i in range(2)] == [pattern(0), pattern(1)]
 
 
-@uffd_test(mem=MEM_ANON, bug="mremap-clear")
+@uffd_test(mem=MEM_ANON, bug="mremap-clear", needs=THP)
 def test_mremap_clears_wp_thp(ctx, memtype):
     """0cef0bb836e3: the same for a protected PMD-mapped THP moved whole (move_huge_pmd)."""
     region = thp_region(ctx)
@@ -458,7 +453,7 @@ def _split_by_partial_pageout(region: Region) -> None:
     region.madvise(MADV_PAGEOUT, 0, PAGE_SIZE)
 
 
-@uffd_test(mem=MEM_ANON, bug="mthp-zeropage")
+@uffd_test(mem=MEM_ANON, bug="mthp-zeropage", needs=THP)
 def test_thp_split_zero_subpages_keep_wp(ctx, memtype):
     """mthp-zeropage (fixed in 6.18): since 6.12 splitting an anonymous large folio maps its
     zero-filled subpages to the shared zero page (try_to_map_unused_to_zeropage). For a protected

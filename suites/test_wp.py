@@ -56,7 +56,7 @@ def test_register_wp_ioctls(ctx, memtype):
     assert ioctls & (Ioctl.WRITEPROTECT | Ioctl.WAKE) == Ioctl.WRITEPROTECT | Ioctl.WAKE
     assert not ioctls & Ioctl.CONTINUE
     assert ioctls & Ioctl.COPY
-    if region.is_hugetlb:
+    if region.mem_type.hugetlb:
         assert not ioctls & Ioctl.ZEROPAGE
     else:
         assert ioctls & Ioctl.ZEROPAGE
@@ -72,7 +72,7 @@ def test_register_ioctls_per_mode(ctx, memtype, mode):
     assert ioctls & Ioctl.WAKE and ioctls & Ioctl.COPY
     assert bool(ioctls & Ioctl.WRITEPROTECT) == bool(mode & WP)
     assert not ioctls & Ioctl.CONTINUE
-    assert bool(ioctls & Ioctl.ZEROPAGE) == (not region.is_hugetlb)
+    assert bool(ioctls & Ioctl.ZEROPAGE) == (not region.mem_type.hugetlb)
 
 
 @uffd_test(mem=MEM_FILE, modes=MINOR | WP)

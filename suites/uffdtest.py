@@ -50,7 +50,7 @@ from .support import OnThread
 
 # Test groups: memory types by their traits in the one table (uffdwp.memory.MemType).
 MEM_ALL = MemType.where()
-MEM_ANON = (MemType.ANON.value,)
+MEM_ANON = MemType.where(anonymous=True)
 MEM_SHMEM = MemType.where(file_backed=True, hugetlb=False)
 MEM_HUGETLB = MemType.where(hugetlb=True)
 MEM_FILE = MemType.where(file_backed=True)  # backed by a memfd (page cache)
@@ -97,6 +97,10 @@ class Requires:
 
     features: Feature = Feature(0)
     needs: tuple[Capability, ...] = ()
+    mem: tuple[str, ...] = ()  # only on these memory types (all where empty)
+
+    def applies_to(self, memtype: str | None) -> bool:
+        return not self.mem or memtype in self.mem
 
     def __or__(self, other: Requires) -> Requires:
         return Requires(self.features | other.features,
@@ -113,11 +117,12 @@ class Requires:
         return next((why for c in self.needs if (why := c.missing())), None)
 
 
-def requires(features: int = 0, needs: Capability | tuple[Capability, ...] = ()
-             ) -> pytest.MarkDecorator:
-    """Extra needs of one parameter of a test (``pytest.param(True, marks=requires(...))``) or
-    of one memory type (``@uffd_test(per_mem={"anon": requires(...)})``)."""
-    return pytest.mark.uffd_requires(Requires(Feature(features), _caps(needs)))
+def requires(features: int = 0, needs: Capability | tuple[Capability, ...] = (), *,
+             mem: tuple[str, ...] = ()) -> pytest.MarkDecorator:
+    """Extra needs of one parameter of a test (``pytest.param(True, marks=requires(...))``,
+    where *mem* names the memory types on which that parameter needs them) or of one memory
+    type (``@uffd_test(per_mem={"anon": requires(...)})``)."""
+    return pytest.mark.uffd_requires(Requires(Feature(features), _caps(needs), tuple(mem)))
 
 
 def _caps(needs: Capability | tuple[Capability, ...]) -> tuple[Capability, ...]:
@@ -181,6 +186,12 @@ def uffd_test(*, mem: tuple[str, ...] | None = MEM_ALL, modes: int | None = None
         return pytest.mark.timeout(timeout)(fn)
 
     return decorate
+
+
+# fork() with and without EVENT_FORK: the "event" case declares the feature.
+FORK_EVENT = pytest.mark.parametrize(
+    "with_event", [False, pytest.param(True, marks=requires(Feature.EVENT_FORK))],
+    ids=["no-event", "event"])
 
 
 @dataclass

@@ -58,6 +58,12 @@ class MemType(str, Enum):
         return format(str(self.value), spec)
 
     @property
+    def anonymous(self) -> bool:
+        """Plain anonymous memory (the kernel's vma_is_anonymous()): zapping it drops page and
+        protection alike, where the other types keep a uffd-wp pte marker."""
+        return not self.file_backed and not self.hugetlb
+
+    @property
     def swappable(self) -> bool:
         """Reclaim can swap its pages out (hugetlb pages are never swapped)."""
         return not self.hugetlb

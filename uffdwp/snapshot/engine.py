@@ -295,7 +295,7 @@ def _comm(pid: str) -> str:
 def _steps(r: RegionInfo) -> tuple[int, int]:
     """(chunk, fault batch) bytes for the engine, 0 for its defaults. Where transparent huge
     pages back the region, both are whole huge pages: an unprotect of part of one splits it."""
-    thp = (MemType.of(r.memtype) is MemType.ANON and r.page_size < THP_SIZE
+    thp = (MemType.of(r.memtype).anonymous and r.page_size < THP_SIZE
            and not r.address % THP_SIZE and not r.length % THP_SIZE
            and anon_huge_bytes(r.address, r.length) > 0)
     return (THP_SIZE, THP_SIZE) if thp else (0, 0)
