@@ -9,8 +9,11 @@ reason. A release named in a reason comes from uffdwp.kernel_facts: it is stated
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
+import mmap
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,10 +21,10 @@ from pathlib import Path
 from uffdwp import kernel_facts as kf
 from uffdwp import pagemap
 from uffdwp.errors import UffdError
-from uffdwp.memory import allocate
+from uffdwp.memory import PAGE_SIZE, allocate
 from uffdwp.uffd import DEV_USERFAULTFD, Userfaultfd, open_syscall_raw
 
-from .hostsetup import ensure_swap
+from . import hostsetup
 from .observe import pagemap_reports_wp
 
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -110,16 +113,59 @@ def _mthp() -> str | None:
     return f"no mTHP sysfs knobs (transparent_hugepage/hugepages-*kB, {_since('mTHP sysfs')})"
 
 
+def numa_nodes() -> list[int]:
+    """The online NUMA nodes ([0] where the kernel does not say)."""
+    try:
+        text = Path("/sys/devices/system/node/online").read_text().strip()
+    except OSError:
+        return [0]
+    nodes: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        nodes += range(int(lo), int(hi or lo) + 1)
+    return nodes
+
+
 def _numa() -> str | None:
-    nodes = list(Path("/sys/devices/system/node").glob("node[0-9]*"))
-    # migrate_pages() is called through ctypes with x86-64's syscall number
-    return None if len(nodes) >= 2 and os.uname().machine == "x86_64" else "a single NUMA node"
+    # move_pages() is called through ctypes with x86-64's syscall number
+    ok = len(numa_nodes()) >= 2 and os.uname().machine == "x86_64"
+    return None if ok else "a single NUMA node"
 
 
 def _present(path: Path, fact: str) -> Callable[[], str | None]:
     def probe() -> str | None:
         return None if path.exists() else f"{fact} ({_since(fact)}) absent on this kernel"
     return probe
+
+
+def _fstype(path: Path) -> str:
+    """The filesystem type of the mount holding *path* (for skip reasons)."""
+    best, fstype = "", "?"
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            mnt = fields[1]
+            inside = str(path).startswith(mnt.rstrip("/") + "/") or str(path) == mnt
+            if inside and len(mnt) > len(best):
+                best, fstype = mnt, fields[2]
+    return fstype
+
+
+def _odirect() -> str | None:
+    # tmpfs before 6.6 rejects O_DIRECT: a guest's /var/tmp is one
+    where = hostsetup.SCRATCH_DIR
+    fd, path = tempfile.mkstemp(prefix="uffdwp-odirect-", dir=where)
+    os.unlink(path)
+    probe = mmap.mmap(-1, PAGE_SIZE)  # page-aligned, as O_DIRECT wants
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
+        os.write(fd, probe)
+    except OSError as exc:
+        return f"no O_DIRECT writes on {where} ({_fstype(where)}) to pin pages with: {exc}"
+    finally:
+        os.close(fd)
+        probe.close()
+    return None
 
 
 def _native_cpu() -> str | None:
@@ -130,13 +176,14 @@ PAGEMAP_WP = Capability("pagemap uffd-wp bit", _pagemap_wp)
 USER_MODE_ONLY = Capability("UFFD_USER_MODE_ONLY", _user_mode_only)
 PAGEMAP_SCAN = Capability("PAGEMAP_SCAN", _pagemap_scan)
 CONTINUE_MODE_WP = Capability("UFFDIO_CONTINUE_MODE_WP", _continue_mode_wp)
-SWAP = Capability("swap", ensure_swap)  # activates the shared swap file (hostsetup)
+SWAP = Capability("swap", hostsetup.ensure_swap)  # activates the shared swap file (hostsetup)
 NUMA = Capability("two NUMA nodes", _numa)
 THP = Capability("transparent huge pages", _thp)
 MTHP = Capability("mTHP sysfs", _mthp)
 DEVICE = Capability("/dev/userfaultfd", _present(Path(DEV_USERFAULTFD), "/dev/userfaultfd"))
 UNPRIV_SYSCTL = Capability("vm.unprivileged_userfaultfd",
                            _present(SYSCTL_PATH, "vm.unprivileged_userfaultfd"))
+ODIRECT = Capability("O_DIRECT on the scratch disk", _odirect)
 NATIVE_CPU = Capability("a native CPU", _native_cpu)  # UFFDWP_STRESS_SCALE < 1: emulated
 
 

@@ -33,8 +33,6 @@ import functools
 import os
 import threading
 
-import pytest
-
 from uffdwp import kernel_facts as kf
 from uffdwp import pagemap
 from uffdwp.kernel_facts import Feature
@@ -65,14 +63,6 @@ def pagemap_reports_wp() -> bool:
         uffd.register(region.address, region.length, kf.RegisterMode.WP)
         uffd.writeprotect(region.address, region.length)
         return pagemap.entry(region.address).uffd_wp
-
-
-def require_pagemap_wp() -> None:
-    """For a test whose subject is pagemap's bit itself: skip, naming the feature, where the
-    kernel does not report it. Tests that only need to know about protection use wp_pages."""
-    if not pagemap_reports_wp():
-        pytest.skip(f"pagemap bit 57 (PM_UFFD_WP, mainline {_PM_UFFD_WP.since}) absent on this "
-                    "kernel: this test checks the bit itself")
 
 
 def vma_flags(pid: int | str = "self") -> list[tuple[int, int, set[str]]]:

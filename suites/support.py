@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from uffdwp import native
-from uffdwp.errors import UffdError
-from uffdwp.memory import MADV_HUGEPAGE, MADV_PAGEOUT, PAGE_SIZE, THP_SIZE, Region
+from uffdwp.errors import MemoryUnavailableError, UffdError
+from uffdwp.memory import MADV_HUGEPAGE, MADV_PAGEOUT, PAGE_SIZE, THP_SIZE, Region, allocate
 from uffdwp.messages import EVENT_FORK, PageFault
 from uffdwp.runner.precondition import require
 from uffdwp.uffd import Userfaultfd
@@ -28,6 +28,16 @@ from .observe import page_wp
 SAMPLE = (0, 1, 255, 256, 511)  # subpages to write: the edges and the middle of the THP
 BLOCKED = 0.2  # how long a writer must stay blocked to count as "not woken"
 RESUME = 5.0  # generous wait for a writer that must resume (loaded 2-core machine)
+
+
+def allocate_or_skip(memtype: str, length: int | None = None, **kw: Any) -> Region:
+    """memory.allocate, or skip where this host cannot give the type (no free huge pages).
+    Not a declaration: how many huge pages a test maps is known only when it maps them, and
+    concurrent runs share the pool."""
+    try:
+        return allocate(memtype, length, **kw)
+    except MemoryUnavailableError as exc:
+        pytest.skip(f"{memtype} unavailable: {exc}")
 
 
 def pattern(index: int) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
-import mmap
 import os
 import subprocess
 import tempfile
@@ -21,13 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from uffdwp import kernel_facts as kf
 from uffdwp import native, pagemap
 from uffdwp.kernel_facts import Feature
 from uffdwp.memory import MADV_DONTNEED, MADV_PAGEOUT, PAGE_SIZE, THP_SIZE, Region, reserve_address
 from uffdwp.runner.precondition import require
 
 from . import hostsetup
-from .capabilities import SWAP, THP
+from .capabilities import MTHP, NUMA, ODIRECT, SWAP, THP, numa_nodes
 from .observe import page_wp, region_wp, wp_pages
 from .support import (
     SAMPLE,
@@ -129,6 +129,8 @@ def own_swap_file(mb: int = 32):
                      ["mkswap", str(path)], swapon, ["swapoff", str(path)], swapon):
             res = subprocess.run(step, capture_output=True, text=True, timeout=30, check=False)
             if res.returncode:
+                # Not a declaration: a second swap file of the test's own, set up by trying (the
+                # shared one is the SWAP capability); the step that failed names why.
                 pytest.skip(f"cannot set up a swap file in {scratch} ({step[0]}: "
                             f"{_swap_error(res, path)})")
         yield path
@@ -157,9 +159,9 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype):
             except subprocess.TimeoutExpired:
                 raise AssertionError("swapoff hung on protected swap entries") from None
             assert res.returncode == 0, f"swapoff failed: {_swap_error(res, path)}"
-    if vma_field(region.address, "Swap"):
-        swaps = " ".join(Path("/proc/swaps").read_text().split()[5:])
-        pytest.skip(f"the pages went to another swap device than the test's own ({swaps})")
+    swaps = " ".join(Path("/proc/swaps").read_text().split()[5:])
+    require(not vma_field(region.address, "Swap"), "pages not swapped to the test's own file",
+            f"the pages went to another swap device than the test's own ({swaps})")
     if not ctx.mem_type.shared:  # private pages are mapped back by unuse_pte()
         assert all(e.present for e in pagemap.entries(region.address, region.pages))
     for i in range(region.pages):
@@ -246,18 +248,6 @@ def test_hugetlb_wp_unpopulated_then_write(ctx, memtype):
 
 
 # --- 24bf08c4376b: uffd-wp for THP migration entries ---
-def _numa_nodes() -> list[int]:
-    try:
-        text = Path("/sys/devices/system/node/online").read_text().strip()
-    except OSError:
-        return [0]
-    nodes: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        nodes += range(int(lo), int(hi or lo) + 1)
-    return nodes
-
-
 def _move_pages(address: int, count: int, node: int) -> list[int]:
     """move_pages(2) of *count* base pages at *address* to *node*; returns per-page status."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -271,15 +261,14 @@ def _move_pages(address: int, count: int, node: int) -> list[int]:
     return list(status)
 
 
-@uffd_test(mem=MEM_ANON, bug="thp-migration", needs=THP)
+@uffd_test(mem=MEM_ANON, bug="thp-migration", needs=(NUMA.because(
+    "a THP cannot be migrated here (set_pmd_migration_entry is only reached by migration; "
+    "MADV_PAGEOUT takes the swap path, covered in test_mm.py::test_thp_pageout_keeps_protection)"),
+    THP))
 def test_thp_migration_keeps_wp(ctx, memtype):
     """24bf08c4376b (6.3): migrating a protected PMD-mapped THP goes through a PMD migration entry,
     which must carry the uffd-wp bit: after the move every subpage has bit 57 and writes fault."""
-    nodes = _numa_nodes()
-    if len(nodes) < 2 or os.uname().machine != "x86_64":
-        pytest.skip("a single NUMA node: a THP cannot be migrated here (set_pmd_migration_entry is "
-                    "only reached by migration; MADV_PAGEOUT takes the swap path, covered in "
-                    "test_mm.py::test_thp_pageout_keeps_protection)")
+    nodes = numa_nodes()
     region = thp_region(ctx)
     uffd = ctx.uffd()
     ctx.register(uffd, region)
@@ -324,41 +313,19 @@ def test_hugetlb_fork(ctx, memtype, with_event):
 
 
 # --- 0f230bc24b6e: uffd-wp bit lost when hugetlb unshare happens ---
-def _fstype(path: Path) -> str:
-    """The filesystem type of the mount holding *path* (for skip reasons)."""
-    best, fstype = "", "?"
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            mnt = fields[1]
-            inside = str(path).startswith(mnt.rstrip("/") + "/") or str(path) == mnt
-            if inside and len(mnt) > len(best):
-                best, fstype = mnt, fields[2]
-    return fstype
-
-
 @contextlib.contextmanager
 def odirect_file():
-    """An O_DIRECT file on the scratch disk that has taken one aligned write, or a skip naming the
-    filesystem that refuses it (tmpfs before 6.6 rejects O_DIRECT: a guest's /var/tmp is one)."""
-    where = hostsetup.SCRATCH_DIR
-    fd, path = tempfile.mkstemp(prefix="uffdwp-odirect-", dir=where)
+    """An O_DIRECT file on the scratch disk (tests using it declare needs=ODIRECT)."""
+    fd, path = tempfile.mkstemp(prefix="uffdwp-odirect-", dir=hostsetup.SCRATCH_DIR)
     os.unlink(path)
-    probe = mmap.mmap(-1, PAGE_SIZE)  # page-aligned, as O_DIRECT wants
     try:
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
-            os.write(fd, probe)
-        except OSError as exc:
-            pytest.skip(f"no O_DIRECT writes on {where} ({_fstype(where)}) to pin pages with: "
-                        f"{exc}")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
         yield fd
     finally:
         os.close(fd)
-        probe.close()
 
 
-@uffd_test(mem=("hugetlb-private",), bug="hugetlb-unshare", timeout=30)
+@uffd_test(mem=("hugetlb-private",), bug="hugetlb-unshare", timeout=30, needs=ODIRECT)
 def test_hugetlb_unshare_keeps_wp(ctx, memtype):
     """0f230bc24b6e (6.4): a read-only pin (an O_DIRECT write reads the buffer through FOLL_PIN) of
     a private hugetlb page that fork() left shared makes the kernel unshare (copy) it; the copy must
@@ -453,13 +420,11 @@ def _split_by_partial_pageout(region: Region) -> None:
     region.madvise(MADV_PAGEOUT, 0, PAGE_SIZE)
 
 
-@uffd_test(mem=MEM_ANON, bug="mthp-zeropage", needs=THP)
+@uffd_test(mem=MEM_ANON, bug="mthp-zeropage", needs=(MTHP, THP))
 def test_thp_split_zero_subpages_keep_wp(ctx, memtype):
     """mthp-zeropage (fixed in 6.18): since 6.12 splitting an anonymous large folio maps its
     zero-filled subpages to the shared zero page (try_to_map_unused_to_zeropage). For a protected
     folio those subpages must stay protected: bit 57 kept, writes fault."""
-    if not list(Path("/sys/kernel/mm/transparent_hugepage").glob("hugepages-*kB/enabled")):
-        pytest.skip("no mTHP sysfs knobs (transparent_hugepage/hugepages-*kB, 6.8+)")
     zero = [i for i in range(2, 512) if i not in SAMPLE]
     # Control: an unprotected THP, split the same way, must show the zero-page remap at all.
     control = thp_region(ctx, fill=False)
@@ -467,9 +432,11 @@ def test_thp_split_zero_subpages_keep_wp(ctx, memtype):
     native.store_u64(control.page(1), 1)
     _split_by_partial_pageout(control)
     pfns = _zero_pfns(control, zero)
-    if len(pfns) != 1 or 0 in pfns:
-        pytest.skip("this kernel does not map zero-filled subpages of a split THP to the shared "
-                    "zero page (before 6.12, or the split did not happen)")
+    # No probe can tell this before the test: the control is the probe (a precondition).
+    require(len(pfns) == 1 and 0 not in pfns, "no zero-page remap of a split THP",
+            f"this kernel does not map zero-filled subpages of a split THP to the shared zero "
+            f"page (mainline {kf.fact('split THP zero-page remap').since}), or the split did "
+            "not happen")
     region = thp_region(ctx, fill=False)
     for i in (0, 1, *SAMPLE):
         native.store_u64(region.page(i), pattern(i))

@@ -15,11 +15,11 @@ import signal
 import pytest
 
 from uffdwp import native, pagemap
-from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature, Ioctl
 from uffdwp.memory import allocate
 from uffdwp.uffd import Userfaultfd
 
+from .capabilities import CONTINUE_MODE_WP
 from .observe import page_wp, region_wp
 from .support import (
     BLOCKED,
@@ -222,16 +222,7 @@ def _minor_setup(ctx, fill: int):
     return uffd, region, alias
 
 
-def _continue(uffd, region, wp: bool):
-    try:
-        return uffd.continue_(region.address, region.length, wp=wp)
-    except UffdError as exc:
-        if wp and exc.errno == errno.EINVAL:
-            pytest.skip("UFFDIO_CONTINUE_MODE_WP unsupported (6.4+)")
-        raise
-
-
-@uffd_test(mem=MEM_SHARED, modes=MINOR | WP)
+@uffd_test(mem=MEM_SHARED, modes=MINOR | WP, needs=CONTINUE_MODE_WP)
 def test_continue_wp_maps_protected(ctx, memtype):
     """minor-wp: a read of a page present only in the page cache faults MINOR; CONTINUE with
     MODE_WP (6.4) maps it write-protected, so the reader finishes and a write then faults WP;
@@ -242,7 +233,7 @@ def test_continue_wp_maps_protected(ctx, memtype):
         msg = ctx.fault(uffd)
         assert msg.is_minor and not msg.is_wp and not msg.is_write
         assert msg.address == region.address
-        assert _continue(uffd, region, wp=True) == region.length
+        assert uffd.continue_(region.address, region.length, wp=True) == region.length
         assert loader.finished(RESUME) and loader.value == 0x2B2B2B2B2B2B2B2B
         assert region_wp(region) == [True]
         store = ctx.store(region.address, 0x99)

@@ -16,16 +16,19 @@ import time
 
 import pytest
 
-from uffdwp import memory
+from uffdwp import memory, native
 from uffdwp.errors import MemoryUnavailableError
 from uffdwp.kernel_facts import Feature
+from uffdwp.memory import MemType
 from uffdwp.native import Pattern, Writer
 from uffdwp.runner.precondition import require, retry
 from uffdwp.snapshot import Snapshot, SnapshotError, load, restore, take, verify
 from uffdwp.snapshot.check import WriterLog, check_chain, check_image, fill_initial, value_base
 from uffdwp.snapshot.image import FLAG_POPULATED, RegionInfo
 
-from .uffdtest import MEM_ALL, STRESS_SCALE, stress, uffd_test
+from .capabilities import root
+from .support import allocate_or_skip
+from .uffdtest import MEM_ALL, STRESS_SCALE, WP, requires, stress, uffd_test
 
 # Without a userfaultfd every case here skips, saying why (the `supported` fixture).
 pytestmark = pytest.mark.usefixtures("supported")
@@ -40,10 +43,15 @@ PATTERNS = {"random": Pattern.RANDOM, "sequential": Pattern.SEQUENTIAL,
 
 
 def alloc(memtype: str, length: int) -> memory.Region:
-    try:
-        return memory.allocate(memtype, length)
-    except MemoryUnavailableError as exc:
-        pytest.skip(f"{memtype}: {exc}")
+    return allocate_or_skip(memtype, length)
+
+
+def _wp_needs(types) -> Feature:
+    """What write-protecting all of *types* needs (the engine's WP registration)."""
+    need = Feature(0)
+    for t in types:
+        need |= MemType.of(t).needs(WP)
+    return need
 
 
 @contextlib.contextmanager
@@ -156,14 +164,11 @@ def test_faulted_pages_are_saved_first(memtype, tmp_path):
         retry(attempt, tries=3, budget_s=45)
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, features=_wp_needs(MEM_ALL), timeout=60)
 def test_every_memory_type_in_one_snapshot(tmp_path, supported):
-    if not supported & Feature.WP_HUGETLBFS_SHMEM:
-        pytest.skip("feature WP_HUGETLBFS_SHMEM (mainline 5.19) absent: shmem/hugetlb "
-                    "cannot be write-protected")
     regions = []
     try:
-        for memtype in ("anon", "shmem", "shmem-private", "hugetlb", "hugetlb-private"):
+        for memtype in MEM_ALL:
             try:
                 regions.append(memory.allocate(memtype, 8 * MIB))
             except MemoryUnavailableError:
@@ -196,13 +201,11 @@ def test_population_path(memtype, tmp_path):
         assert report.ok, str(report)
 
 
-@pytest.mark.timeout(120)
+@uffd_test(mem=None, modes=WP, timeout=120)
 def test_without_population_writes_escape(tmp_path, supported):
     """The control for test_population_path: anonymous memory, no WP_UNPOPULATED and no
     population, so stores to untouched pages do not fault and land in the image after the
     freeze. The checker must see it (else it could not see the bug population prevents)."""
-    if not supported & Feature.PAGEFAULT_FLAG_WP:
-        pytest.skip("feature PAGEFAULT_FLAG_WP absent")
     path = tmp_path / "snap.img"
 
     def attempt() -> None:
@@ -227,16 +230,13 @@ CHAIN_PAIRS = [("anon", "anon"), ("anon", "shmem"), ("shmem-private", "hugetlb")
                ("hugetlb-private", "anon")]
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("types", CHAIN_PAIRS, ids=["-".join(p) for p in CHAIN_PAIRS])
+@pytest.mark.parametrize("types", [
+    pytest.param(p, marks=requires(_wp_needs(p)), id="-".join(p)) for p in CHAIN_PAIRS])
 @pytest.mark.parametrize("threads", [1, 2])
+@uffd_test(mem=None, modes=WP, timeout=90)
 def test_consistent_cut_causal_chain(types, threads, tmp_path, supported):
     """Step i is stored by thread i % threads after step i-1 completed, alternating between two
     regions: the image must hold a prefix of the chain (no step without its predecessors)."""
-    from uffdwp._ffi import ffi, lib
-
-    if any(t != "anon" for t in types) and not supported & Feature.WP_HUGETLBFS_SHMEM:
-        pytest.skip("feature WP_HUGETLBFS_SHMEM (mainline 5.19) absent")
     regions = [alloc(t, 8 * MIB) for t in types]
     try:
         rng = random.Random(7)
@@ -246,24 +246,20 @@ def test_consistent_cut_causal_chain(types, threads, tmp_path, supported):
             addrs.append(r.address + rng.randrange(r.length // 8) * 8)
         addrs = list(dict.fromkeys(addrs))
         for a in addrs:
-            lib.uffdwp_store_u64(a, 0)
+            native.store_u64(a, 0)
         for trial in range(3):
             path = tmp_path / f"chain{trial}.img"
-            err = ffi.new("int *")
-            chain = lib.uffdsnap_chain_start(ffi.new("uint64_t[]", addrs), len(addrs), threads,
-                                             0, err)
-            assert chain != ffi.NULL, err[0]
+            chain = native.Chain(addrs, threads)
             try:
-                while lib.uffdsnap_chain_steps(chain) < 1000:
+                while chain.steps < 1000:
                     time.sleep(0.001)
                 take(regions, f"file:{path}", timeout=30)
-                before, deadline = lib.uffdsnap_chain_steps(chain), time.monotonic() + 5
-                while lib.uffdsnap_chain_steps(chain) <= before:  # nobody stays blocked
+                before, deadline = chain.steps, time.monotonic() + 5
+                while chain.steps <= before:  # nobody stays blocked
                     assert time.monotonic() < deadline, "the chain is blocked after the snapshot"
                     time.sleep(0.001)
             finally:
-                assert lib.uffdsnap_chain_stop(chain, 10_000) == 0
-                lib.uffdsnap_chain_free(chain)
+                assert chain.stop(10), "a chain writer is still blocked"
             image = load(path)
             values = []
             for a in addrs:
@@ -280,7 +276,7 @@ def test_consistent_cut_causal_chain(types, threads, tmp_path, supported):
 
 
 # --- targets -----------------------------------------------------------------------------------
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60)
 def test_exec_target(tmp_path):
     out = tmp_path / "snap.img.gz"
     with memory.allocate("anon", 8 * MIB) as region:
@@ -339,7 +335,7 @@ def failing_snapshot(target: str, tmp_path, memtype: str = "anon", size: int = 1
     return info.value
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60)
 def test_abort_full_device(tmp_path):
     err = failing_snapshot("file:/dev/full", tmp_path)
     assert err.errno == 28 and err.phase == "output"  # ENOSPC
@@ -348,8 +344,7 @@ def test_abort_full_device(tmp_path):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+    """A 2 MiB tmpfs (its tests declare root)."""
     import subprocess
 
     mnt = tmp_path / "full"
@@ -357,13 +352,14 @@ def small_tmpfs(tmp_path):
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
                          capture_output=True, text=True, check=False)
     if res.returncode:
-        # without the test's own directory name in it: one reason, one group
+        # Not a declaration: this host refused the mount (a container, a locked-down host),
+        # known only by trying; without the test's own directory name: one reason, one group.
         pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip().replace(str(mnt), '<dir>')}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60, needs=root("mounting a small tmpfs needs root"))
 def test_abort_disk_full_removes_partial_image(small_tmpfs, tmp_path):
     path = small_tmpfs / "snap.img"
     err = failing_snapshot(f"file:{path}", tmp_path)
@@ -372,14 +368,14 @@ def test_abort_disk_full_removes_partial_image(small_tmpfs, tmp_path):
     assert not path.exists() and not (small_tmpfs / "snap.img.partial").exists()
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60)
 def test_abort_closed_pipe(tmp_path):
     err = failing_snapshot("exec:head -c 1000 >/dev/null", tmp_path)
     assert err.errno == 32 and err.phase == "output"  # EPIPE
     assert "EPIPE" in str(err)
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60)
 def test_abort_dying_exec_command(tmp_path):
     out = tmp_path / "partial.img"
     err = failing_snapshot(f"exec:head -c 300000 > {out}; kill -9 $$", tmp_path)
@@ -389,14 +385,14 @@ def test_abort_dying_exec_command(tmp_path):
         verify(out)  # what the command stored can never pass for a complete image
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60)
 def test_exec_command_failing_after_the_image(tmp_path):
     with memory.allocate("anon", 4 * MIB) as region, pytest.raises(SnapshotError,
                                                                    match="status 3"):
         take([region], "exec:cat >/dev/null; exit 3", timeout=30)
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60)
 def test_abort_while_reader_is_stuck(tmp_path):
     """The reader never reads: the engine waits in poll() on the pipe, and abort() must still
     end it, release every writer and kill nothing it does not own."""
@@ -404,7 +400,7 @@ def test_abort_while_reader_is_stuck(tmp_path):
     assert "aborted" in str(err)
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60)
 def test_abort_fd_target_closed_reader(tmp_path):
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -415,7 +411,7 @@ def test_abort_fd_target_closed_reader(tmp_path):
     assert err.errno == 32 and "no end record" in err.partial
 
 
-@pytest.mark.timeout(60)
+@uffd_test(mem=None, modes=WP, timeout=60)
 def test_timeout_aborts(tmp_path):
     err = failing_snapshot("exec:sleep 30", tmp_path, wait_timeout=0.5)
     assert "did not finish" in str(err) or "aborted" in str(err)

@@ -20,7 +20,8 @@ from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature, Ioctl
 from uffdwp.memory import PAGE_SIZE, PROT_READ, PROT_WRITE
 
-from .observe import region_wp, require_pagemap_wp
+from .capabilities import PAGEMAP_WP
+from .observe import region_wp
 from .support import (
     BLOCKED,
     RESUME,
@@ -335,12 +336,11 @@ def test_unprotect_part_of_range(ctx, memtype):
     assert held.finished(RESUME)
 
 
-@uffd_test(mem=MEM_ALL)
+@uffd_test(mem=MEM_ALL, needs=PAGEMAP_WP)
 def test_pagemap_bit_follows_protection(ctx, memtype):
     """Pagemap bit 57 (PM_UFFD_WP) is set by protect and cleared by unprotect, page by page,
     while the pages stay present and their data intact. (The bit itself: elsewhere the suites
     observe protection by its effect where the kernel has no such bit.)"""
-    require_pagemap_wp()
     uffd, region = ctx.wp_region(3, protect=False, fill=0x11)
 
     def bits() -> list[bool]:

@@ -35,10 +35,10 @@ import pytest
 
 from uffdwp import kernel_facts as kf
 from uffdwp import native
-from uffdwp.errors import MemoryUnavailableError, UffdError
+from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.known_bugs import KNOWN_BUGS
-from uffdwp.memory import MemType, Region, allocate
+from uffdwp.memory import MemType, Region
 from uffdwp.messages import Message, PageFault
 from uffdwp.runner import precondition
 from uffdwp.runner.bugcheck import bug_check
@@ -151,7 +151,7 @@ class UffdSpec:
 
     def requires(self, memtype: str | None) -> Requires:
         """Everything a case of this test on *memtype* (None: no memory type) needs."""
-        implied = MemType.of(memtype).needs(self.modes) if memtype else Feature(0)
+        implied = MemType.of(memtype or MemType.ANON).needs(self.modes)
         return Requires(self.features | implied, self.needs)
 
 
@@ -246,10 +246,7 @@ class Ctx:
 
     # --- memory --------------------------------------------------------------------------------
     def region(self, pages: int = 4, memtype: str | None = None, **kw) -> Region:
-        try:
-            region = allocate(memtype or self.memtype, pages=pages, **kw)
-        except MemoryUnavailableError as exc:
-            pytest.skip(f"{memtype or self.memtype} unavailable: {exc}")
+        region = support.allocate_or_skip(memtype or self.memtype, pages=pages, **kw)
         self._regions.append(region)
         return region
 
