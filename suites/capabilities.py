@@ -21,7 +21,7 @@ from pathlib import Path
 from uffdwp import kernel_facts as kf
 from uffdwp import pagemap
 from uffdwp.errors import UffdError
-from uffdwp.memory import PAGE_SIZE, allocate
+from uffdwp.memory import MADV_COLLAPSE, PAGE_SIZE, THP_SIZE, allocate
 from uffdwp.uffd import DEV_USERFAULTFD, Userfaultfd, open_syscall_raw
 
 from . import hostsetup
@@ -107,6 +107,18 @@ def _thp() -> str | None:
     return f"THP disabled ({THP_ENABLED}: never)" if "[never]" in mode else None
 
 
+def _collapse() -> str | None:
+    # the control: an unregistered, populated, PMD-aligned range collapses
+    with allocate("anon", THP_SIZE, align=THP_SIZE) as region:
+        region.fill(1)
+        try:
+            region.madvise(MADV_COLLAPSE)
+        except OSError as exc:
+            return (f"MADV_COLLAPSE ({_since('MADV_COLLAPSE')}) does not work on an unregistered "
+                    f"range here: {exc}")
+    return None
+
+
 def _mthp() -> str | None:
     if list(THP_ENABLED.parent.glob("hugepages-*kB/enabled")):
         return None
@@ -168,6 +180,37 @@ def _odirect() -> str | None:
     return None
 
 
+def _device_usable() -> str | None:
+    try:
+        Userfaultfd.open(via="dev").close()
+    except UffdError as exc:
+        if exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM):
+            return f"/dev/userfaultfd unusable here: {exc}"
+        raise
+    return None
+
+
+def _wrlat_pid() -> str | None:
+    from uffdwp.bench import wrlat  # (bpftrace and kprobes: only where a test asks)
+
+    why = wrlat.kprobe_support()
+    return f"wrlat --pid: {why}" if why else None
+
+
+def _qemu() -> str | None:
+    from uffdwp.qemusnap import bootblock
+    from uffdwp.qemusnap.vm import qemu_missing, qemu_version
+
+    why = qemu_missing()
+    if why:
+        return why
+    if qemu_version() < (6, 0, 0):
+        return f"QEMU {qemu_version()} predates the background-snapshot capability (6.0)"
+    if bootblock.missing_tools():
+        return f"{', '.join(bootblock.missing_tools())} not found: cannot assemble the guest"
+    return None
+
+
 def _native_cpu() -> str | None:
     return "an emulated CPU" if STRESS_SCALE < 1 else None
 
@@ -180,10 +223,14 @@ SWAP = Capability("swap", hostsetup.ensure_swap)  # activates the shared swap fi
 NUMA = Capability("two NUMA nodes", _numa)
 THP = Capability("transparent huge pages", _thp)
 MTHP = Capability("mTHP sysfs", _mthp)
+COLLAPSE = Capability("MADV_COLLAPSE", _collapse)
 DEVICE = Capability("/dev/userfaultfd", _present(Path(DEV_USERFAULTFD), "/dev/userfaultfd"))
+DEVICE_USABLE = Capability("/dev/userfaultfd opens", _device_usable)
 UNPRIV_SYSCTL = Capability("vm.unprivileged_userfaultfd",
                            _present(SYSCTL_PATH, "vm.unprivileged_userfaultfd"))
 ODIRECT = Capability("O_DIRECT on the scratch disk", _odirect)
+WRLAT_PID = Capability("wrlat --pid (kprobes)", _wrlat_pid)
+QEMU = Capability("QEMU with background snapshots", _qemu)
 NATIVE_CPU = Capability("a native CPU", _native_cpu)  # UFFDWP_STRESS_SCALE < 1: emulated
 
 

@@ -225,7 +225,7 @@ def fork_with_event(ctx, uffd: Userfaultfd, region: Region, fn) -> tuple[Child, 
     finally:
         h.stop()
     child_uffd = Userfaultfd(forks[0].address)
-    ctx._uffds.append(child_uffd)  # closed by the context's cleanup
+    ctx.own(child_uffd)  # closed by the context's cleanup
     return c, child_uffd
 
 

@@ -12,38 +12,38 @@ from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Ioctl
 from uffdwp.uffd import Userfaultfd
 
-from .uffdtest import MEM_ANON, uffd_test
+from .capabilities import DEVICE_USABLE
+from .uffdtest import MEM_ANON, requires, uffd_test
 
 API_IOCTLS = Ioctl.REGISTER | Ioctl.UNREGISTER | Ioctl.API
 
 
-@pytest.mark.parametrize("via", ["syscall", "dev"])
+@pytest.mark.parametrize("via", ["syscall", pytest.param("dev", marks=requires(
+    needs=DEVICE_USABLE))])
+@uffd_test(mem=None)
 def test_open_and_handshake(via, supported):
-    try:
-        uffd = Userfaultfd.open(via=via)
-    except UffdError as exc:
-        if via == "dev" and exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM):
-            pytest.skip(f"/dev/userfaultfd unusable here: {exc}")
-        raise
-    with uffd:
+    with Userfaultfd.open(via=via) as uffd:
         res = uffd.api(0)
     assert res.api == kf.UFFD_API
     assert res.features == supported
     assert res.ioctls & API_IOCTLS == API_IOCTLS
 
 
+@uffd_test(mem=None)
 def test_wrong_api_rejected(supported):
     with Userfaultfd.open() as uffd, pytest.raises(UffdError) as info:
         uffd.api(0, api=0xAB)
     assert info.value.errno == errno.EINVAL
 
 
+@uffd_test(mem=None)
 def test_unknown_feature_bit_rejected(supported):
     with Userfaultfd.open() as uffd, pytest.raises(UffdError) as info:
         uffd.api(1 << 63)
     assert info.value.errno == errno.EINVAL
 
 
+@uffd_test(mem=None)
 def test_second_api_rejected(supported):
     with Userfaultfd.open() as uffd:
         uffd.api(0)
@@ -52,10 +52,10 @@ def test_second_api_rejected(supported):
     assert info.value.errno == errno.EINVAL
 
 
-@pytest.mark.parametrize("fact", kf.FEATURE_FACTS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fact", [pytest.param(f, marks=requires(f.value), id=f.name)
+                                  for f in kf.FEATURE_FACTS])
+@uffd_test(mem=None)
 def test_each_supported_feature_alone(fact, supported):
-    if not supported & fact.value:
-        pytest.skip(f"feature {fact.name} (mainline {fact.since}) absent on this kernel")
     with Userfaultfd.open() as uffd:
         res = uffd.api(fact.value)
     assert res.features & fact.value

@@ -135,7 +135,7 @@ def test_native_writer_pages_are_exactly_the_written_set(ctx, memtype):
                            page_size=region.page_size, pattern=native.Pattern.RANDOM,
                            max_writes=3 * count if region.mem_type.hugetlb else count // 2,
                            seed=7, value_base=0x900)
-    ctx._writers.append(writer)
+    ctx.own(writer)
     if not writer.wait(5.0):
         uffd.unprotect(region.address, region.length)
         raise AssertionError("the writer blocked on an async-protected page")

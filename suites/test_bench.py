@@ -22,6 +22,7 @@ from uffdwp.kernel_facts import Feature
 from uffdwp.native import Pattern, Writer
 from uffdwp.snapshot.image import load
 
+from .capabilities import NATIVE_CPU
 from .uffdtest import MEM_ANON, STRESS_SCALE, uffd_test
 
 pytestmark = pytest.mark.usefixtures("supported")
@@ -92,14 +93,13 @@ def test_precopy_saves_memory_as_it_is_at_the_end(ctx, memtype, layout, control,
     assert out.bytes_written >= nonzero
 
 
-@uffd_test(mem=MEM_ANON, features=ASYNC, timeout=120)
+@uffd_test(mem=MEM_ANON, features=ASYNC, timeout=120,
+           needs=NATIVE_CPU.because("the writers cannot outrun the copy here"))
 def test_auto_converge_throttles_writers_that_outrun_the_copy(ctx, memtype, tmp_path):
     """A writer dirtying faster than a zero downtime limit allows (only an empty dirty set
     completes): the throttle must engage and climb (QEMU's rule with a 100 ms period, to keep
     this short), and the image still be right. 64 MiB, so that one round takes long enough for
     the writer to dirty pages in it even on a loaded machine."""
-    if STRESS_SCALE < 1:
-        pytest.skip("an emulated CPU: the writers cannot outrun the copy here")
     region = ctx.region(pages=16384)
     Content(region.page_size).fill(region, "random")
     steps: list[int] = []
@@ -112,6 +112,7 @@ def test_auto_converge_throttles_writers_that_outrun_the_copy(ctx, memtype, tmp_
     assert load_mapped(path, region.length, region.page_size) == bytes(region_buffer(region))
 
 
+@uffd_test(mem=None)
 def test_writer_throttle_slows_it_and_lets_it_stop():
     with memory.allocate("anon", 16 * MIB) as region:
         region.fill(1)
@@ -149,6 +150,7 @@ def test_reference_round_trip_times_every_store(ctx, memtype):
     assert min(stalls) > 500, sorted(stalls)[:5]
 
 
+@uffd_test(mem=None)
 def test_plain_bar_writes_exactly_the_non_zero_pages():
     with memory.allocate("anon", 8 * MIB) as region:
         content = Content(region.page_size)
@@ -162,12 +164,11 @@ def test_plain_bar_writes_exactly_the_non_zero_pages():
         assert not any(int(p) % 4 == 0 for p in starts)  # every 4th page is zero, never sent
 
 
-@uffd_test(mem=MEM_ANON, features=ASYNC, timeout=900)
+@uffd_test(mem=MEM_ANON, features=ASYNC, timeout=900,
+           needs=NATIVE_CPU.because("the bench would measure the emulator"))
 def test_small_bench_run_gives_every_figure(ctx, memtype, tmp_path):
     """`uffdwp bench snapshot --size 64M` end to end (the fork and naive-precopy baselines
     have tests of their own above; left out to keep this short)."""
-    if STRESS_SCALE < 1:
-        pytest.skip("an emulated CPU: the bench would measure the emulator")
     # as a user runs it (a child: the suites ship in the wheel, without tests/childproc.py)
     proc = subprocess.run([
         sys.executable, "-m", "uffdwp", "bench", "snapshot", "--size", "64M",

@@ -14,15 +14,14 @@ import os
 import pytest
 
 from uffdwp import native
-from uffdwp._ffi import ffi, lib
 from uffdwp.kernel_facts import Feature
 from uffdwp.memory import (
     MADV_DONTNEED,
     MADV_REMOVE,
-    PROT_READ,
-    PROT_WRITE,
     Region,
+    map_anon_at,
     reserve_address,
+    unmap,
 )
 from uffdwp.messages import (
     EVENT_FORK,
@@ -41,8 +40,6 @@ from .support import (
     fork_with_event,
 )
 from .uffdtest import MEM_ALL, MEM_SHARED, uffd_test
-
-MAP_FIXED_ANON = 0x10 | 0x20 | 0x02  # MAP_FIXED | MAP_ANONYMOUS | MAP_PRIVATE
 
 
 def event_from(uffd, fn, *args, blocked_check: bool = True):
@@ -63,12 +60,13 @@ def event_from(uffd, fn, *args, blocked_check: bool = True):
 
 
 def munmap(address: int, length: int) -> int:
-    return lib.munmap(ffi.cast("void *", address), length)
+    unmap(address, length)
+    return 0
 
 
 def refill(address: int, length: int) -> None:
     """Map anonymous memory over a hole we unmapped, so the region's final munmap stays ours."""
-    lib.mmap(ffi.cast("void *", address), length, PROT_READ | PROT_WRITE, MAP_FIXED_ANON, -1, 0)
+    map_anon_at(address, length)
 
 
 # --- REMOVE ---------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from uffdwp.memory import (
 )
 from uffdwp.messages import PageFault
 
-from .capabilities import SWAP, THP
+from .capabilities import COLLAPSE, SWAP, THP
 from .observe import page_wp, pagemap_reports_wp, region_wp
 from .support import (
     SAMPLE,
@@ -227,17 +227,11 @@ def test_thp_split_keeps_protection(ctx, memtype, how):
         assert load(region.page(hole)) == pattern(hole)
 
 
-@uffd_test(mem=MEM_ANON)
+@uffd_test(mem=MEM_ANON, needs=COLLAPSE)
 def test_collapse_of_protected_ptes_refused_or_safe(ctx, memtype):
     """MADV_COLLAPSE (6.1) must not turn uffd-wp protected ptes into an unprotected huge page:
     khugepaged refuses (SCAN_PTE_UFFD_WP). Whatever madvise answers, every subpage still has bit 57,
     still faults on write, and holds its data."""
-    control = ctx.region(THP_SIZE // PAGE_SIZE, align=THP_SIZE)
-    control.fill(1)
-    try:
-        control.madvise(MADV_COLLAPSE)
-    except OSError as exc:
-        pytest.skip(f"MADV_COLLAPSE does not work on an unregistered range here: {exc}")
     region = ctx.region(THP_SIZE // PAGE_SIZE, align=THP_SIZE)
     fill_pattern(region)  # THP is "madvise"-only or the region is not advised: 4 KiB ptes
     uffd = ctx.uffd()

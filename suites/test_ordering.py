@@ -223,7 +223,7 @@ def test_two_writers_per_thread_program_order_under_handler(ctx, memtype):
     lo = ctx.writer(region, max_writes=half, value_base=1000)  # pages 0..half-1
     hi = native.Writer(region.page(half), half * region.page_size, page_size=region.page_size,
                        max_writes=half, value_base=2000)
-    ctx._writers.append(hi)
+    ctx.own(hi)
     assert lo.wait(LONG) and hi.wait(LONG)
     stats = _resolved(handler, n)
     assert stats.wp_faults == n and stats.resolved == n and stats.errors == 0

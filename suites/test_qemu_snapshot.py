@@ -25,15 +25,14 @@ import traceback
 
 import pytest
 
-from uffdwp.bench import wrlat
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import RegisterMode
-from uffdwp.qemusnap import bootblock
 from uffdwp.qemusnap.scenario import ScenarioResult, run_scenario, save_artifact
-from uffdwp.qemusnap.vm import MEMORY_BACKENDS, qemu_missing, qemu_version
+from uffdwp.qemusnap.vm import MEMORY_BACKENDS
 from uffdwp.runner.precondition import require
 from uffdwp.uffd import supported_features
 
+from .capabilities import QEMU, WRLAT_PID
 from .uffdtest import STRESS_SCALE, implied_features, missing_reason, uffd_test
 
 MIB = 1 << 20
@@ -45,23 +44,10 @@ TIMEOUT = 120 if STRESS_SCALE >= 1 else 1800
 IMAGE_OVERHEAD = 1 * MIB
 
 
-def _environment() -> str | None:
-    why = qemu_missing()
-    if why:
-        return why
-    if qemu_version() < (6, 0, 0):
-        return f"QEMU {qemu_version()} predates the background-snapshot capability (6.0)"
-    if bootblock.missing_tools():
-        return f"{', '.join(bootblock.missing_tools())} not found: cannot assemble the guest"
-    return None
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory):
-    """memtype -> ScenarioResult (or the exception its run raised), each run done once."""
-    why = _environment()
-    if why:
-        pytest.skip(why)
+    """memtype -> ScenarioResult (or the exception its run raised), each run done once (its
+    tests declare needs=QEMU)."""
     cache: dict[str, ScenarioResult | BaseException] = {}
     workdir = tmp_path_factory.mktemp("qemu")
 
@@ -93,7 +79,7 @@ def _lacks(memtype: str) -> str | None:
     return missing_reason(implied_features(memtype, RegisterMode.WP), have)
 
 
-@uffd_test(mem=MEMORY_BACKENDS, timeout=TIMEOUT)
+@uffd_test(mem=MEMORY_BACKENDS, timeout=TIMEOUT, needs=QEMU)
 def test_qemu_background_snapshot(memtype, runs):
     """QEMU snapshots a guest writing at full speed; the restored RAM is a consistent cut."""
     r = runs(memtype)
@@ -105,7 +91,7 @@ def test_qemu_background_snapshot(memtype, runs):
     assert r.resumed_ok, f"restored guest, resumed: {r.resumed}"
 
 
-@uffd_test(mem=("anon",), timeout=TIMEOUT)
+@uffd_test(mem=("anon",), timeout=TIMEOUT, needs=QEMU)
 def test_qemu_running_dump_is_not_a_cut(memtype, runs):
     """Control: the same check rejects a dump of the running guest (no write tracking), and
     accepts one of the paused guest."""
@@ -116,7 +102,7 @@ def test_qemu_running_dump_is_not_a_cut(memtype, runs):
     assert r.paused_dump_ok, f"a dump of the paused guest is not a cut: {r.paused_dump}"
 
 
-@uffd_test(mem=MEMORY_BACKENDS, timeout=TIMEOUT)
+@uffd_test(mem=MEMORY_BACKENDS, timeout=TIMEOUT, needs=QEMU)
 def test_qemu_snapshot_image_size(memtype, runs):
     """The image holds each page once (≈ guest RAM) while the writer dirties everything; a
     plain precopy migration of the same guest, the baseline, sends pages again."""
@@ -129,12 +115,14 @@ def test_qemu_snapshot_image_size(memtype, runs):
         f"{r.image_bytes}: did the writer run?")
 
 
-@pytest.mark.parametrize("memtype", MEMORY_BACKENDS)
-@pytest.mark.timeout(TIMEOUT)
+# registers nothing itself: it runs where the kernel lacks what QEMU's WP registration needs
+@uffd_test(mem=MEMORY_BACKENDS, modes=0, timeout=TIMEOUT, needs=QEMU)
 def test_qemu_snapshot_refused(memtype, runs):
     """Where the kernel cannot write-protect the backend, QEMU refuses, and the guest runs on."""
     lacks = _lacks(memtype)
     if lacks is None:
+        # Not a declaration: a declaration names what a case needs, this case needs its
+        # absence (test_qemu_background_snapshot is the same backend's case where it is there).
         pytest.skip(f"this kernel write-protects {memtype}: test_qemu_background_snapshot"
                     f"[{memtype}] takes the snapshot")
     r = runs(memtype)
@@ -144,13 +132,10 @@ def test_qemu_snapshot_refused(memtype, runs):
     assert r.passes_after > 0, "the guest stopped writing after QEMU refused the snapshot"
 
 
-@uffd_test(mem=("anon",), timeout=TIMEOUT)
+@uffd_test(mem=("anon",), timeout=TIMEOUT, needs=(QEMU, WRLAT_PID))
 def test_qemu_wrlat_matches_writer(memtype, runs):
     """`uffdwp wrlat --pid QEMU` (bpftrace on handle_userfault) agrees with the guest writer's
     own rdtsc timings of the same snapshot: medians within a factor of two."""
-    why = wrlat.kprobe_support()
-    if why:
-        pytest.skip(f"wrlat --pid: {why}")
     r = runs(memtype)
     assert r.wrlat is not None, r.wrlat_skipped
     assert r.wrlat["count"] > 0, "wrlat saw no wait in handle_userfault() during the snapshot"

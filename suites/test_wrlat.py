@@ -14,13 +14,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from uffdwp.bench import wrlat
 from uffdwp.native import percentile
 from uffdwp.qemusnap.scenario import WrlatProcess, save_artifact
 from uffdwp.runner.precondition import require
 
+from .capabilities import WRLAT_PID
 from .uffdtest import STRESS_SCALE, uffd_test
 
 # On an emulated CPU a writer at full speed starves the engine of the one vCPU (as in
@@ -29,11 +28,8 @@ WRITE_RATE = "max" if STRESS_SCALE >= 1 else "20000"
 TIMEOUT = 120 if STRESS_SCALE >= 1 else 1200
 
 
-@uffd_test(mem=("anon",), timeout=TIMEOUT)
+@uffd_test(mem=("anon",), timeout=TIMEOUT, needs=WRLAT_PID)
 def test_wrlat_pid_matches_demo_writers(memtype, tmp_path):
-    why = wrlat.kprobe_support()
-    if why:
-        pytest.skip(f"wrlat --pid: {why}")
     stats = tmp_path / "stats.json"
     demo_cmd = (f'read _ && exec "$0" -m uffdwp snapshot demo --size 32M --writers 1 '
                 f'--write-rate {WRITE_RATE} --memtype {memtype} --to file:{tmp_path}/demo.img '

@@ -304,6 +304,16 @@ class Ctx:
         self._writers.append(w)
         return w
 
+    def own(self, thing: T) -> T:
+        """Clean *thing* (a Userfaultfd or a native.Writer made elsewhere) up with the rest."""
+        if isinstance(thing, Userfaultfd):
+            self._uffds.append(thing)
+        elif isinstance(thing, native.Writer):
+            self._writers.append(thing)
+        else:
+            raise TypeError(f"cannot own {thing!r}")
+        return thing
+
     @staticmethod
     def fault(uffd: Userfaultfd, timeout: float = 5.0) -> PageFault:
         msg = uffd.read_one(timeout)

@@ -226,6 +226,7 @@ ACCESS_FACTS: tuple[Fact, ...] = (
 
 # --- memory management the suites depend on (no feature bit: probed, never gated) -------------
 MM_FACTS: tuple[Fact, ...] = (
+    Fact("MADV_COLLAPSE", 25, "6.1", "MAN madvise.2"),
     Fact("mTHP sysfs", 0, "6.8", "THPDOC",
          "/sys/kernel/mm/transparent_hugepage/hugepages-<size>kB/enabled"),
     Fact("split THP zero-page remap", 0, "6.12", "mm/huge_memory.c (__split_unmapped_folio)",
