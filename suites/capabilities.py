@@ -13,6 +13,7 @@ import fcntl
 import functools
 import mmap
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -211,6 +212,14 @@ def _qemu() -> str | None:
     return None
 
 
+def _device_default_mode() -> str | None:
+    st = os.stat(DEV_USERFAULTFD)
+    if st.st_uid != 0 or stat.S_IMODE(st.st_mode) & 0o066:
+        return (f"/dev/userfaultfd permissions changed here "
+                f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+    return None
+
+
 def _native_cpu() -> str | None:
     return "an emulated CPU" if STRESS_SCALE < 1 else None
 
@@ -225,6 +234,8 @@ THP = Capability("transparent huge pages", _thp)
 MTHP = Capability("mTHP sysfs", _mthp)
 COLLAPSE = Capability("MADV_COLLAPSE", _collapse)
 DEVICE = Capability("/dev/userfaultfd", _present(Path(DEV_USERFAULTFD), "/dev/userfaultfd"))
+# after DEVICE in a declaration: the device is there with its default mode (0600, root)
+DEVICE_DEFAULT_MODE = Capability("/dev/userfaultfd mode 0600 root", _device_default_mode)
 DEVICE_USABLE = Capability("/dev/userfaultfd opens", _device_usable)
 UNPRIV_SYSCTL = Capability("vm.unprivileged_userfaultfd",
                            _present(SYSCTL_PATH, "vm.unprivileged_userfaultfd"))

@@ -42,6 +42,8 @@ def supported() -> Feature:
     try:
         return supported_features()
     except UffdError as exc:
+        # the declaration's own skip, for the tests that need a handshake: without one, no
+        # feature can be asked for
         pytest.skip(f"{NO_UFFD}: {exc}")
 
 

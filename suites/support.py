@@ -37,7 +37,7 @@ def allocate_or_skip(memtype: str, length: int | None = None, **kw: Any) -> Regi
     try:
         return allocate(memtype, length, **kw)
     except MemoryUnavailableError as exc:
-        pytest.skip(f"{memtype} unavailable: {exc}")
+        pytest.skip(f"{memtype} unavailable: {exc}")  # not a declaration: see above
 
 
 def pattern(index: int) -> int:
