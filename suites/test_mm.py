@@ -13,7 +13,7 @@ kernel's own tools/testing/selftests/mm/uffd-unit-tests.c wp-fork / wp-unpopulat
 - fork() without UFFD_FEATURE_EVENT_FORK gives the child unprotected memory; with it the child's
   copy stays protected and faults on the new userfaultfd of the fork event;
 - mremap() without UFFD_FEATURE_EVENT_REMAP leaves no uffd-wp state at the destination
-  (0cef0bb836e3); with it the moved pages stay protected.
+  (mremap-clear); with it the moved pages stay protected.
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ def test_fork_with_event_child_protected(ctx, memtype):
 @uffd_test(mem=MEM_SWAPPABLE, needs=SWAP)
 def test_fork_swapped_protected_page(ctx, memtype, with_event):
     """fork() of a protected page that is swapped out (swap entry, or shmem marker): the child's
-    entry has bit 57 exactly when EVENT_FORK keeps it registered (8f34f1eac382)."""
+    entry has bit 57 exactly when EVENT_FORK keeps it registered (fork-special-cases)."""
     region = ctx.region(2)
     fill_pattern(region)
     uffd = ctx.uffd(Feature.EVENT_FORK if with_event else 0)
@@ -333,7 +333,7 @@ def _move(region: Region) -> tuple[int, int]:
 @uffd_test(mem=MEM_ALL, bug="mremap-clear")
 def test_mremap_without_event_leaves_no_wp_state(ctx, memtype):
     """Without EVENT_REMAP the moved VMA is no longer registered, and the fixed kernel clears the
-    uffd-wp bits and markers that moved with it (0cef0bb836e3): no bit 57 at the new address, the
+    uffd-wp bits and markers that moved with it (mremap-clear): no bit 57 at the new address, the
     writes go through, and registering the new range again (WP mode, nothing protected) shows no
     stale protection."""
     uffd, region = ctx.wp_region(3)

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 """Regression tests for fixed UFFD-WP kernel bugs that user space can reproduce.
 
-Each test names its fix commit and declares ``bug=<key>`` (uffdwp.known_bugs.KNOWN_BUGS), and
+Each test declares ``bug=<key>`` (uffdwp.known_bugs.KNOWN_BUGS, where its fix commit and
+releases are stated: the report shows them; docstrings name the key), and
 the one check that shows the bug (``with ctx.bug_check():``): a kernel older than the fix in its
 own series may fail that check, and the report then names the known bug. Everything before the
 check is a precondition: its failure is an error, or a skip that names the environment.
@@ -58,10 +59,10 @@ from .uffdtest import (
 WRITES = stress(6000, minimum=500)
 
 
-# --- 6ce64428d620: memory corruption due to writeprotect ------------------------------------------
+# --- wp-race-corruption: memory corruption due to writeprotect ---
 @uffd_test(mem=MEM_ALL, bug="wp-race-corruption", timeout=90)
 def test_wp_race_no_lost_writes(ctx, memtype):
-    """6ce64428d620 (5.12): native writers race UFFDIO_WRITEPROTECT protect/unprotect cycles on
+    """wp-race-corruption: native writers race UFFDIO_WRITEPROTECT protect/unprotect cycles on
     pages that fork() left copy-on-write; every page must end with the last value written to it,
     at both offsets the two writers use (no lost writes, no corruption). An attempt whose
     writers finished before the race window was exercised (a slow or emulated CPU) tested
@@ -106,7 +107,7 @@ def _wp_race_once(ctx) -> None:
             "finished; needs > 5 and > 0")
 
 
-# --- 099dd6878b9b: pte_same_as_swp() not removing the uffd-wp bit ---
+# --- swp-uffd-wp-bit: pte_same_as_swp() not removing the uffd-wp bit ---
 def _swap_error(res: subprocess.CompletedProcess, path: Path) -> str:
     """A command's error without the swap file's random name (one reason, one group)."""
     return res.stderr.strip().replace(str(path), "<swap file>")
@@ -142,8 +143,8 @@ def own_swap_file(mb: int = 32):
 @uffd_test(mem=MEM_SWAPPABLE, bug=("swp-uffd-wp-bit", "unuse-pte-bits"), timeout=60, needs=SWAP)
 def test_swapoff_keeps_wp_bit_and_data(ctx, memtype):
     """Protected pages swapped out to a swap file, then that file is swapped off: swapoff
-    succeeds (099dd6878b9b, 5.13: unuse_pte() compares swap ptes ignoring the uffd-wp bit), and
-    the pages come back protected (14a762dd1977, 5.19: unuse_pte() carries the bit over), with
+    succeeds (swp-uffd-wp-bit: unuse_pte() compares swap ptes ignoring the uffd-wp bit), and
+    the pages come back protected (unuse-pte-bits: unuse_pte() carries the bit over), with
     their data; writes still fault."""
     region = ctx.region(4)
     fill_pattern(region)
@@ -171,11 +172,11 @@ def test_swapoff_keeps_wp_bit_and_data(ctx, memtype):
         assert_blocks(ctx, uffd, region.page(2) + 8, 0x99)
 
 
-# --- 8f34f1eac382: uffd-wp special cases for fork() ---
+# --- fork-special-cases: uffd-wp special cases for fork() ---
 @FORK_EVENT
 @uffd_test(mem=MEM_SWAPPABLE, bug="fork-special-cases", needs=SWAP)
 def test_fork_special_cases(ctx, memtype, with_event):
-    """8f34f1eac382 (5.14): fork() of a protected present page and a protected swapped-out page.
+    """fork-special-cases: fork() of a protected present page and a protected swapped-out page.
     Without EVENT_FORK the child's copies carry no bit 57 and it writes both freely; with it both
     keep bit 57 and the child's write faults on its new userfaultfd. The child never hangs; the
     parent keeps its protection."""
@@ -202,7 +203,7 @@ def test_fork_special_cases(ctx, memtype, with_event):
         assert load(region.page(i) + 8) == (0xF00 + i if ctx.mem_type.shared else 0)
 
 
-# --- 49d6d7fb6313: pte marker when fork() without fork event ---
+# --- fork-pte-marker: pte marker when fork() without fork event ---
 def _marker_region(ctx, memtype, extra=0):
     """A 2-page protected region whose page 0 is a uffd-wp pte marker (no page)."""
     uffd, region = ctx.wp_region(2, extra=extra)
@@ -219,7 +220,7 @@ def _marker_region(ctx, memtype, extra=0):
 @FORK_EVENT
 @uffd_test(mem=MEM_ALL, features=Feature.WP_UNPOPULATED, bug="fork-pte-marker")
 def test_fork_pte_marker(ctx, memtype, with_event):
-    """49d6d7fb6313 (6.2): fork() of a range holding a uffd-wp pte marker. Without EVENT_FORK the
+    """fork-pte-marker: fork() of a range holding a uffd-wp pte marker. Without EVENT_FORK the
     child must not inherit the marker (its vma is not registered): no bit 57, its write goes through
     at once. With EVENT_FORK the marker is kept and the child's write faults on the new fd. The
     parent keeps its marker either way. (WP_UNPOPULATED is what puts markers on anon memory.)"""
@@ -231,10 +232,10 @@ def test_fork_pte_marker(ctx, memtype, with_event):
         assert_blocks_hp(ctx, uffd, region, 0, 0xCD)
 
 
-# --- hugetlb wr-protection for the CoW optimization path (6.3) ---
+# --- hugetlb-cow-wp: hugetlb wr-protection for the CoW optimization path ---
 @uffd_test(mem=MEM_HUGETLB, bug="hugetlb-cow-wp")
 def test_hugetlb_wp_unpopulated_then_write(ctx, memtype):
-    """hugetlb-cow-wp (6.3): a protected, never populated hugetlb page (a pte marker); the first
+    """hugetlb-cow-wp: a protected, never populated hugetlb page (a pte marker); the first
     access is a write. It must fault WP (the private CoW shortcut used to map it writable), and
     after unprotect the write lands in a zeroed page."""
     uffd, region = ctx.wp_region(2, populate=False)
@@ -247,7 +248,7 @@ def test_hugetlb_wp_unpopulated_then_write(ctx, memtype):
         assert_blocks_hp(ctx, uffd, region, 1, 0x5678)
 
 
-# --- 24bf08c4376b: uffd-wp for THP migration entries ---
+# --- thp-migration: uffd-wp for THP migration entries ---
 def _move_pages(address: int, count: int, node: int) -> list[int]:
     """move_pages(2) of *count* base pages at *address* to *node*; returns per-page status."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -266,7 +267,7 @@ def _move_pages(address: int, count: int, node: int) -> list[int]:
     "MADV_PAGEOUT takes the swap path, covered in test_mm.py::test_thp_pageout_keeps_protection)"),
     THP))
 def test_thp_migration_keeps_wp(ctx, memtype):
-    """24bf08c4376b (6.3): migrating a protected PMD-mapped THP goes through a PMD migration entry,
+    """thp-migration: migrating a protected PMD-mapped THP goes through a PMD migration entry,
     which must carry the uffd-wp bit: after the move every subpage has bit 57 and writes fault."""
     nodes = numa_nodes()
     region = thp_region(ctx)
@@ -284,11 +285,11 @@ def test_thp_migration_keeps_wp(ctx, memtype):
         assert load(region.page(i)) == pattern(i)
 
 
-# --- 5a2f8d22ace4: hugetlb uffd-wp during fork() ---
+# --- hugetlb-fork: hugetlb uffd-wp during fork() ---
 @FORK_EVENT
 @uffd_test(mem=MEM_HUGETLB, bug="hugetlb-fork")
 def test_hugetlb_fork(ctx, memtype, with_event):
-    """5a2f8d22ace4 (6.4): fork() of protected hugetlb memory, a present page and a marker. The
+    """hugetlb-fork: fork() of protected hugetlb memory, a present page and a marker. The
     child's copy keeps bit 57 exactly when EVENT_FORK registers it; without the event the child
     writes the present page freely and never hangs; with it the write faults on the child's fd."""
     uffd, region = ctx.wp_region(2, extra=Feature.EVENT_FORK if with_event else 0)
@@ -312,7 +313,7 @@ def test_hugetlb_fork(ctx, memtype, with_event):
         assert_blocks_hp(ctx, uffd, region, 0, 0xCC)
 
 
-# --- 0f230bc24b6e: uffd-wp bit lost when hugetlb unshare happens ---
+# --- hugetlb-unshare: uffd-wp bit lost when hugetlb unshare happens ---
 @contextlib.contextmanager
 def odirect_file():
     """An O_DIRECT file on the scratch disk (tests using it declare needs=ODIRECT)."""
@@ -327,7 +328,7 @@ def odirect_file():
 
 @uffd_test(mem=("hugetlb-private",), bug="hugetlb-unshare", timeout=30, needs=ODIRECT)
 def test_hugetlb_unshare_keeps_wp(ctx, memtype):
-    """0f230bc24b6e (6.4): a read-only pin (an O_DIRECT write reads the buffer through FOLL_PIN) of
+    """hugetlb-unshare: a read-only pin (an O_DIRECT write reads the buffer through FOLL_PIN) of
     a private hugetlb page that fork() left shared makes the kernel unshare (copy) it; the copy must
     keep bit 57, and a write must still fault. The O_DIRECT file lives on the scratch disk."""
     uffd, region = ctx.wp_region(1)
@@ -340,7 +341,7 @@ def test_hugetlb_unshare_keeps_wp(ctx, memtype):
     assert region.read(16, 8) == b"\x5a" * 8
 
 
-# --- 0cef0bb836e3: clear uffd-wp PTE/PMD state on mremap() (CVE-2025-21696) ---
+# --- mremap-clear: clear uffd-wp PTE/PMD state on mremap() (CVE-2025-21696) ---
 def _move(region: Region) -> None:
     region.remap(reserve_address(region.length, max(region.page_size, THP_SIZE)))
 
@@ -361,7 +362,7 @@ def _assert_no_wp_state(ctx, region: Region, uffd_old) -> None:
     "present", pytest.param("marker", marks=requires(Feature.WP_UNPOPULATED, mem=MEM_ANON))])
 @uffd_test(mem=MEM_ALL, bug="mremap-clear")
 def test_mremap_clears_wp(ctx, memtype, state):
-    """0cef0bb836e3 (6.13, CVE-2025-21696): mremap() of protected memory without EVENT_REMAP drops
+    """mremap-clear (CVE-2025-21696): mremap() of protected memory without EVENT_REMAP drops
     the registration, and must drop the uffd-wp bits and markers too: none at the new address, and
     a new WP registration there sees no stale protection."""
     if state == "marker":
@@ -378,7 +379,7 @@ def test_mremap_clears_wp(ctx, memtype, state):
 
 @uffd_test(mem=MEM_SWAPPABLE, bug="mremap-clear", needs=SWAP)
 def test_mremap_clears_wp_swapped(ctx, memtype):
-    """0cef0bb836e3: the same for protected pages that are swapped out when moved."""
+    """mremap-clear: the same for protected pages that are swapped out when moved."""
     region = ctx.region(2)
     fill_pattern(region)
     uffd = ctx.uffd()
@@ -393,7 +394,7 @@ def test_mremap_clears_wp_swapped(ctx, memtype):
 
 @uffd_test(mem=MEM_ANON, bug="mremap-clear", needs=THP)
 def test_mremap_clears_wp_thp(ctx, memtype):
-    """0cef0bb836e3: the same for a protected PMD-mapped THP moved whole (move_huge_pmd)."""
+    """mremap-clear: the same for a protected PMD-mapped THP moved whole (move_huge_pmd)."""
     region = thp_region(ctx)
     uffd = ctx.uffd()
     ctx.register(uffd, region)
@@ -410,7 +411,7 @@ def test_mremap_clears_wp_thp(ctx, memtype):
         assert load(region.page(i)) == pattern(i)
 
 
-# --- zero-filled mTHP subpage remapped to the shared zero page loses uffd-wp (6.18) ---
+# --- mthp-zeropage: zero-filled mTHP subpage remapped to the shared zero page loses uffd-wp ---
 def _zero_pfns(region: Region, indexes) -> set[int]:
     return {pagemap.entry(region.page(i)).pfn for i in indexes}
 
@@ -422,9 +423,9 @@ def _split_by_partial_pageout(region: Region) -> None:
 
 @uffd_test(mem=MEM_ANON, bug="mthp-zeropage", needs=(MTHP, THP))
 def test_thp_split_zero_subpages_keep_wp(ctx, memtype):
-    """mthp-zeropage (fixed in 6.18): since 6.12 splitting an anonymous large folio maps its
-    zero-filled subpages to the shared zero page (try_to_map_unused_to_zeropage). For a protected
-    folio those subpages must stay protected: bit 57 kept, writes fault."""
+    """mthp-zeropage: splitting an anonymous large folio maps its zero-filled subpages to the
+    shared zero page (try_to_map_unused_to_zeropage; kernel_facts.MM_FACTS has the release).
+    For a protected folio those subpages must stay protected: bit 57 kept, writes fault."""
     zero = [i for i in range(2, 512) if i not in SAMPLE]
     # Control: an unprotected THP, split the same way, must show the zero-page remap at all.
     control = thp_region(ctx, fill=False)

@@ -473,7 +473,7 @@ def test_wp_unpopulated_file_without_feature(ctx, memtype):
 # --- end of protection: unregister and close -----------------------------------------------------
 @uffd_test(mem=MEM_ALL, bug="unregister-reset")
 def test_unregister_clears_protection(ctx, memtype):
-    """UFFDIO_UNREGISTER resets write protection (f369b07c8614, 6.0): bit 57 clears, writes
+    """UFFDIO_UNREGISTER resets write protection (unregister-reset): bit 57 clears, writes
     proceed, and registering again in WP mode does not bring stale protection back."""
     uffd, region = ctx.wp_region(2, fill=0x22)
     uffd.unregister(region.address, region.length)
@@ -490,8 +490,8 @@ def test_unregister_clears_protection(ctx, memtype):
 
 @uffd_test(mem=MEM_ALL, bug="close-reset")
 def test_close_clears_protection(ctx, memtype):
-    """close() of a uffd with protected pages and no UNREGISTER resets them (c88033efe9a3,
-    6.9): bit 57 clears, a native store completes, and a new uffd registering WP sees no stale
+    """close() of a uffd with protected pages and no UNREGISTER resets them (close-reset):
+    bit 57 clears, a native store completes, and a new uffd registering WP sees no stale
     protection."""
     uffd, region = ctx.wp_region(2, fill=0x33)
     uffd.close()
@@ -538,7 +538,7 @@ def _mprotect_roundtrip_still_traps(ctx):
     uffd, region = ctx.wp_region(1, fill=0x44)
     region.mprotect(PROT_READ)
     region.mprotect(PROT_READ | PROT_WRITE)
-    with ctx.bug_check():  # shared types: writenotify kept (51d3d5eb74ff)
+    with ctx.bug_check():  # shared types: writenotify kept (shmem-writenotify)
         assert region_wp(region) == [True]
         store = ctx.store(region.address, 0x55)
         msg = ctx.fault(uffd)
@@ -559,5 +559,5 @@ def test_mprotect_rw_keeps_wp_private(ctx, memtype):
 @uffd_test(mem=MEM_SHARED, bug="shmem-writenotify")
 def test_mprotect_rw_keeps_wp_shared(ctx, memtype):
     """Shared mappings: mprotect RO->RW must keep write-notify while uffd-wp is enabled
-    (51d3d5eb74ff, 6.2), so the next write still faults WP instead of landing."""
+    (shmem-writenotify), so the next write still faults WP instead of landing."""
     _mprotect_roundtrip_still_traps(ctx)
