@@ -31,6 +31,8 @@ from uffdwp.matrix.debfetch import (
 from uffdwp.matrix.initramfs import CpioWriter
 from uffdwp.matrix.kmod import canon, modinfo, read_module, resolve
 
+from .fakes import fake_bzimage
+
 GOOD = """
 [6.1]
 source = debian
@@ -144,15 +146,6 @@ def test_builds_of_a_series_oldest_first():
 ])
 def test_image_series(package, series):
     assert image_series(package) == series
-
-
-def fake_bzimage(version: bytes) -> bytes:
-    image = bytearray(0x4000)
-    image[0x202:0x206] = b"HdrS"
-    at = 0x3000
-    image[0x20E:0x210] = (at - 0x200).to_bytes(2, "little")
-    image[at:at + len(version) + 1] = version + b"\0"
-    return bytes(image)
 
 
 def test_bzimage_release(tmp_path):

@@ -98,7 +98,7 @@ def matrix_args(**kw) -> argparse.Namespace:
 
 
 def test_kernel_option_selects_a_local_kernel_only(tmp_path):
-    from tests.test_matrix_catalogue import fake_bzimage
+    from tests.fakes import fake_bzimage
 
     img = tmp_path / "bzImage"
     img.write_bytes(fake_bzimage(b"6.1.192 (me@tree) #2 SMP"))

@@ -4,15 +4,13 @@ failed (in xdist workers too) and the runner classifies it. A fake suite, no ker
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
-
 import pytest
 
 from uffdwp.kernel_version import KernelVersion
-from uffdwp.runner import session
 from uffdwp.runner.bugcheck import bug_check, checked_bug, failure_kind
 from uffdwp.runner.command import _classify
+
+from .fakes import run_fake_suite
 
 FAKE_SUITE = '''
 import errno, os
@@ -79,19 +77,6 @@ EXPECTED = {  # test -> (verdict on a kernel without the fix, on a kernel with i
     "test_bug_check_passes": ("pass", "pass"),
     "test_second_of_two_bugs_fails": ("known-bug", "fail"),
 }
-
-
-def run_fake_suite(tmp_path: Path, source: str, jobs: str = "1") -> list[dict]:
-    """The test events of a fake suite (*source*) run through the runner's pytest command."""
-    suite = tmp_path / "suite"
-    suite.mkdir()
-    (suite / "test_fake.py").write_text(textwrap.dedent(source))
-    events = tmp_path / "events.jsonl"
-    cmd = session.pytest_command(suite, events, jobs=jobs)
-    proc = session.start(cmd, tmp_path / "pytest.log")
-    out = [e for e in session.follow(proc, events, poll=0.05) if e["event"] == "test"]
-    proc.wait()
-    return out
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])

@@ -14,7 +14,7 @@ from uffdwp.runner import precondition, skips
 from uffdwp.runner.command import _classify
 from uffdwp.runner.precondition import require, retry, unmet
 
-from .test_runner_bugcheck import run_fake_suite
+from .fakes import run_fake_suite
 
 FAKE_SUITE = '''
 import pytest
