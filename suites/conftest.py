@@ -25,8 +25,6 @@ def _is_controller(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "uffd(spec): memory types, modes, features of a test")
-    config.addinivalue_line("markers", "uffd_requires(requires): a parameter's extra needs")
     if _is_controller(config):
         hostsetup.join()
 
