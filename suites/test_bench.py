@@ -16,7 +16,7 @@ import pytest
 
 from uffdwp import memory
 from uffdwp.bench.precopy import ConvergenceParams, PrecopyOutcome, load_mapped, run_precopy
-from uffdwp.bench.roundtrip import reference_round
+from uffdwp.bench.roundtrip import PLACEMENTS, placement_cpus, reference_round
 from uffdwp.bench.snapshot import Content, nonzero_runs, page_nonzero, region_buffer
 from uffdwp.kernel_facts import Feature
 from uffdwp.native import Pattern, Writer
@@ -142,9 +142,10 @@ def test_writer_throttle_slows_it_and_lets_it_stop():
             w2.throttle(100)
 
 
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @uffd_test(mem=MEM_ANON, timeout=60)
-def test_reference_round_trip_times_every_store(ctx, memtype):
-    stalls = reference_round(256)
+def test_reference_round_trip_times_every_store(ctx, memtype, placement):
+    stalls = reference_round(256, placement_cpus(placement))
     assert len(stalls) == 256
     # each store waited on a fault: kernel -> handler -> UFFDIO_WRITEPROTECT -> wake
     assert min(stalls) > 500, sorted(stalls)[:5]

@@ -149,6 +149,9 @@ def _register_bench(subparsers: Subparsers) -> None:
     r.add_argument("--pages", type=cliargs.bounded_int(1, 1 << 20, "--pages"), default=4096,
                    help="faults per round")
     r.add_argument("--rounds", type=cliargs.bounded_int(1, 1000, "--rounds"), default=5)
+    r.add_argument("--placement", choices=("across", "shared", "both"), default="both",
+                   help="writer and handler on two CPUs, on one, or each in turn (both sides "
+                   "of the comparison always share the placement)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_bench_roundtrip)
     g = sub.add_parser("plot", help="plot saved `bench snapshot --save` results, side by side")
@@ -339,8 +342,11 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
 
 def _roundtrip_line(rt: RoundTrip) -> str:
-    return (f"write fault -> wake-up, {rt.samples} faults each side, alternated: uffdwp (native "
-            f"Writer + FaultHandler) median {rt.median_us:.1f} us, p99 {rt.p99_us:.1f} us; "
+    where = (f"writer on CPU {rt.cpus[0]}, handler on CPU {rt.cpus[1]}" if rt.placement == "across"
+             else f"writer and handler on CPU {rt.cpus[0]}")
+    return (f"write fault -> wake-up ({where}), {rt.samples} faults each side, alternated: "
+            f"uffdwp (native Writer + FaultHandler) median {rt.median_us:.1f} us, "
+            f"p99 {rt.p99_us:.1f} us; "
             f"plain-C reference median {rt.reference_median_us:.1f} us, p99 "
             f"{rt.reference_p99_us:.1f} us; uffdwp/reference {rt.median_ratio:.2f} (median), "
             f"{rt.p99_ratio:.2f} (p99)")
@@ -349,15 +355,19 @@ def _roundtrip_line(rt: RoundTrip) -> str:
 def cmd_bench_roundtrip(args: argparse.Namespace) -> int:
     from .roundtrip import bench_roundtrip
 
-    try:
-        rt = bench_roundtrip(args.pages, args.rounds)
-    except (UffdError, OSError, TimeoutError) as exc:
-        err(str(exc))
-        return EXIT_FAIL
+    placements = ("across", "shared") if args.placement == "both" else (args.placement,)
+    results = []
+    for placement in placements:
+        try:
+            rt = bench_roundtrip(args.pages, args.rounds, placement)
+        except (UffdError, OSError, TimeoutError) as exc:
+            err(str(exc))
+            return EXIT_FAIL
+        results.append(rt)
+        if not args.json:
+            print(_roundtrip_line(rt), flush=True)
     if args.json:
-        print(json.dumps(rt.as_dict(), indent=1))
-    else:
-        print(_roundtrip_line(rt))
+        print(json.dumps([rt.as_dict() for rt in results], indent=1))
     return 0
 
 

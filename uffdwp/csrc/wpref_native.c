@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -106,7 +107,20 @@ static int ref_open(void)
 	return fd2 < 0 ? -saved : fd2;
 }
 
-int64_t uffdbench_reference_roundtrip(uint64_t pages, uint64_t *stalls_ns, int32_t timeout_ms)
+/* Attributes that start a thread on one CPU (cpu < 0: where the caller's threads may run). */
+static void on_cpu(pthread_attr_t *attr, int32_t cpu)
+{
+	pthread_attr_init(attr);
+	if (cpu >= 0 && cpu < CPU_SETSIZE) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		pthread_attr_setaffinity_np(attr, sizeof(set), &set);
+	}
+}
+
+int64_t uffdbench_reference_roundtrip(uint64_t pages, uint64_t *stalls_ns, int32_t timeout_ms,
+				      int32_t writer_cpu, int32_t handler_cpu)
 {
 	struct ref r = { .uffd = -1, .pages = pages, .stalls = stalls_ns };
 	int64_t ret = 0;
@@ -136,12 +150,19 @@ int64_t uffdbench_reference_roundtrip(uint64_t pages, uint64_t *stalls_ns, int32
 		goto out_unregister;
 
 	pthread_t handler, writer;
-	int err = pthread_create(&handler, NULL, ref_handler, &r);
+	pthread_attr_t handler_attr, writer_attr;
+	on_cpu(&handler_attr, handler_cpu);
+	on_cpu(&writer_attr, writer_cpu);
+	int err = pthread_create(&handler, &handler_attr, ref_handler, &r);
 	if (err) {
+		pthread_attr_destroy(&handler_attr);
+		pthread_attr_destroy(&writer_attr);
 		ret = -err;
 		goto out_unregister;
 	}
-	err = pthread_create(&writer, NULL, ref_writer, &r);
+	err = pthread_create(&writer, &writer_attr, ref_writer, &r);
+	pthread_attr_destroy(&handler_attr);
+	pthread_attr_destroy(&writer_attr);
 	if (err) {
 		atomic_store(&r.writer_done, 1);
 		pthread_join(handler, NULL);

@@ -13,7 +13,9 @@
  * (CLOCK_MONOTONIC around the store), while a handler thread resolves each fault with poll +
  * read + UFFDIO_WRITEPROTECT (mode 0, which wakes the writer). stalls_ns gets one time per
  * page. Returns the number of samples, or -errno; after timeout_ms the range is unprotected
- * and woken, so the writer always ends (-ETIMEDOUT). */
-int64_t uffdbench_reference_roundtrip(uint64_t pages, uint64_t *stalls_ns, int32_t timeout_ms);
+ * and woken, so the writer always ends (-ETIMEDOUT). Each thread starts on its CPU (< 0: any
+ * CPU the caller may use), so that both sides of a comparison run in the same placement. */
+int64_t uffdbench_reference_roundtrip(uint64_t pages, uint64_t *stalls_ns, int32_t timeout_ms,
+				      int32_t writer_cpu, int32_t handler_cpu);
 
 #endif

@@ -53,6 +53,7 @@ PROOFS: tuple[Proof, ...] = (
     Proof("close-reset", "6.1.0-50", "6.1", how="Debian 6.1.0-50 (6.1.176) predates 6.1.191"),
     Proof("hugetlb-fork", "6.1", "6.12", how="never backported to 6.1"),
     Proof("hugetlb-unshare", "6.1", "6.12", how="never backported to 6.1"),
+    Proof("unuse-pte-bits", "5.10", "6.1", how="fixed in 5.19, never backported to 5.10"),
     Proof("swp-uffd-wp-bit", revert("swp-uffd-wp-bit"), SRC, how="vms/reverts/"),
     Proof("fork-special-cases", revert("fork-special-cases"), SRC, how="vms/reverts/"),
     Proof("unregister-reset", revert("unregister-reset"), SRC, how="vms/reverts/"),
