@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from uffdwp import memory
-from uffdwp.kernel_facts import Feature
+from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.native import Pattern, Writer
 from uffdwp.snapshot import ImageError, SnapshotError, load, restore, take
 from uffdwp.snapshot.check import WriterLog, check_image, fill_initial, value_base
@@ -28,7 +28,9 @@ try:
         OFFERED = _probe.api(0).features
 except OSError:
     OFFERED = Feature(0)
-TYPES = ["anon"] + (["shmem", "shmem-private"] if OFFERED & Feature.WP_HUGETLBFS_SHMEM else [])
+# the non-hugetlb types this kernel can write-protect (hugetlb: too few huge pages for these)
+TYPES = [t for t in memory.MemType.where(hugetlb=False)
+         if not memory.MemType.of(t).needs(RegisterMode.WP) & ~OFFERED]
 
 pytestmark = pytest.mark.skipif(not OFFERED & Feature.PAGEFAULT_FLAG_WP,
                                 reason="feature PAGEFAULT_FLAG_WP (mainline 5.7) absent or no "

@@ -13,7 +13,9 @@ import time
 
 import pytest
 
-from uffdwp.kernel_facts import Feature
+from suites.uffdtest import missing_reason
+from uffdwp import memory
+from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.snapshot import load, verify
 from uffdwp.uffd import supported_features
 
@@ -146,8 +148,9 @@ print("written")
 def test_discard_of_unsaved_pages_waits_until_they_are_saved(memtype, tmp_path):
     if not OFFERED & Feature.EVENT_REMOVE:
         pytest.skip("feature EVENT_REMOVE (mainline 4.11) absent: a discard goes unnoticed")
-    if memtype != "anon" and not OFFERED & Feature.WP_HUGETLBFS_SHMEM:
-        pytest.skip("feature WP_HUGETLBFS_SHMEM (mainline 5.19) absent on this kernel")
+    reason = missing_reason(memory.MemType.of(memtype).needs(RegisterMode.WP), OFFERED)
+    if reason:
+        pytest.skip(reason)
     img = tmp_path / "snap.img"
     out = child(f"""
 r, frozen = patterned("{memtype}", 96 * MIB)
