@@ -9,7 +9,12 @@ register modes it uses and the features it needs:
 
 The runner (suites/conftest.py) parametrizes the test over the memory types and skips a case
 whose required features the running kernel does not negotiate, naming the feature and the
-mainline release that brought it. Nothing is gated on version strings.
+mainline release that brought it. Nothing is gated on version strings. What has no feature bit
+is a named capability, probed (capabilities.py), and a parameter can need more than its test:
+
+    @pytest.mark.parametrize("state", ["present", pytest.param("marker", marks=requires(
+        Feature.WP_UNPOPULATED, mem=MEM_ANON))])
+    @uffd_test(mem=MEM_ALL, needs=PAGEMAP_WP)
 
 A test that reproduces a known bug declares it (``bug=`` a key of known_bugs.KNOWN_BUGS) and
 the one check that shows it:
@@ -60,7 +65,6 @@ MEM_NOT_HUGETLB = MemType.where(hugetlb=False)
 MEM_SWAPPABLE = MemType.where(swappable=True)
 
 T = TypeVar("T")
-
 
 
 def stress(count: int, minimum: int = 1) -> int:
