@@ -65,6 +65,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         bug = spec.bug_for(memtype)
         if bug:
             item.user_properties.append(("bug", bug))
+            # every bug the test has a check for: --uffdwp-bugs selects by any of them
+            item.user_properties.append(("bugs", " ".join(spec.bugs_for(memtype))))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

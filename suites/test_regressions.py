@@ -332,9 +332,17 @@ def test_hugetlb_unshare_keeps_wp(ctx, memtype):
     a private hugetlb page that fork() left shared makes the kernel unshare (copy) it; the copy must
     keep bit 57, and a write must still fault. The O_DIRECT file lives on the scratch disk."""
     uffd, region = ctx.wp_region(1)
+    before = pagemap.entries(region.address)[0].pfn
+    require(before != 0, "page frame numbers visible", "pagemap shows PFNs to CAP_SYS_ADMIN only")
     with odirect_file() as fd, child(lambda: time.sleep(5) or 0):  # the child keeps it shared
         written = os.write(fd, region.view()[:PAGE_SIZE])
     assert written == PAGE_SIZE
+    # The bug is in the copy that unsharing makes: a kernel whose O_DIRECT does not pin the
+    # buffer with FOLL_PIN (before 6.4 it took plain references) makes none, and its pass would
+    # say nothing about the bug.
+    after = pagemap.entries(region.address)[0].pfn
+    require(after != before, "the pinned page was unshared",
+            f"PFN {before:#x} kept: this kernel's O_DIRECT write did not R/O-pin the buffer")
     with ctx.bug_check():
         assert region_wp(region) == [True], "uffd-wp bit lost when the pinned page was unshared"
         assert_blocks_hp(ctx, uffd, region, 0, 0xDD)

@@ -90,6 +90,17 @@ def test_bug_verdicts_take_the_worst_of_a_bugs_tests():
     assert crosscheck.bug_verdicts(rec) == {"mremap-clear": "known-bug", "close-reset": "skip"}
 
 
+def test_a_test_with_checks_for_two_bugs_gives_each_its_verdict():
+    swapoff = ("swp-uffd-wp-bit", "unuse-pte-bits")
+    passed = row("s", "pass", "swp-uffd-wp-bit")
+    passed.bugs = swapoff
+    assert crosscheck.bug_verdicts(KernelRecord(tests=[passed])) == dict.fromkeys(swapoff, "pass")
+    # failing in the second bug's check says nothing of the first: only that bug's verdict
+    failed = row("s", "known-bug", "unuse-pte-bits")
+    failed.bugs = swapoff
+    assert crosscheck.bug_verdicts(KernelRecord(tests=[failed])) == {"unuse-pte-bits": "known-bug"}
+
+
 @pytest.mark.parametrize("verdict, fixed, agree", [
     ("pass", True, True), ("known-bug", False, True), ("known-bug", True, False),
     ("fail", True, False), ("pass", False, False), ("skip", True, None),

@@ -149,6 +149,9 @@ def test_plugin_keeps_only_the_selected_bugs_tests(tmp_path):
                        "test_fork": "hugetlb-fork" if mem == "hugetlb" else None}.get(name)
                 if bug:
                     item.user_properties.append(("bug", bug))
+                if name == "test_swapoff":  # a test with a check for each of two bugs
+                    item.user_properties.append(("bug", "swp-uffd-wp-bit"))
+                    item.user_properties.append(("bugs", "swp-uffd-wp-bit unuse-pte-bits"))
     '''))
     (tmp_path / "test_x.py").write_text(textwrap.dedent('''
         import pytest
@@ -156,6 +159,7 @@ def test_plugin_keeps_only_the_selected_bugs_tests(tmp_path):
         @pytest.mark.parametrize("memtype", ["anon", "hugetlb"])
         def test_fork(memtype): pass
         def test_plain(): pass
+        def test_swapoff(): pass
     '''))
 
     def collected(value: str) -> list[str]:
@@ -165,8 +169,9 @@ def test_plugin_keeps_only_the_selected_bugs_tests(tmp_path):
                            capture_output=True, text=True, cwd=tmp_path)
         return [ln.split("::", 1)[1] for ln in p.stdout.splitlines() if "::" in ln]
 
-    assert collected("all") == ["test_close", "test_fork[hugetlb]"]
+    assert collected("all") == ["test_close", "test_fork[hugetlb]", "test_swapoff"]
     assert collected("hugetlb-fork") == ["test_fork[hugetlb]"]
+    assert collected("unuse-pte-bits") == ["test_swapoff"]  # its second bug selects it too
     p = subprocess.run([sys.executable, "-m", "pytest", "-p", "uffdwp.runner.plugin",
                         "--uffdwp-bugs=nope", "--collect-only", "-q", "-p", "no:xdist",
                         str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)

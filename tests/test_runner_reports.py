@@ -95,7 +95,8 @@ def test_results_schema(data):
     assert data["kernel"] == KERNEL
     assert list(data["api"]) == ["features", "feature_names", "ioctls"]
     for t in data["tests"]:
-        assert list(t) == ["nodeid", "test", "memtype", "verdict", "reason", "bug", "duration"]
+        assert list(t) == ["nodeid", "test", "memtype", "verdict", "reason", "bug", "bugs",
+                           "duration"]
     assert data["summary"] == {"pass": 7, "fail": 3, "skip": 5, "known-bug": 1, "error": 2}
     json.dumps(data)
 

@@ -27,8 +27,10 @@ def bug_verdicts(rec: KernelRecord) -> dict[str, str]:
     seen: dict[str, set[str]] = {}
     for t in rec.tests:
         key = (t.bug or {}).get("key")
-        if key:
-            seen.setdefault(key, set()).add(t.verdict)
+        # a pass passed every bug's check; any other verdict is about its own bug only
+        for k in (t.bugs or (key,)) if t.verdict == "pass" else (key,):
+            if k:
+                seen.setdefault(k, set()).add(t.verdict)
     return {k: next(v for v in _ORDER if v in vs) for k, vs in seen.items() if vs & set(_ORDER)}
 
 

@@ -28,6 +28,7 @@ class TestRow:
     reason: str = ""
     bug: dict | None = None
     duration: float = 0.0
+    bugs: tuple[str, ...] = ()  # every known bug the test checks (results.json "bugs")
 
 
 @dataclass
@@ -102,7 +103,7 @@ def from_results_json(data: dict, rec: KernelRecord) -> None:
             nodeid=t.get("nodeid", ""), test=t.get("test") or test,
             memtype=t.get("memtype") if t.get("memtype") is not None else memtype,
             verdict=verdict, reason=t.get("reason") or "", bug=t.get("bug") or None,
-            duration=float(t.get("duration") or 0.0)))
+            duration=float(t.get("duration") or 0.0), bugs=tuple(t.get("bugs") or ())))
     rec.summary = dict.fromkeys(VERDICTS, 0)
     for row in rec.tests:
         rec.summary[row.verdict] += 1

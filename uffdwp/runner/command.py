@@ -185,7 +185,8 @@ def _classify(event: dict, kv: KernelVersion | None) -> dict:
     memtype = event.get("memtype") or tables.guess_memtype(event["nodeid"])  # crashed: no props
     return results.make_test(event["nodeid"], event.get("test") or function_name(event["nodeid"]),
                              memtype, verdict, reason,
-                             verdicts.bug_info(event.get("bug"), kv), event.get("duration", 0.0))
+                             verdicts.bug_info(event.get("bug"), kv), event.get("duration", 0.0),
+                             event.get("bugs"))
 
 
 def _stop(proc: subprocess.Popen) -> None:

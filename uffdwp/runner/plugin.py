@@ -184,6 +184,7 @@ class Recorder:
         props = _properties(report)
         self.emit("test", nodeid=report.nodeid, test=function_name(report.nodeid),
                   memtype=props.get("memtype") or None, bug=props.get("bug"),
+                  bugs=str(props.get("bugs") or "").split() or None,
                   failure=props.get("failure") if state["outcome"] == "failed" else None,
                   outcome=state["outcome"], reason=state["reason"], message=state["message"],
                   duration=round(state["duration"], 4))
@@ -223,8 +224,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(f"--uffdwp-bugs: {e}") from None
     keep, drop = [], []
     for item in items:
-        bug = dict(item.user_properties).get("bug")
-        (keep if bug and (keys is None or bug in keys) else drop).append(item)
+        props = dict(item.user_properties)
+        bugs = set(str(props.get("bugs") or props.get("bug") or "").split())
+        (keep if bugs and (keys is None or bugs & keys) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

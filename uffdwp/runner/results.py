@@ -14,7 +14,9 @@ from typing import Any
 from .verdicts import summarize
 
 SCHEMA = "uffdwp-results/1"
-TEST_KEYS = ("nodeid", "test", "memtype", "verdict", "reason", "bug", "duration")
+# "bugs": every known bug the test has a check for (a pass is a pass for each); "bug": the one
+# its verdict is about (the failing check's, else the first)
+TEST_KEYS = ("nodeid", "test", "memtype", "verdict", "reason", "bug", "bugs", "duration")
 
 
 def api_section(probe_result: Any) -> dict:
@@ -27,9 +29,10 @@ def api_section(probe_result: Any) -> dict:
 
 
 def make_test(nodeid: str, test: str, memtype: str | None, verdict: str, reason: str,
-               bug: dict | None, duration: float) -> dict:
+               bug: dict | None, duration: float, bugs: list[str] | None = None) -> dict:
     return {"nodeid": nodeid, "test": test, "memtype": memtype or None, "verdict": verdict,
-            "reason": reason or "", "bug": bug, "duration": round(float(duration), 4)}
+            "reason": reason or "", "bug": bug, "bugs": bugs or None,
+            "duration": round(float(duration), 4)}
 
 
 def build(kernel: dict, api: dict, tests: list[dict], exit_status: int) -> dict:
