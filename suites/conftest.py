@@ -1,20 +1,20 @@
 """The runner of the conformance suites: host setup, skip decisions, per-test context.
 
 Host state (huge pages, a swap file) is joined by the controlling pytest process and restored
-by the last run to leave (suites/hostsetup.py); xdist workers only use it.
+by the last run to leave (uffdwp/hostsetup.py); xdist workers only use it.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from uffdwp import hostsetup
 from uffdwp import kernel_facts as kf
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature
 from uffdwp.probe import supported_features
 from uffdwp.runner.bugcheck import checked_bug
 
-from . import hostsetup
 from .uffdtest import Ctx, UffdSpec, implied_features, missing_reason
 
 
