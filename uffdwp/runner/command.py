@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -18,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__
+from .. import __version__, hostsetup
 from ..cli import HelpFormatter
 from ..kernel_version import KernelVersion, kernel_version, version_signature
 from ..probe import kernel_info, probe
@@ -33,6 +34,7 @@ from . import (
     session,
     tables,
     verdicts,
+    watchdog,
 )
 from .plugin import bug_selection, function_name
 from .progress import make_progress
@@ -186,23 +188,43 @@ def _classify(event: dict, kv: KernelVersion | None) -> dict:
                              verdicts.bug_info(event.get("bug"), kv), event.get("duration", 0.0))
 
 
+STOP_SECONDS = 4.0  # SIGINT to the stop of every process of the run: the issue allows 5
+
+
 def _stop(proc: subprocess.Popen) -> None:
-    """After ^C: let pytest stop and clean up (host setup). From a terminal it got the
-    SIGINT too; a lone `kill -INT` of this process did not reach it, so pass that on."""
+    """After ^C or SIGTERM: pytest and its workers are in a process group of their own
+    (session.start). SIGINT lets them stop and report; a worker blocked in a page fault that
+    nobody resolves never gets to, so whatever is left of the group after STOP_SECONDS is
+    killed. Host state is restored by the caller (hostsetup.leave), whoever was killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_SECONDS)
+    _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Nothing of the run left running: workers, and the children tests forked."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as ^C: stop the run, write the report of what finished."""
+
+
+def _set_sigterm(handler):
+    """signal.signal where it can be (the main thread: a CLI run); the previous handler."""
     try:
-        proc.wait(timeout=2)
-        return
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # another thread (run() called by a test): no stop by SIGTERM there
+        return signal.getsignal(signal.SIGTERM)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough; the report follows
+    raise _Terminated
 
 
 def run(args: argparse.Namespace) -> int:
@@ -247,11 +269,14 @@ def run(args: argparse.Namespace) -> int:
     if not api:
         console.print(f"[yellow]userfaultfd unavailable:[/] {escape(probe_error)} "
                       "(the suites will skip)")
-    cmd = session.pytest_command(_suites(args), events, jobs=args.jobs, extra=_extra_args(args))
+    watch = scratch / "watchdog"
+    cmd = session.pytest_command(_suites(args), events, jobs=args.jobs, extra=_extra_args(args),
+                                 watchdog=watch)
     tests: dict[str, dict] = {}
     details: dict[str, str] = {}
     collected: list[str] = []
     interrupted = False
+    previous_term = _set_sigterm(_on_sigterm)
     proc = session.start(cmd, log)
     with make_progress(console, kernel["release"]) as progress:
 
@@ -272,14 +297,18 @@ def run(args: argparse.Namespace) -> int:
             for event in session.follow(proc, events, on_idle=progress.idle):
                 consume(event)
         except KeyboardInterrupt:
+            _set_sigterm(signal.SIG_IGN)
             interrupted = True
             _stop(proc)
             for event in session.follow(proc, events):  # what finished while pytest stopped
                 consume(event)
+        finally:
+            _kill_group(proc)  # pytest ended: whatever it left behind goes too
+            hostsetup.leave(proc.pid)  # restored now if pytest could not (killed)
+    _set_sigterm(signal.SIG_IGN if interrupted else previous_term)
     pytest_rc = proc.wait()
     if events.exists():
         shutil.move(str(events), report / "events.jsonl")
-    shutil.rmtree(scratch, ignore_errors=True)
 
     # Collected but never reported: pytest stopped (crash, ^C, -x) before running them.
     if interrupted:
@@ -290,9 +319,11 @@ def run(args: argparse.Namespace) -> int:
         why = f"not run: pytest stopped with exit status {pytest_rc}"
     for nodeid in collected:
         if nodeid not in tests:
+            # the one running when pytest itself stopped (-j 1: faulthandler's timer) says so
+            reason = watchdog.crash_reason(watch, nodeid) or why
             tests[nodeid] = results.make_test(nodeid, function_name(nodeid),
-                                              tables.guess_memtype(nodeid), "error", why, None,
-                                              0.0)
+                                              tables.guess_memtype(nodeid), "error", reason,
+                                              None, 0.0)
     ordered = [tests[n] for n in collected if n in tests]
     ordered += [t for n, t in tests.items() if n not in set(collected)]
 
@@ -316,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
         "kcidb": {k: v for k, v in vars(_kcidb_options(args)).items() if v},
     }
     _write_reports(report, data, run_info, details, _kcidb_options(args))
+    shutil.rmtree(scratch, ignore_errors=True)
 
     s = data["summary"]
     console.print(
