@@ -140,6 +140,13 @@ def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int 
     return decorate
 
 
+def uffd_module(*, modes: int = WP, features: int = 0) -> pytest.MarkDecorator:
+    """The declaration for a whole module (``pytestmark = uffd_module(...)``) whose tests use
+    userfaultfd through a higher layer (the snapshot engine) rather than ``ctx``: a test
+    without its own @uffd_test skips, naming the feature, where the kernel lacks it."""
+    return pytest.mark.uffd(UffdSpec(Feature(features), RegisterMode(modes)))
+
+
 @functools.lru_cache(maxsize=1)
 def user_mode_only_accepted() -> bool:
     """UFFD_USER_MODE_ONLY has no feature bit: kernels before it reject the flag with EINVAL."""

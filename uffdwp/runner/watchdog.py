@@ -9,7 +9,7 @@ the pytest process that runs the tests could hang for ever. Here:
   fatal-signal report (faulthandler: the signal and every thread's Python stack) goes to
   ``<dir>/<pid>.trace``;
 - the controlling process watches the beacons from a thread. A test still running
-  ``GRACE`` seconds after its bound gets SIGABRT (faulthandler writes where each thread was;
+  grace() seconds after its bound gets SIGABRT (faulthandler writes where each thread was;
   a thread waiting in a fault is interrupted for the handler), then SIGKILL. xdist sees its
   worker crash, reports the test as crashed and starts a new worker;
 - the crash report of such a test is turned into ``hung in <phase>`` (or ``crashed (SIGSEGV)
@@ -35,7 +35,12 @@ from typing import IO, Any
 
 import pytest
 
-GRACE = 10.0  # seconds past a test's bound: pytest-timeout's own failure comes first if it can
+GRACE = 10.0  # at most this many seconds past a test's bound (and at most the bound itself):
+# pytest-timeout's own failure comes first where it can
+
+
+def grace(bound: float) -> float:
+    return min(GRACE, bound)
 KILL_WAIT = 2.0  # seconds between SIGABRT (stack dump) and SIGKILL
 POLL = 0.5
 
@@ -73,7 +78,7 @@ class Beacon:
         # called as the test's protocol starts, before its logstart
         bound = self._bound = float(settings.timeout or 0) or None
         if bound and self._self_kill:
-            faulthandler.dump_traceback_later(bound + GRACE, exit=True, file=self._trace)
+            faulthandler.dump_traceback_later(bound + grace(bound), exit=True, file=self._trace)
         # returns None: pytest-timeout still sets its own timer
 
     @pytest.hookimpl(tryfirst=True)
@@ -149,7 +154,7 @@ class Watchdog:
             for b in _beacons(self.directory):
                 if not b.get("nodeid") or not b.get("bound") or b["nodeid"] in self.killed:
                     continue
-                if now > b["started"] + b["bound"] + GRACE and _alive(b["pid"]):
+                if now > b["started"] + b["bound"] + grace(b["bound"]) and _alive(b["pid"]):
                     self._end(b, now)
 
     def _end(self, beacon: dict, now: float) -> None:
@@ -217,7 +222,7 @@ def crash_reason(directory: Path, nodeid: str, killed: dict | None = None) -> st
     fatal = _FATAL.search(trace)
     if killed is not None or re.search(r"^Timeout \(", trace, re.M):  # or faulthandler's timer
         bound = beacon.get("bound") or 0
-        head = f"hung in {phase}: no result {bound:g}+{GRACE:g} s after it started"
+        head = f"hung in {phase}: no result {bound:g}+{grace(bound):g} s after it started"
     elif fatal:
         sig = _SIGNALS.get(fatal.group(1).strip(), fatal.group(1).strip())
         head = f"crashed ({sig}) in {phase}"
