@@ -317,10 +317,15 @@ def run(args: argparse.Namespace) -> int:
         why = "no result reported (did the suite files change during the run?)"
     else:
         why = f"not run: pytest stopped with exit status {pytest_rc}"
+    # the one running when pytest itself stopped (-j 1: faulthandler's timer) says so
+    ended = {n: r for n in collected if n not in tests
+             for r in [watchdog.crash_reason(watch, n)] if r}
+    if ended and not interrupted:
+        why = (f"not run: pytest ended with {next(iter(ended))} (with -j 1 one process runs "
+               "every test)")
     for nodeid in collected:
         if nodeid not in tests:
-            # the one running when pytest itself stopped (-j 1: faulthandler's timer) says so
-            reason = watchdog.crash_reason(watch, nodeid) or why
+            reason = ended.get(nodeid) or why
             tests[nodeid] = results.make_test(nodeid, function_name(nodeid),
                                               tables.guess_memtype(nodeid), "error", reason,
                                               None, 0.0)
