@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Installs what uffdwp needs on a Debian/Ubuntu machine (as root) and builds it into .venv.
 # Idempotent: a second run only checks. Usage: ./bootstrap.sh [--matrix] [--vagrant] [--dev]
 #   --matrix   adds QEMU, busybox etc. for `uffdwp matrix`

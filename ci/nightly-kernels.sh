@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # The nightly's job matrix: a comma-separated kernel list, each name checked against the
 # catalogue (vms/kernels.cfg), as a JSON array. Prints kernels=[...] for $GITHUB_OUTPUT.
 #   ci/nightly-kernels.sh 5.10,6.1,6.12,7.2,host

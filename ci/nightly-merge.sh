@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # The nightly's last job (runnable here too): the per-kernel matrix reports merged into one, with
 # its KCIDB file (`uffdwp matrix --merge`); a kernel in KERNELS without a report is listed as
 # missing. Appends the merged report.md to the job summary on GitHub. Exit status: the merge's

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Tests, a step of .ci/run and of the pull-request workflow: what this kernel's userfaultfd
 # offers, then the README's test command, `.venv/bin/python -m pytest -n auto`, over the given
 # paths. As root: userfaultfd, huge pages and swap need it.

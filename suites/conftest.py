@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The runner of the conformance suites: host setup, skip decisions, per-test context.
 
 Host state (huge pages, a swap file) is joined by the controlling pytest process and restored
@@ -9,11 +10,12 @@ from __future__ import annotations
 import pytest
 
 from uffdwp import hostsetup
-from uffdwp import kernel_facts as kf
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature
-from uffdwp.probe import supported_features
+from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.runner.bugcheck import checked_bug
+from uffdwp.runner.unlock import NO_UFFD
+from uffdwp.uffd import supported_features
 
 from .uffdtest import Ctx, UffdSpec, implied_features, missing_reason
 
@@ -39,7 +41,7 @@ def supported() -> Feature:
     try:
         return supported_features()
     except UffdError as exc:
-        pytest.skip(f"no userfaultfd here: {exc}")
+        pytest.skip(f"{NO_UFFD}: {exc}")
 
 
 def _spec(item: pytest.Item) -> UffdSpec | None:
@@ -71,7 +73,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     try:
         have = supported_features()
     except UffdError as exc:
-        pytest.skip(f"no userfaultfd here: {exc}")
+        pytest.skip(f"{NO_UFFD}: {exc}")
     memtype = _memtype(item) or "anon"
     reason = missing_reason(spec.features | implied_features(memtype, spec.modes), have)
     if reason:
@@ -87,10 +89,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.failed and bug and call.excinfo is not None:
         checked = checked_bug(call.excinfo.value)
         if checked:
-            report.sections.append(("known bug", kf.KNOWN_BUGS[checked].describe()))
+            report.sections.append(("known bug", KNOWN_BUGS[checked].describe()))
         else:  # a precondition or another check: says nothing about the bug
             report.sections.append(("not the known bug", f"failed outside the check of "
-                                    f"{kf.KNOWN_BUGS[bug].commit} ({bug})"))
+                                    f"{KNOWN_BUGS[bug].commit} ({bug})"))
 
 
 @pytest.fixture

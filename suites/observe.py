@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """How a test sees whether pages are write-protected: by pagemap's uffd-wp bit where the kernel
 reports it (bit 57, PM_UFFD_WP, 5.13), else by the protection's effect.
 

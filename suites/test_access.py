@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Who may create a userfaultfd, and what a user-mode-only one handles.
 
 fs/userfaultfd.c userfaultfd_syscall_allowed(): UFFD_USER_MODE_ONLY (5.11) is always allowed;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """UFFDIO_API negotiation: the handshake rules every kernel must follow."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Async write-protect (UFFD_FEATURE_WP_ASYNC, 6.7) read back with PAGEMAP_SCAN.
 
 With WP_ASYNC the kernel resolves a write to a write-protected page itself (no message, no

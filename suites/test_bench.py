@@ -1,22 +1,25 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot bench's parts on the real kernel: the precopy baselines save what memory holds,
 auto-converge really slows the writers, the plain-C reference round trip runs, and a small
 `uffdwp bench snapshot` gives every figure the issue asks for, consistent with itself."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.childproc import assert_ok, run_cli
 from uffdwp import memory
-from uffdwp.benchsnap import Content, nonzero_runs, page_nonzero, region_buffer
+from uffdwp.bench.precopy import ConvergenceParams, PrecopyOutcome, load_mapped, run_precopy
+from uffdwp.bench.roundtrip import PLACEMENTS, placement_cpus, reference_round
+from uffdwp.bench.snapshot import Content, nonzero_runs, page_nonzero, region_buffer
 from uffdwp.kernel_facts import Feature
 from uffdwp.native import Pattern, Writer
-from uffdwp.precopy import ConvergenceParams, PrecopyOutcome, load_mapped, run_precopy
-from uffdwp.roundtrip import reference_round
 from uffdwp.snapshot.image import load
 
 from .uffdtest import MEM_ANON, STRESS_SCALE, uffd_test
@@ -105,7 +108,7 @@ def test_auto_converge_throttles_writers_that_outrun_the_copy(ctx, memtype, tmp_
                          params=ConvergenceParams(downtime_ms=0, sync_period_ms=100),
                          time_limit_s=8)
     assert steps and steps[0] == 20 and out.throttle_max_pct == max(steps)
-    assert all(b - a == 10 or b == 99 for a, b in zip(steps, steps[1:])), steps
+    assert all(b - a == 10 or b == 99 for a, b in itertools.pairwise(steps)), steps
     assert load_mapped(path, region.length, region.page_size) == bytes(region_buffer(region))
 
 
@@ -138,9 +141,10 @@ def test_writer_throttle_slows_it_and_lets_it_stop():
             w2.throttle(100)
 
 
+@pytest.mark.parametrize("placement", PLACEMENTS)
 @uffd_test(mem=MEM_ANON, timeout=60)
-def test_reference_round_trip_times_every_store(ctx, memtype):
-    stalls = reference_round(256)
+def test_reference_round_trip_times_every_store(ctx, memtype, placement):
+    stalls = reference_round(256, placement_cpus(placement))
     assert len(stalls) == 256
     # each store waited on a fault: kernel -> handler -> UFFDIO_WRITEPROTECT -> wake
     assert min(stalls) > 500, sorted(stalls)[:5]
@@ -165,12 +169,15 @@ def test_small_bench_run_gives_every_figure(ctx, memtype, tmp_path):
     have tests of their own above; left out to keep this short)."""
     if STRESS_SCALE < 1:
         pytest.skip("an emulated CPU: the bench would measure the emulator")
-    out = assert_ok(run_cli(
-        "bench", "snapshot", "--size", "64M", "--rates", "idle", "max", "--writers", "1", "2",
+    # as a user runs it (a child: the suites ship in the wheel, without tests/childproc.py)
+    proc = subprocess.run([
+        sys.executable, "-m", "uffdwp", "bench", "snapshot", "--size", "64M",
+        "--rates", "idle", "max", "--writers", "1", "2",
         "--methods", "uffd-wp", "precopy", "precopy-mapped", "stop", "--repeats", "3",
         "--roundtrip-pages", "512", "--roundtrip-rounds", "2", "--dir", str(tmp_path),
-        "--no-plots", "--json", timeout=850))
-    data = json.loads(out)
+        "--no-plots", "--json"], capture_output=True, text=True, timeout=850)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
     ratios = data["ratios"]
     for pattern in ("random", "quarter-zero"):
         bar = data["plain"][pattern]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Non-cooperative events (FORK, REMAP, REMOVE, UNMAP) delivered while write-protection is armed.
 
 The kernel (fs/userfaultfd.c, userfaultfd_event_wait_completion) makes the thread that causes an

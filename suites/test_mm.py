@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """UFFD-WP across memory management: swap-out, MADV_DONTNEED, THP split/collapse, fork, mremap.
 
 What the kernel must do (mm/memory.c, mm/mprotect.c, mm/huge_memory.c, mm/mremap.c, and the
@@ -40,6 +41,7 @@ from uffdwp.memory import (
     reserve_address,
 )
 from uffdwp.messages import EVENT_FORK, PageFault
+from uffdwp.runner.precondition import require
 from uffdwp.uffd import Userfaultfd
 
 from .observe import page_wp, pagemap_reports_wp, region_wp
@@ -102,8 +104,8 @@ def page_out(region: Region, offset: int = 0, length: int | None = None, tries: 
 
 
 def require_pageout(region: Region, offset: int = 0, length: int | None = None) -> None:
-    if not page_out(region, offset, length):
-        pytest.skip("MADV_PAGEOUT did not swap the pages out (reclaim declined them 5 times)")
+    require(page_out(region, offset, length), "pages not swapped out",
+            "MADV_PAGEOUT: reclaim declined them 5 times")
 
 
 def _fault_of(uffd: Userfaultfd, st, address: int) -> PageFault:

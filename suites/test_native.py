@@ -1,4 +1,5 @@
-"""The native fault handler and writer (issue 2): faults resolved without Python, no thread left
+# SPDX-License-Identifier: GPL-2.0-only
+"""The native fault handler and writer: faults resolved without Python, no thread left
 blocked when a handler stops, COPY_UNPROTECT keeps the pre-write content, and the writer's stall
 statistics are coherent with the handler's view of the same faults.
 """

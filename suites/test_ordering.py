@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Fault ordering and messages: who blocks, who resumes, which thread a message names, in what
 order a thread's faults arrive, and that nothing is lost or duplicated under concurrency.
 
@@ -14,6 +15,7 @@ import time
 from uffdwp import native
 from uffdwp.kernel_facts import Feature
 from uffdwp.messages import PageFault
+from uffdwp.runner.precondition import require
 
 from .observe import wp_pages
 from .uffdtest import MEM_ALL, STRESS_SCALE, uffd_test
@@ -240,8 +242,13 @@ def test_stress_random_writers_with_reprotect_cycles(ctx, memtype):
     """4 native writers (random pages, distinct offsets) race a native UNPROTECT handler while
     the range is write-protected again and again for ~0.5 s. Afterwards every page holds each
     writer's last value (no lost or torn store), the handler resolved every WP fault with no
-    error and saw only WP faults, and writers that never touched a page left it untouched."""
-    n = _pages(memtype, 4, 64)
+    error and saw only WP faults, and writers that never touched a page left it untouched.
+    An attempt in which no writer faulted (a slow CPU) raced nothing: tried again, then skipped."""
+    ctx.retry(_stress_once, tries=3, budget_s=20)
+
+
+def _stress_once(ctx) -> None:
+    n = _pages(ctx.memtype, 4, 64)
     uffd, region = ctx.wp_region(n, fill=FILL)
     handler = ctx.handler(uffd, region, native.Policy.UNPROTECT)
     writers = [ctx.writer(region, pattern=native.Pattern.RANDOM, offset_in_page=8 * k,
@@ -261,7 +268,6 @@ def test_stress_random_writers_with_reprotect_cycles(ctx, memtype):
     assert stats.errors == 0, f"handler errors, last {stats.last_error}"
     assert stats.messages == stats.wp_faults, "only WP faults expected"
     assert stats.wp_faults == stats.resolved
-    assert stats.wp_faults > 0 and cycles > 1
     print(f"{cycles} protect cycles, {stats.wp_faults} WP faults, "
           f"{sum(w.stats.writes for w in writers)} writes")
     for rec in handler.records():
@@ -270,7 +276,7 @@ def test_stress_random_writers_with_reprotect_cycles(ctx, memtype):
 
     for k, w in enumerate(writers):
         recs = w.records()
-        assert w.stats.dropped_records == 0 and len(recs) == w.stats.writes > 0
+        assert w.stats.dropped_records == 0 and len(recs) == w.stats.writes
         last: dict[int, int] = {}
         for r in recs:
             last[r.address] = r.value
@@ -279,3 +285,7 @@ def test_stress_random_writers_with_reprotect_cycles(ctx, memtype):
             want = last.get(addr, FILL_U64)
             got = native.load_u64(addr)
             assert got == want, f"writer {k} page {i}: memory {got:#x}, last write {want:#x}"
+    writes = [w.stats.writes for w in writers]
+    require(stats.wp_faults > 0 and cycles > 1 and min(writes) > 0, "race window not exercised",
+            f"{cycles} protect cycles, {stats.wp_faults} WP faults, writes {writes}; needs > 1, "
+            "> 0 and > 0 each")

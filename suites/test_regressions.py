@@ -1,6 +1,7 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Regression tests for fixed UFFD-WP kernel bugs that user space can reproduce.
 
-Each test names its fix commit and declares ``bug=<key>`` (uffdwp.kernel_facts.KNOWN_BUGS), and
+Each test names its fix commit and declares ``bug=<key>`` (uffdwp.known_bugs.KNOWN_BUGS), and
 the one check that shows the bug (``with ctx.bug_check():``): a kernel older than the fix in its
 own series may fail that check, and the report then names the known bug. Everything before the
 check is a precondition: its failure is an error, or a skip that names the environment.
@@ -23,6 +24,7 @@ import pytest
 from uffdwp import hostsetup, native, pagemap
 from uffdwp.kernel_facts import Feature
 from uffdwp.memory import MADV_DONTNEED, MADV_PAGEOUT, PAGE_SIZE, Region, reserve_address
+from uffdwp.runner.precondition import require
 
 from .observe import page_wp, region_wp, wp_pages
 from .test_mm import (
@@ -52,19 +54,22 @@ from .uffdtest import (
     uffd_test,
 )
 
-MEM_MARKER = ("shmem", "shmem-private", "hugetlb", "hugetlb-private")  # zap leaves a pte marker
-
-
 WRITES = stress(6000, minimum=500)
 
 
 # --- 6ce64428d620: memory corruption due to writeprotect ------------------------------------------
-@uffd_test(mem=MEM_ALL, bug="wp-race-corruption", timeout=60)
+@uffd_test(mem=MEM_ALL, bug="wp-race-corruption", timeout=90)
 def test_wp_race_no_lost_writes(ctx, memtype):
     """6ce64428d620 (5.12): native writers race UFFDIO_WRITEPROTECT protect/unprotect cycles on
     pages that fork() left copy-on-write; every page must end with the last value written to it,
-    at both offsets the two writers use (no lost writes, no corruption)."""
-    pages = 4 if memtype.startswith("hugetlb") else 16
+    at both offsets the two writers use (no lost writes, no corruption). An attempt whose
+    writers finished before the race window was exercised (a slow or emulated CPU) tested
+    nothing: it is tried again, then skipped saying so."""
+    ctx.retry(_wp_race_once, tries=3, budget_s=70)
+
+
+def _wp_race_once(ctx) -> None:
+    pages = 4 if ctx.memtype.startswith("hugetlb") else 16
     region = ctx.region(pages)
     region.fill(0)
     uffd = ctx.uffd()
@@ -84,7 +89,6 @@ def test_wp_race_no_lost_writes(ctx, memtype):
                 uffd.unprotect(region.address, region.length)
         uffd.unprotect(region.address, region.length)
         assert all(w.wait(10) for w in writers), "writers did not finish"
-    assert cycles > 5 and handler.stats.wp_faults > 0, "the race window was never exercised"
     assert handler.stats.errors == 0, f"handler errors: {handler.stats}"
     for w in writers:
         last: dict[int, int] = {}
@@ -92,10 +96,13 @@ def test_wp_race_no_lost_writes(ctx, memtype):
         assert len(records) == WRITES
         for r in records:
             last[r.address] = r.value
-        with ctx.bug_check():
+        with ctx.bug_check():  # a lost write is the bug, however few cycles raced it
             for addr, value in last.items():
                 assert load(addr) == value, \
                     f"lost write at {addr:#x}: {load(addr):#x} != {value:#x}"
+    require(cycles > 5 and handler.stats.wp_faults > 0, "race window not exercised",
+            f"{cycles} protect cycles, {handler.stats.wp_faults} WP faults before the writers "
+            "finished; needs > 5 and > 0")
 
 
 # --- 099dd6878b9b: pte_same_as_swp() not removing the uffd-wp bit ---

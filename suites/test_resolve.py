@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Resolving faults in WP-registered ranges: COPY (MODE_WP, DONTWAKE), ZEROPAGE, CONTINUE
 (MODE_WP), POISON, MOVE and the SIGBUS feature.
 

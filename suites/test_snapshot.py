@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Background snapshot on the real kernel: the image equals memory at the freeze.
 
 Native writers store into the regions while the engine snapshots them; the reference is the
@@ -19,6 +20,7 @@ from uffdwp import memory
 from uffdwp.errors import MemoryUnavailableError
 from uffdwp.kernel_facts import Feature
 from uffdwp.native import Pattern, Writer
+from uffdwp.runner.precondition import require, retry
 from uffdwp.snapshot import Snapshot, SnapshotError, load, restore, take, verify
 from uffdwp.snapshot.check import WriterLog, check_chain, check_image, fill_initial, value_base
 from uffdwp.snapshot.image import FLAG_POPULATED, RegionInfo
@@ -75,9 +77,10 @@ def stop_and_log(writers, until_ns: int | None = None) -> list[WriterLog]:
     logs = [WriterLog.from_writer(w, ri, base, until_ns) for w, ri, base in writers]
     for (w, _, _), log in zip(writers, logs):
         # A log that filled up before the freeze cannot tell where the writer's cut is.
-        if until_ns and w.stats.dropped_records and log.t_start[-1] < until_ns:
-            pytest.skip(f"a writer's log ({len(log.t_start)} stores) ended before the freeze: "
-                        "the snapshot took too long to start on this machine; nothing checked")
+        require(not (until_ns and w.stats.dropped_records and log.t_start[-1] < until_ns),
+                "a writer's log ended before the freeze",
+                f"{len(log.t_start)} stores: the snapshot took too long to start on this "
+                "machine; nothing checked")
     return logs
 
 
@@ -91,10 +94,12 @@ def assert_progress(writers, timeout: float = 5.0) -> None:
 
 
 def wait_for_writes(writers, n: int = 200, timeout: float = 5.0) -> None:
+    """Every writer has stored *n* times (nothing is protected yet: a slow machine, not a
+    fault, keeps them from it)."""
     deadline = time.monotonic() + timeout
     while any(w.stats.writes < n for w, _, _ in writers):
-        if time.monotonic() > deadline:
-            raise TimeoutError("writers did not start")
+        require(time.monotonic() <= deadline, "writers did not start",
+                f"fewer than {n} stores each in {timeout:.0f} s, before any protection")
         time.sleep(0.001)
 
 
@@ -138,17 +143,18 @@ def test_image_equals_memory_at_freeze(memtype, pattern, tmp_path):
 def test_faulted_pages_are_saved_first(memtype, tmp_path):
     """Writers that fault get their page saved out of order and are woken."""
     region = alloc(memtype, 4 * CASE_BYTES)
+    def attempt() -> None:  # a loaded machine may not run the writers during a snapshot
+        result, _, _ = run_case([region], tmp_path, Pattern.RANDOM, per_region=2)
+        s = result.stats
+        # service latency (message read -> page safe) was measured for every page saved
+        # out of order and every queued page given a copy for a writer
+        assert sum(s.service_hist) == s.fault_pages + s.patched
+        assert s.fault_pages - s.batched + s.patched <= s.faults
+        require(s.fault_pages > 0, "writers never faulted during a snapshot",
+                f"{s.faults} faults, {s.fault_pages} pages saved out of order")
+
     with region:
-        for _ in range(3):  # a loaded machine may not run the writers during a snapshot
-            result, _, _ = run_case([region], tmp_path, Pattern.RANDOM, per_region=2)
-            s = result.stats
-            # service latency (message read -> page safe) was measured for every page saved
-            # out of order and every queued page given a copy for a writer
-            assert sum(s.service_hist) == s.fault_pages + s.patched
-            assert s.fault_pages - s.batched + s.patched <= s.faults
-            if s.fault_pages:
-                return
-        pytest.fail(f"writers never faulted during three snapshots: {s}")
+        retry(attempt, tries=3, budget_s=45)
 
 
 @pytest.mark.timeout(60)
@@ -198,9 +204,10 @@ def test_without_population_writes_escape(tmp_path, supported):
     freeze. The checker must see it (else it could not see the bug population prevents)."""
     if not supported & Feature.PAGEFAULT_FLAG_WP:
         pytest.skip("feature PAGEFAULT_FLAG_WP absent")
-    for attempt in range(5):
+    path = tmp_path / "snap.img"
+
+    def attempt() -> None:
         with memory.allocate("anon", 4 * CASE_BYTES) as region:
-            path = tmp_path / f"snap{attempt}.img"
             with writers_on([region], 2, Pattern.RANDOM) as writers:
                 result = take([region], f"file:{path}", timeout=30, populate=False,
                               use_wp_unpopulated=False)
@@ -208,12 +215,12 @@ def test_without_population_writes_escape(tmp_path, supported):
             s = result.stats
             report = check_image(load(path), [bytearray(region.length)], logs,
                                  s.t_protect_ns, s.t_frozen_ns)
-            if not report.ok:
-                return
-    # Whether a store lands on an untouched page between the freeze and the linear pass is a
-    # race this machine may not hit (an emulated CPU rarely does): nothing was there to check.
-    pytest.skip("five unpopulated snapshots raced no store past the freeze: the checker's "
-                "control case was not exercised here")
+        # Whether a store lands on an untouched page between the freeze and the linear pass is
+        # a race this machine may not hit (an emulated CPU rarely does): nothing to check then.
+        require(not report.ok, "control case not exercised",
+                "no store raced past the freeze onto an untouched page")
+
+    retry(attempt, tries=5, budget_s=100)
 
 
 # --- consistent cut under causal chains --------------------------------------------------------

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Write-protect core semantics: registration, UFFDIO_WRITEPROTECT, WP faults, wake, pagemap.
 
 Kernel sources consulted: fs/userfaultfd.c (userfaultfd_register, userfaultfd_writeprotect,

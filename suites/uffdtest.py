@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """How a conformance test is declared, and the one place that decides whether it can run.
 
 Like the kernel's uffd-unit-tests.c, each test states the memory types it applies to, the
@@ -10,7 +11,7 @@ The runner (suites/conftest.py) parametrizes the test over the memory types and 
 whose required features the running kernel does not negotiate, naming the feature and the
 mainline release that brought it. Nothing is gated on version strings.
 
-A test that reproduces a known bug declares it (``bug=`` a key of kernel_facts.KNOWN_BUGS) and
+A test that reproduces a known bug declares it (``bug=`` a key of known_bugs.KNOWN_BUGS) and
 the one check that shows it:
 
     @uffd_test(mem=("hugetlb-private",), bug="hugetlb-unshare")
@@ -36,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pytest
 
@@ -44,10 +46,14 @@ from uffdwp import native
 from uffdwp._ffi import lib
 from uffdwp.errors import MemoryUnavailableError, UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
+from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.memory import MEMORY_TYPES, Region, allocate
 from uffdwp.messages import Message, PageFault
+from uffdwp.runner import precondition
 from uffdwp.runner.bugcheck import bug_check
 from uffdwp.uffd import Userfaultfd
+
+T = TypeVar("T")
 
 MEM_ALL = MEMORY_TYPES
 MEM_ANON = ("anon",)
@@ -106,7 +112,7 @@ class UffdSpec:
 
     features: Feature = Feature(0)
     modes: RegisterMode = WP
-    # key of kernel_facts.KNOWN_BUGS this test reproduces (a tuple where its checks show several
+    # key of known_bugs.KNOWN_BUGS this test reproduces (a tuple where its checks show several
     # bugs, the first one named in reports while it passes), or memory type -> key where the bug
     # is specific to some types
     bug: str | tuple[str, ...] | Mapping[str, str] | None = None
@@ -127,7 +133,7 @@ def uffd_test(*, mem: tuple[str, ...] = MEM_ALL, modes: int = WP, features: int 
         raise ValueError("MINOR mode does not apply to anonymous memory")
     keys = (list(bug.values()) if isinstance(bug, Mapping) else [bug] if isinstance(bug, str)
             else list(bug or ()))
-    unknown = [k for k in keys if k not in kf.KNOWN_BUGS]
+    unknown = [k for k in keys if k not in KNOWN_BUGS]
     if unknown:
         raise ValueError(f"unknown bug key(s) {unknown}")
     spec = UffdSpec(Feature(features), RegisterMode(modes), bug)
@@ -284,6 +290,19 @@ class Ctx:
         if key is not None and key not in bugs:
             raise ValueError(f"bug {key!r} is not declared by this test ({bugs})")
         return bug_check(key or self.bug)
+
+    # --- preconditions (runner/precondition.py) ---------------------------------------------------
+    def retry(self, attempt: Callable[[Ctx], T], *, tries: int = 3,
+              budget_s: float | None = None) -> T:
+        """attempt(ctx) on a fresh context each time (its memory, uffds and threads released
+        before the next), again while its precondition is unmet; then a skip naming it."""
+        def once() -> T:
+            sub = Ctx(self.memtype, self.supported, self.spec)
+            try:
+                return attempt(sub)
+            finally:
+                sub.cleanup()
+        return precondition.retry(once, tries=tries, budget_s=budget_s)
 
     # --- memory --------------------------------------------------------------------------------
     def region(self, pages: int = 4, memtype: str | None = None, **kw) -> Region:

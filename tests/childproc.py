@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run Python code in a child process, so that a crash (SIGSEGV) or a hang fails the test that
 caused it instead of taking the whole run down with it."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The real consumers of uffdwp's reports, as checks: kcidb-io validates kcidb.json at the newest
 schema it knows, junitparser reads junit.xml, the kernel's own kunit_parser.py (from Debian's
 linux-source package, fetched by ci/fetch-kunit-parser.sh) reads results.ktap. Each check

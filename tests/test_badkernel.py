@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The suite against kernels that misbehave (issue 15): each check fails where the kernel bends
 the rule it checks, and `uffdwp run` survives a kernel that hangs or crashes its workers.
 

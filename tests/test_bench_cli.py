@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Bad input to `uffdwp bench`: one clear error line, a non-zero exit, no traceback, before any
 memory is allocated or anything written."""
 

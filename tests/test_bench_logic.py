@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot bench's arithmetic: exact percentiles, which stores count as WP faults, QEMU's
 precopy convergence rule, the headline ratios, the fixed-offset (mapped-ram) file."""
 
@@ -8,8 +9,10 @@ import random
 import numpy as np
 import pytest
 
-from uffdwp.benchsnap import BenchResult, PlainBar, ProtectCost, Run
-from uffdwp.benchstats import (
+from uffdwp.bench.command import table
+from uffdwp.bench.precopy import Convergence, ConvergenceParams, load_mapped
+from uffdwp.bench.snapshot import BenchResult, PlainBar, ProtectCost, Run
+from uffdwp.bench.stats import (
     StoreLog,
     first_touches,
     median,
@@ -19,8 +22,6 @@ from uffdwp.benchstats import (
     time_ratio,
 )
 from uffdwp.native import percentile
-from uffdwp.precopy import Convergence, ConvergenceParams, load_mapped
-from uffdwp.snapshot.command import _table
 
 MS = 1_000_000
 
@@ -208,8 +209,8 @@ def test_ratios_are_ratios_of_medians_beside_the_bar():
     assert r["fault_stall_us"]["random"] == {"10,000/s x1": {"p50": 60.0, "p99": 400.0}}
     assert r["protect_ms_per_gib"] == {"4k": 31.0, "thp": 0.5}
     assert r["thp_backed_fraction"] == 0.5
-    table = _table(res)
-    assert "stop" in table and "3/3" in table and "-" in table
+    text = table(res)
+    assert "stop" in text and "3/3" in text and "-" in text
 
 
 # --- the fixed-offset file -----------------------------------------------------------------------

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp probe|run|matrix --help`: every option says what it does, and what it defaults to."""
 
 from __future__ import annotations

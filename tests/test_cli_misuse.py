@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Bad input to `uffdwp snapshot` and `uffdwp image`: one clear error line, a non-zero exit,
 no traceback, no hang, and nothing half-written left behind."""
 
@@ -166,3 +167,56 @@ def test_a_complete_image_of_more_memory_than_here_is_refused_by_load(tmp_path):
     assert verify(path).zero_pages == pages
     with pytest.raises(ValueError, match="more than the"):
         load(path)
+
+
+# --- numbers and paths of every subcommand (issue 14) ------------------------------------------
+# Each is refused by argparse before any work: one error line naming the option, exit 2, and
+# nothing written (no report directory, no image). {file}: an existing file; {dir}: an existing
+# directory; {nope}: a path that does not exist.
+BAD_OPTIONS = [
+    (["run", "--report", "{file}"], "--report", "not a directory"),
+    (["run", "--report", "{file}/sub"], "--report", "not a directory"),
+    (["run", "--jobs", "abc"], "--jobs", "'abc'"),
+    (["run", "--jobs", "0"], "--jobs", "not 0"),
+    (["run", "--jobs", "-3"], "--jobs", "not -3"),
+    (["run", "--suites", "{nope}"], "--suites", "no such file"),
+    (["matrix", "--report", "{file}", "--kernels", "host"], "--report", "not a directory"),
+    (["matrix", "--jobs", "0", "--kernels", "host"], "--jobs", "not 0"),
+    (["matrix", "--jobs", "x", "--kernels", "host"], "--jobs", "whole number"),
+    (["matrix", "--numa-nodes", "0", "--kernels", "host"], "--numa-nodes", "not 0"),
+    (["matrix", "--timeout", "nan", "--kernels", "host"], "--timeout", "'nan'"),
+    (["matrix", "--timeout", "inf", "--kernels", "host"], "--timeout", "'inf'"),
+    (["matrix", "--timeout", "-5", "--kernels", "host"], "--timeout", "'-5'"),
+    (["matrix", "--merge", "{nope}"], "--merge", "no such directory"),
+    (["matrix", "--merge", "{file}"], "--merge", "not a directory"),
+    (["matrix", "--kernel", "{nope}"], "--kernel", "no such file"),
+    (["matrix", "--kernel", "{file}", "--modules", "{nope}"], "--modules", "no such directory"),
+    (["snapshot", "demo", "--size", "4M", "--stats-json", "{nope}/x.json"], "--stats-json",
+     "no directory"),
+    (["snapshot", "demo", "--size", "4M", "--stats-json", "{dir}"], "--stats-json",
+     "is a directory"),
+    (["wrlat", "--stats", "{nope}"], "--stats", "no such file"),
+    (["wrlat", "--stats", "{dir}"], "--stats", "not a file"),
+    (["bench", "snapshot", "--size", "4M", "--dir", "{file}"], "--dir", "not a directory"),
+    (["bench", "snapshot", "--size", "4M", "--save", "{nope}/x.json"], "--save", "no directory"),
+    (["bench", "snapshot", "--size", "4M", "--plots", "{file}"], "--plots", "not a directory"),
+    (["bench", "plot", "{file}", "--out", "{file}"], "--out", "not a directory"),
+    (["bench", "soak", "--size", "4M", "--dir", "{nope}"], "--dir", "no such directory"),
+]
+
+
+@pytest.mark.parametrize("argv, option, needle", BAD_OPTIONS,
+                         ids=[f"{a[0]} {o} {a[a.index(o) + 1]}" for a, o, _ in BAD_OPTIONS])
+def test_bad_numbers_and_paths_are_refused_in_one_line(argv, option, needle, tmp_path):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    paths = {"file": tmp_path / "file", "dir": tmp_path / "dir", "nope": tmp_path / "nope"}
+    report = tmp_path / "report"
+    argv = [a.format(**paths) for a in argv]
+    if argv[0] in ("run", "matrix") and "--report" not in argv and "--merge" not in argv:
+        argv += ["--report", str(report)]
+    proc = run_cli(*argv, timeout=30)
+    assert proc.returncode == 2, describe(proc)
+    line = assert_clear_error(proc, option, needle)
+    assert line.startswith(f"uffdwp {argv[0]}"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "file"], "something was written"

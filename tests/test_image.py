@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot image format: round trips, and every truncation or corruption is caught."""
 
 from __future__ import annotations
@@ -247,10 +248,11 @@ def test_cli_verify_exit_status(sample, tmp_path, capsys):
 
 
 def test_wrlat_histogram():
-    from uffdwp import wrlat
+    from uffdwp.bench import wrlat
+    from uffdwp.snapshot.demo import stall_summary
 
     hist = wrlat.log2_histogram_us([500, 1500, 3000, 3500, 9000, 150_000])
     assert hist[0] == 1 and hist[1] == 1 and hist[2] == 2 and hist[4] == 1 and hist[8] == 1
     text = wrlat.format_histogram(hist)
     assert "usecs" in text and "128 -> 255" in text
-    assert "p50" in wrlat.summary_line([1000, 2000, 3000])
+    assert "p50" in stall_summary([1000, 2000, 3000])

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel facts table against the compiled headers and the system's own uapi headers."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pytest
 from uffdwp import kernel_facts as kf
 from uffdwp._ffi import ffi, lib
 from uffdwp.kernel_version import release_number
+from uffdwp.known_bugs import KNOWN_BUGS
 
 NEWER_THAN_DEBIAN12 = {
     "UFFD_FEATURE_WP_UNPOPULATED": kf.Feature.WP_UNPOPULATED,
@@ -39,6 +41,19 @@ def test_compat_constants_match_table(name):
 def test_feature_enum_and_table_agree():
     assert [f.value for f in kf.FEATURE_FACTS] == [int(f) for f in kf.Feature]
     assert [f.name for f in kf.FEATURE_FACTS] == [f.name for f in kf.Feature]
+
+
+def test_ioctl_enum_and_table_agree():
+    table = {f.name.removeprefix("UFFDIO_"): f.bit for f in kf.IOCTL_FACTS
+             if f.name != "PAGEMAP_SCAN"}  # not a userfaultfd ioctl: no bit in .ioctls
+    assert {m.name: int(m) for m in kf.Ioctl} == table
+
+
+@pytest.mark.parametrize(("flag", "prefix"), [
+    (kf.RegisterMode, "UFFDIO_REGISTER_MODE_"), (kf.FaultFlag, "UFFD_PAGEFAULT_FLAG_")])
+def test_mode_and_flag_enums_and_table_agree(flag, prefix):
+    table = {n.removeprefix(prefix): v for n, v in kf.MODES.items() if n.startswith(prefix)}
+    assert {m.name: int(m) for m in flag} == table
 
 
 def _system_header_values(names: list[str]) -> dict[str, int]:
@@ -75,11 +90,11 @@ def test_feature_names_render_unknown_bits():
 
 
 def test_known_bugs_describe_their_fix():
-    text = kf.KNOWN_BUGS["close-reset"].describe()
+    text = KNOWN_BUGS["close-reset"].describe()
     assert "c88033efe9a3" in text and "6.9" in text and "6.8.10" in text
 
 
-@pytest.mark.parametrize("bug", kf.KNOWN_BUGS.values(), ids=lambda b: b.key)
+@pytest.mark.parametrize("bug", KNOWN_BUGS.values(), ids=lambda b: b.key)
 def test_every_known_bug_has_its_fix_per_series_with_a_source(bug):
     assert len(bug.commit) == 12 and int(bug.commit, 16) >= 0, "the mainline fix, 12 hex digits"
     mainline = release_number(bug.fixed_in)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffdwp.kernel_version: the upstream version of a kernel from uname -r, uname -v and
 /proc/version_signature."""
 

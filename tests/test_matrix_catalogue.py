@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Catalogue parsing, Debian index parsing, module metadata: pure logic, no network, no VM."""
 
 from __future__ import annotations

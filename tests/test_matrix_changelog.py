@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Debian changelog reading and the cross-check against the suite's verdicts: pure logic on a
 small changelog in tests/data, no network, no VM."""
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from uffdwp.kernel_facts import FIX_NAMES, KNOWN_BUGS
+from uffdwp.known_bugs import FIX_NAMES, KNOWN_BUGS
 from uffdwp.matrix import changelog, crosscheck, results
 from uffdwp.matrix.report import KernelOutcome
 from uffdwp.matrix.results import KernelRecord

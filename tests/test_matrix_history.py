@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """History mode, --kernel and known-bug selection: pure logic, no network, no VM."""
 
 from __future__ import annotations
@@ -120,10 +121,9 @@ def test_history_needs_a_debian_series():
         command.history_entry(matrix_args(history="6.1", kernels="6.1.0-50"))
 
 
-def test_guest_command_with_bugs(monkeypatch):
+def test_guest_command_with_bugs():
     from uffdwp.matrix import guestcmd
 
-    monkeypatch.setattr(guestcmd, "uffdwp_has_run", lambda: True)
     cmd = command.guest_command(matrix_args(), "close-reset,mremap-clear")
     assert cmd == guestcmd.RUN_COMMAND + " --bugs close-reset,mremap-clear"
     with pytest.raises(CatalogueError, match="with --guest-command"):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp matrix --merge`: per-kernel matrix reports (the nightly's jobs) become one matrix
 report, by the same report builder, and one KCIDB file that kcidb-io accepts."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The proof recipes of vms/prove-known-bugs.sh and the kernel config fragment: consistency
 checks, no build, no VM."""
 
@@ -8,7 +9,7 @@ import subprocess
 
 import pytest
 
-from uffdwp.kernel_facts import KNOWN_BUGS
+from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.matrix import VMS_DIR, prove
 from uffdwp.matrix.catalogue import load_catalogue, select
 

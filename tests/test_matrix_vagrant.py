@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Vagrant: the Vagrantfile validates and lists the catalogue's machines (offline, no provider
 needed), stops `vagrant up` before setup saying what to run, and uses no private-range network
 (nor does the box builder); the before-up preparation writes what the Vagrantfile applies; the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The GitHub workflows: actionlint clean; the nightly is a per-kernel job matrix whose jobs each
 upload their report and whose last job merges them, with timeouts that fit the per-kernel
 timeout and a package cache keyed by the catalogue, restored by prefix and pruned; the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Pure logic of the QEMU snapshot suite: the consistent-cut rule, the writer's status page, the
 snapshot-added stalls, wrlat's bpftrace histogram parsing and log2 quantiles."""
 
@@ -7,7 +8,7 @@ import struct
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 from uffdwp.qemusnap import bootblock
 from uffdwp.qemusnap.bootblock import PAGE, START, TAIL_OFFSET, Status
 from uffdwp.qemusnap.cut import check_cut as _check_cut

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The README's binding example runs as written (against the running kernel)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 @pytest.mark.timeout(30)
 def test_readme_example_runs():
-    from uffdwp.probe import supported_features
+    from uffdwp.uffd import supported_features
 
     try:
         supported_features()
@@ -43,3 +44,32 @@ def test_readme_vagrant_section_follows_the_setup_command():
                     "vagrant ssh k6_1 -c 'sudo uffdwp run'", "vagrant destroy -f"):
         assert command in text, command
     assert "--vagrant)" in (README.parent / "bootstrap.sh").read_text()
+
+
+def _layout() -> str:
+    text = README.read_text()
+    return text[text.index("## Layout"):text.index("## Development")]
+
+
+def test_readme_layout_table_matches_the_tree():
+    """Every file or folder the layout table names exists, and every module and folder of the
+    package is named there."""
+    root = README.parent
+    layout = _layout()
+    named = re.findall(r"`([\w./*-]+)`", layout)
+    files = {p.name for top in ("uffdwp", "suites", "tests") for p in root.glob(f"{top}/**/*")
+             if "__pycache__" not in p.parts}
+    for name in named:
+        if name.endswith("/"):
+            assert (root / name).is_dir(), name
+        elif re.search(r"\.(py|c|S)$", name) and "*" not in name:
+            assert (root / name).exists() or name.split("/")[-1] in files, name
+    package = root / "uffdwp"
+    for entry in package.iterdir():
+        wanted = entry.suffix == ".py" if entry.is_file() else entry.name != "__pycache__"
+        if entry.name.startswith("__") or not wanted:
+            continue
+        label = f"uffdwp/{entry.name}/" if entry.is_dir() else entry.name
+        assert f"`{label}`" in layout or f"{entry.name}`" in layout, entry.name
+    for c in (package / "csrc").glob("*.c"):
+        assert f"`{c.name}`" in layout, c.name

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Only a failure of a known bug's own check gives a known-bug verdict: the plugin records what
 failed (in xdist workers too) and the runner classifies it. A fake suite, no kernel needed."""
 
@@ -80,10 +81,11 @@ EXPECTED = {  # test -> (verdict on a kernel without the fix, on a kernel with i
 }
 
 
-def _events(tmp_path: Path, jobs: str) -> list[dict]:
+def run_fake_suite(tmp_path: Path, source: str, jobs: str = "1") -> list[dict]:
+    """The test events of a fake suite (*source*) run through the runner's pytest command."""
     suite = tmp_path / "suite"
     suite.mkdir()
-    (suite / "test_fake.py").write_text(textwrap.dedent(FAKE_SUITE))
+    (suite / "test_fake.py").write_text(textwrap.dedent(source))
     events = tmp_path / "events.jsonl"
     cmd = session.pytest_command(suite, events, jobs=jobs)
     proc = session.start(cmd, tmp_path / "pytest.log")
@@ -94,7 +96,7 @@ def _events(tmp_path: Path, jobs: str) -> list[dict]:
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_only_the_bug_check_gives_known_bug(tmp_path, jobs):
-    events = _events(tmp_path, jobs)
+    events = run_fake_suite(tmp_path, FAKE_SUITE, jobs)
     assert sorted(e["test"] for e in events) == sorted(EXPECTED)
     for e in events:
         old, fixed = (_classify(e, kv) for kv in (OLD, FIXED))

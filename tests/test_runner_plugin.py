@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The pytest plugin of `uffdwp run`, driven through session.py on a tiny fake suite, with and
 without pytest-xdist; pytest's junit.xml of the same run is parsed back. No kernel needed."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The report writers of `uffdwp run`, from a sample results document (no kernel needed), each
 checked by its real consumer: kcidb-io, junitparser, the kernel's kunit_parser.py, Chromium."""
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import consumers
-from uffdwp.kernel_facts import KNOWN_BUGS
+from uffdwp.known_bugs import KNOWN_BUGS
 from uffdwp.matrix.results import KernelRecord, from_results_json
 from uffdwp.runner import (
     context,

@@ -1,11 +1,12 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffdwp.runner.verdicts: kernel versions, fix status of known bugs, verdicts, exit status."""
 
 from __future__ import annotations
 
 import pytest
 
-from uffdwp.kernel_facts import KNOWN_BUGS, KnownBug, StableFix
 from uffdwp.kernel_version import KernelVersion, kernel_version
+from uffdwp.known_bugs import KNOWN_BUGS, KnownBug, StableFix
 from uffdwp.runner.verdicts import (
     KSFT_FAIL,
     KSFT_PASS,

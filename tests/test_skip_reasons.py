@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Skip reasons are stable: identical causes give identical reasons (the reports group skips by
 reason), so no random temp-file name may end up in one. And the swapoff regression test's own
 swap file sits on the scratch disk, not in the state directory (tmpfs in a guest)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Property: whatever regions, memory types, writers and target a caller picks, and however the
 image is damaged afterwards, take()/load()/restore() end in a correct image or a clear
 exception (ValueError for what the caller got wrong, SnapshotError for what the snapshot could

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot engine and the native layer on the paths a real caller walks: concurrent
 snapshots, overlapping regions, memory discarded or unmapped mid-snapshot, shared memory
 written by a child, interrupts, stuck readers, bounded waits, and every misuse of a native
@@ -14,13 +15,12 @@ import pytest
 
 from uffdwp.kernel_facts import Feature
 from uffdwp.snapshot import load, verify
-from uffdwp.uffd import Userfaultfd
+from uffdwp.uffd import supported_features
 
 from .childproc import ROOT, assert_ok, describe, run_python
 
 try:
-    with Userfaultfd.open("auto") as _probe:
-        OFFERED = _probe.api(0).features
+    OFFERED = supported_features()
 except OSError as _exc:  # no userfaultfd here: every case says why
     OFFERED = Feature(0)
     NO_UFFD = f"no userfaultfd here: {_exc}"
@@ -115,6 +115,30 @@ print("protected", protected(r))
 """)
     assert "refused:" in out and ("overlaps" in out or "given twice" in out), out
     assert "protected 0" in out
+
+
+# --- 2b. a range registered without UFFDIO_WRITEPROTECT ------------------------------------
+def test_a_range_registered_without_writeprotect_is_refused_before_protecting():
+    """As QEMU checks: UFFDIO_REGISTER lists the ioctls the range supports; one registered for
+    WP without WRITEPROTECT cannot be frozen. (A kernel answering so is shown by stripping the
+    bit from the real answer.)"""
+    out = child("""
+from uffdwp import Ioctl
+from uffdwp.uffd import Userfaultfd
+real = Userfaultfd.register
+Userfaultfd.register = lambda self, *a: real(self, *a) & ~Ioctl.WRITEPROTECT
+r, _ = patterned("anon", 4 * MIB)
+try:
+    take([r], "file:/dev/null")
+    print("accepted")
+except SnapshotError as exc:
+    print("refused:", exc)
+print("protected", protected(r))
+r.view()[0] = 1
+print("written")
+""")
+    assert "refused:" in out and "without UFFDIO_WRITEPROTECT" in out, out
+    assert "protected 0" in out and "written" in out, out
 
 
 # --- 3. discarded memory ---------------------------------------------------------------------
@@ -235,7 +259,7 @@ def test_munmap_during_a_snapshot(part, tmp_path):
 r, frozen = patterned("anon", 64 * MIB)
 snap = Snapshot([r], "exec:{sys.executable} {reader} {img} {flag}").start()
 deadline = time.monotonic() + 30
-while snap.stats.bytes_written < 20 * MIB and time.monotonic() < deadline:
+while snap.stats.bytes_written < 19 * MIB and time.monotonic() < deadline:
     time.sleep(0.01)
 time.sleep(0.2)
 start, length = {{"all": (0, 64), "unsaved half": (32, 32), "written half": (0, 16)}}["{part}"]
@@ -251,6 +275,34 @@ except SnapshotError as exc:
         assert "completed True" in out, out
     else:
         assert "failed: read memory" in out and "unmapped" in out, out
+
+
+def test_a_queued_page_that_loses_protection_fails_the_snapshot(tmp_path):
+    """A page of the linear pass is written from memory after its CRC: that is right only while
+    it stays protected. Unprotected behind the engine's back (as a kernel that drops the WP bit
+    would) and rewritten, it must fail the snapshot, not give an image of post-freeze data."""
+    img, flag, reader = tmp_path / "snap.img", tmp_path / "go", tmp_path / "reader.py"
+    reader.write_text(PAUSING_READER)
+    out = child(f"""
+r, frozen = patterned("anon", 64 * MIB)
+snap = Snapshot([r], "exec:{sys.executable} {reader} {img} {flag}").start()
+deadline = time.monotonic() + 30
+while snap.stats.bytes_written < 19 * MIB and time.monotonic() < deadline:
+    time.sleep(0.01)
+time.sleep(0.3)
+passed = snap.stats.linear_pages * r.page_size  # queued up to here, written only to ~20 MiB
+assert passed >= 22 * MIB, passed
+start = r.address + passed - MIB
+snap.uffd.unprotect(start, MIB)
+r.view()[start - r.address:start - r.address + MIB] = bytes([0xEE]) * MIB
+open("{flag}", "w").close()
+try:
+    result = snap.wait(60)
+    print("completed", load("{img}").contents[0] == frozen)
+except SnapshotError as exc:
+    print("failed:", exc.phase, exc)
+""")
+    assert "failed: protection" in out, out
 
 
 # --- 6. writers whose memory goes away ------------------------------------------------------

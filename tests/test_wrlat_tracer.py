@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """wrlat's handling of its bpftrace child (start, attach line, stop by exit or SIGINT, output),
 with a stand-in bpftrace on PATH: the kernel side is exercised by suites/test_wrlat.py where
 kprobes exist."""
@@ -8,7 +9,7 @@ import subprocess
 
 import pytest
 
-from uffdwp import wrlat
+from uffdwp.bench import wrlat
 
 FAKE_BPFTRACE = """#!/bin/sh
 echo "Attaching 4 probes..."

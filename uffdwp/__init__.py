@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """uffdwp: a Python binding for Linux userfaultfd write-protect, and the suite that checks it.
 
     from uffdwp import Userfaultfd, Feature, RegisterMode, memory
@@ -10,6 +11,7 @@
 
 from . import kernel_facts, memory, pagemap
 from .errors import (
+    Error,
     MemoryUnavailableError,
     UffdAgainError,
     UffdError,
@@ -21,14 +23,14 @@ from .kernel_facts import FaultFlag, Feature, Ioctl, PageCategory, RegisterMode
 from .memory import MEMORY_TYPES, Region
 from .messages import ForkEvent, Message, PageFault, RemapEvent, RemoveEvent, UnmapEvent
 from .native import FaultHandler, Pattern, Policy, Writer
-from .uffd import ApiResult, Userfaultfd, open_fd
+from .uffd import ApiResult, Userfaultfd, open_fd, supported_features
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it from here
 
 __all__ = [
-    "MEMORY_TYPES", "ApiResult", "FaultFlag", "FaultHandler", "Feature", "ForkEvent", "Ioctl",
-    "MemoryUnavailableError", "Message", "PageCategory", "PageFault", "Pattern", "Policy",
-    "Region", "RegisterMode", "RemapEvent", "RemoveEvent", "UffdAgainError", "UffdError",
-    "UffdExistsError", "UffdNotSupportedError", "UffdPermissionError", "UnmapEvent",
-    "Userfaultfd", "Writer", "kernel_facts", "memory", "open_fd", "pagemap",
+    "MEMORY_TYPES", "ApiResult", "Error", "FaultFlag", "FaultHandler", "Feature", "ForkEvent",
+    "Ioctl", "MemoryUnavailableError", "Message", "PageCategory", "PageFault", "Pattern",
+    "Policy", "Region", "RegisterMode", "RemapEvent", "RemoveEvent", "UffdAgainError",
+    "UffdError", "UffdExistsError", "UffdNotSupportedError", "UffdPermissionError", "UnmapEvent",
+    "Userfaultfd", "Writer", "kernel_facts", "memory", "open_fd", "pagemap", "supported_features",
 ]

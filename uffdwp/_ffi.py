@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The compiled module, with a message that says how to build it when it is missing."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The `uffdwp` command line: one parser, subcommands registered by the modules that own them."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from rich.table import Table
 SUBCOMMAND_MODULES = (
     "uffdwp.runner.command",  # run
     "uffdwp.matrix.command",  # matrix
-    "uffdwp.snapshot.command",  # snapshot, image, wrlat, bench
+    "uffdwp.snapshot.command",  # snapshot, image
+    "uffdwp.bench.command",  # wrlat, bench
 )
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Exceptions of the binding: each carries the errno, the operation and a hint to act on."""
 
 from __future__ import annotations
@@ -6,7 +7,13 @@ import errno as errno_mod
 import os
 
 
-class UffdError(OSError):
+class Error(Exception):
+    """The root of every error uffdwp raises for a reason it can name: ``except uffdwp.Error``
+    catches a failed userfaultfd call, unavailable memory, a snapshot, target or image error
+    (each also keeps its older base: OSError, RuntimeError)."""
+
+
+class UffdError(Error, OSError):
     """A userfaultfd operation failed.
 
     ``errno`` and ``strerror`` are as for OSError; ``operation`` names the call
@@ -20,7 +27,7 @@ class UffdError(OSError):
         self.detail = detail
 
     def __str__(self) -> str:
-        name = errno_mod.errorcode.get(self.errno, str(self.errno))
+        name = errno_mod.errorcode.get(self.errno or 0, str(self.errno))
         text = f"{self.operation}: {name} ({self.strerror})"
         if self.detail:
             text += f" [{self.detail}]"
@@ -45,18 +52,25 @@ class UffdAgainError(UffdError, BlockingIOError):
     """EAGAIN: the address space changed under the call; read pending events, then retry."""
 
 
-class MemoryUnavailableError(RuntimeError):
+class MemoryUnavailableError(Error, RuntimeError):
     """The memory type cannot be had here (no huge pages reserved, no hugetlbfs…)."""
 
 
+# What lets a process without CAP_SYS_PTRACE open a userfaultfd, for both ways of opening one:
+# said in full by each refusal, so that whichever a user meets first names every remedy.
+OPEN_REMEDIES = (
+    "`sysctl vm.unprivileged_userfaultfd=1` (the syscall for every user), read-write access to "
+    "/dev/userfaultfd (6.1+; 0600 root by default: a group of this user via chgrp/chmod or a "
+    "udev rule), user-mode-only fds (user_mode_only=True, UFFD_USER_MODE_ONLY, 5.11+: faults "
+    "from user space only), or run as root")
+
 _OPEN_HINTS = {
     errno_mod.EPERM: (
-        "vm.unprivileged_userfaultfd is 0 and this process lacks CAP_SYS_PTRACE: run as root, "
-        "`sysctl vm.unprivileged_userfaultfd=1`, or open with user_mode_only=True "
-        "(UFFD_USER_MODE_ONLY, 5.11+)"),
+        "vm.unprivileged_userfaultfd is 0 and this process lacks CAP_SYS_PTRACE; to open one: "
+        + OPEN_REMEDIES),
     errno_mod.EACCES: (
-        "/dev/userfaultfd is not accessible to this user (it is 0600 root by default): "
-        "run as root or grant access (chmod/chgrp or a udev rule)"),
+        "/dev/userfaultfd is not accessible to this user; to open a userfaultfd: "
+        + OPEN_REMEDIES),
     errno_mod.ENOENT: (
         "/dev/userfaultfd does not exist (kernel older than 6.1, or no CONFIG_USERFAULTFD): "
         "use the syscall"),

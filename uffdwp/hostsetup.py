@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Host state the suites need (huge pages, a swap file), shared by concurrent pytest runs.
 
 Each controlling pytest process joins on start and leaves at the end; the last one out restores

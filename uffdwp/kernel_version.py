@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The upstream version of a kernel, from what the kernel says about itself: the one parser.
 
 `uname -r` alone is not enough on distribution kernels: Debian and Ubuntu number their ABI
@@ -63,11 +64,11 @@ def kernel_version(release: str, version: str = "", signature: str = "") -> Kern
 def release_number(text: str) -> tuple[int, int, int | None] | None:
     """A release as the facts table writes it: '6.1.26' -> (6, 1, 26); '6.13' -> (6, 13, None);
     '6.1.y' -> (6, 1, None). None if *text* is not one."""
-    m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+|y))?$", text.strip())
-    if not m:
+    m = _RELEASE.match(text.strip())
+    if not m or m.group(4) not in ("", ".y") or (m.group(3) and m.group(4)):
         return None
     sub = m.group(3)
-    return int(m.group(1)), int(m.group(2)), int(sub) if sub and sub != "y" else None
+    return int(m.group(1)), int(m.group(2)), int(sub) if sub is not None else None
 
 
 def at_least(kv: KernelVersion | None, release: str) -> bool:

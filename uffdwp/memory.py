@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The five memory types the kernel's own uffd tests use, mapped for one test or snapshot.
 
 anon             private anonymous memory
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._ffi import ffi, lib
 from .errors import MemoryUnavailableError
@@ -42,7 +44,7 @@ MAP_FAILED = (1 << 64) - 1
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _errno_or(result_ptr, what: str) -> int:
+def _errno_or(result_ptr: Any, what: str) -> int:
     addr = int(ffi.cast("uintptr_t", result_ptr))
     if addr == MAP_FAILED:
         err = ffi.errno
@@ -116,7 +118,7 @@ class Region:
         length = self.length - offset if length is None else length
         if offset < 0 or length < 0 or offset + length > self.length:
             raise ValueError(f"bytes {offset}+{length} outside the region of {self.length}")
-        return ffi.buffer(ffi.cast("char *", self.address + offset), length)[:]
+        return bytes(ffi.buffer(ffi.cast("char *", self.address + offset), length))
 
     def fill(self, byte: int) -> None:
         self._check_open()

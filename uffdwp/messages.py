@@ -1,12 +1,16 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Typed uffd_msg: page faults and the non-cooperative events."""
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING
 
 from .kernel_facts import MODES, FaultFlag
+
+if TYPE_CHECKING:
+    from .uffd import Userfaultfd
 
 MSG_SIZE = 32  # sizeof(struct uffd_msg), fixed by the uapi
 EVENT_PAGEFAULT = MODES["UFFD_EVENT_PAGEFAULT"]
@@ -42,9 +46,11 @@ class PageFault:
 
 @dataclass(frozen=True)
 class ForkEvent:
-    """UFFD_EVENT_FORK: *uffd* is a new userfaultfd (in this process) for the child's mm."""
+    """UFFD_EVENT_FORK: *uffd* is the new userfaultfd (a descriptor the kernel installed in this
+    process) for the child's mm. The event owns it: close it, or use it in a ``with`` block;
+    it is closed when collected."""
 
-    uffd: int
+    uffd: Userfaultfd
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,12 @@ class UnknownEvent:
     raw: bytes
 
 
-Message = Union[PageFault, ForkEvent, RemapEvent, RemoveEvent, UnmapEvent, UnknownEvent]
+Message = PageFault | ForkEvent | RemapEvent | RemoveEvent | UnmapEvent | UnknownEvent
 
 
 def parse(raw: bytes) -> Message:
-    """One 32-byte uffd_msg into its typed form."""
+    """One 32-byte uffd_msg into its typed form. A fork event's descriptor is adopted: parse
+    only what the kernel wrote."""
     if len(raw) != MSG_SIZE:
         raise ValueError(f"uffd_msg is {MSG_SIZE} bytes, got {len(raw)}")
     event = _HEADER.unpack_from(raw)[0]
@@ -86,7 +93,9 @@ def parse(raw: bytes) -> Message:
     if event == EVENT_PAGEFAULT:
         return PageFault(address=b, flags=FaultFlag(a), thread_id=c & 0xFFFFFFFF)
     if event == EVENT_FORK:
-        return ForkEvent(uffd=a & 0xFFFFFFFF)
+        from .uffd import Userfaultfd  # uffd reads messages: imported here, not at the top
+
+        return ForkEvent(uffd=Userfaultfd(a & 0xFFFFFFFF))
     if event == EVENT_REMAP:
         return RemapEvent(old_address=a, new_address=b, length=c)
     if event == EVENT_REMOVE:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Native threads that never need the GIL: a fault-servicing handler and a timed writer.
 
 A Python write to write-protected memory faults while holding the GIL, so a handler written in
@@ -12,6 +13,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ._ffi import ffi, lib
 from .errors import check
@@ -19,16 +21,19 @@ from .kernel_facts import FaultFlag
 from .uffd import Userfaultfd
 
 
+# The values come from the C enums (uffdwp_native.h); tests/test_native_enums.py holds the
+# members against them.
 class Policy(enum.IntEnum):
-    UNPROTECT = 0  # unprotect the faulting page, which wakes the writer
-    COPY_UNPROTECT = 1  # copy the page out (to copy_to at the same offset), then unprotect
-    RECORD = 2  # record only: the caller resolves
+    UNPROTECT = lib.UFFDWP_POLICY_UNPROTECT  # unprotect the faulting page: wakes the writer
+    # copy the page out (to copy_to at the same offset), then unprotect
+    COPY_UNPROTECT = lib.UFFDWP_POLICY_COPY_UNPROTECT
+    RECORD = lib.UFFDWP_POLICY_RECORD  # record only: the caller resolves
 
 
 class Pattern(enum.IntEnum):
-    SEQUENTIAL = 0
-    RANDOM = 1
-    HOTSPOT = 2  # 90% of writes to the first 10% of pages
+    SEQUENTIAL = lib.UFFDWP_PATTERN_SEQUENTIAL
+    RANDOM = lib.UFFDWP_PATTERN_RANDOM
+    HOTSPOT = lib.UFFDWP_PATTERN_HOTSPOT  # 90% of writes to the first 10% of pages
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,7 @@ class FaultHandler:
         self.cleanup_failures = -lib.uffdwp_handler_stop(h)
         return final
 
-    def _live(self):
+    def _live(self) -> Any:  # the cffi handle
         if self._h is None:
             raise RuntimeError("fault handler is stopped")
         return self._h
@@ -195,9 +200,19 @@ class Writer:
         got = lib.uffdwp_writer_records(self._live(), buf, n)
         return [WriteRecord(r.t_start_ns, r.stall_ns, r.address, r.value) for r in buf[0:got]]
 
+    def raw_records(self) -> memoryview:
+        """The log as one flat run of uint64 words, four per store (t_start_ns, stall_ns,
+        address, value): millions of stores without a Python object each. Read a stopped
+        writer's (a running one stores first and logs after)."""
+        n = self.stats.writes
+        buf = ffi.new("struct uffdwp_write_record[]", max(1, n))
+        got = lib.uffdwp_writer_records(self._live(), buf, n)
+        size = got * ffi.sizeof("struct uffdwp_write_record")
+        return memoryview(ffi.buffer(buf, size)).cast("Q")  # the buffer keeps buf alive
+
     def wait(self, timeout: float) -> bool:
         """True once all writes are done; False if still running after *timeout* seconds."""
-        return lib.uffdwp_writer_wait(self._live(), int(timeout * 1000)) == 0
+        return bool(lib.uffdwp_writer_wait(self._live(), int(timeout * 1000)) == 0)
 
     def request_stop(self) -> None:
         lib.uffdwp_writer_request_stop(self._live())
@@ -222,7 +237,7 @@ class Writer:
         lib.uffdwp_writer_free(w)
         return final
 
-    def _live(self):
+    def _live(self) -> Any:  # the cffi handle
         if self._w is None:
             raise RuntimeError("writer is closed")
         return self._w
@@ -261,11 +276,11 @@ def load_u64(address: int) -> int:
     out = ffi.new("uint64_t *")
     if lib.uffdwp_load_u64(address, out) < 0:
         raise _fault(address, "load")
-    return out[0]
+    return int(out[0])
 
 
 def now_ns() -> int:
-    return lib.uffdwp_now_ns()
+    return int(lib.uffdwp_now_ns())
 
 
 def nearest_rank(n: int, q: float) -> int:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """/proc/<pid>/pagemap entries and the PAGEMAP_SCAN ioctl (6.7) with async write-protect."""
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What the running kernel offers: the negotiated API, per memory type, access and huge pages."""
 
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import stat
 from dataclasses import asdict, dataclass, field
@@ -48,13 +48,6 @@ class ProbeResult:
 def kernel_info() -> dict:
     u = os.uname()
     return {"release": u.release, "version": u.version, "machine": u.machine}
-
-
-@functools.lru_cache(maxsize=1)
-def supported_features() -> Feature:
-    """The features=0 handshake on a throw-away fd (raises UffdError if none can be made)."""
-    with Userfaultfd.open(via="auto") as uffd:
-        return uffd.api(0).features
 
 
 def _read(path: str) -> str | None:

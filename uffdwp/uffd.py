@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """A userfaultfd: open, handshake, register, resolve, read messages.
 
 Every ioctl goes through cffi, which releases the GIL for the call, so one Python thread may
@@ -8,10 +9,12 @@ no Python at all).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from . import kernel_facts as kf
 from ._ffi import address_of, ffi, lib
@@ -72,7 +75,7 @@ class Userfaultfd:
         return cls(open_fd(via, nonblock=nonblock, cloexec=cloexec, user_mode_only=user_mode_only))
 
     @classmethod
-    def create(cls, features: int = 0, **open_args) -> Userfaultfd:
+    def create(cls, features: Feature | int = 0, **open_args: Any) -> Userfaultfd:
         """Open and handshake in one step, asking for exactly *features*."""
         uffd = cls.open(**open_args)
         try:
@@ -119,7 +122,7 @@ class Userfaultfd:
         return self._enabled
 
     # --- handshake and registration ------------------------------------------------------------
-    def api(self, features: int = 0, api: int = kf.UFFD_API) -> ApiResult:
+    def api(self, features: Feature | int = 0, api: int = kf.UFFD_API) -> ApiResult:
         """UFFDIO_API. With features=0 the kernel answers all it supports."""
         arg = ffi.new("struct uffdio_api *", {"api": api, "features": features})
         self._ioctl("UFFDIO_API", arg, detail=f"api={api:#x} features={features:#x}")
@@ -127,8 +130,11 @@ class Userfaultfd:
         self._enabled = Feature(features)
         return self.api_result
 
-    def register(self, start: int, length: int, mode: int) -> Ioctl:
-        """UFFDIO_REGISTER; returns the ioctls the range supports."""
+    def register(self, start: int, length: int, mode: RegisterMode | int) -> Ioctl:
+        """UFFDIO_REGISTER in *mode* (RegisterMode flags; a plain int is taken as those bits,
+        unknown ones included, for tests of the kernel's checks); returns the ioctls the range
+        supports."""
+        mode = RegisterMode(mode)
         if start % PAGE_SIZE or length % PAGE_SIZE or length <= 0:
             # the kernel says only EINVAL, which reads like an unsupported mode
             raise UffdError(errno.EINVAL, "UFFDIO_REGISTER",
@@ -137,9 +143,8 @@ class Userfaultfd:
                             "page size for hugetlb)",
                             f"{start:#x}+{length:#x}")
         arg = ffi.new("struct uffdio_register *",
-                      {"range": {"start": start, "len": length}, "mode": mode})
-        self._ioctl("UFFDIO_REGISTER", arg,
-                    detail=f"{start:#x}+{length:#x} mode={RegisterMode(mode)!r}")
+                      {"range": {"start": start, "len": length}, "mode": int(mode)})
+        self._ioctl("UFFDIO_REGISTER", arg, detail=f"{start:#x}+{length:#x} mode={mode!r}")
         return Ioctl(arg.ioctls)
 
     def unregister(self, start: int, length: int) -> None:
@@ -173,14 +178,14 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_copy *", {"dst": dst, "src": src, "len": length, "mode": mode})
         self._ioctl("UFFDIO_COPY", arg, result=lambda: arg.copy)
         del keep
-        return arg.copy
+        return int(arg.copy)
 
     def zeropage(self, start: int, length: int, *, dontwake: bool = False) -> int:
         mode = kf.MODES["UFFDIO_ZEROPAGE_MODE_DONTWAKE"] if dontwake else 0
         arg = ffi.new("struct uffdio_zeropage *",
                       {"range": {"start": start, "len": length}, "mode": mode})
         self._ioctl("UFFDIO_ZEROPAGE", arg, result=lambda: arg.zeropage)
-        return arg.zeropage
+        return int(arg.zeropage)
 
     def continue_(self, start: int, length: int, *, wp: bool = False,
                   dontwake: bool = False) -> int:
@@ -190,7 +195,7 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_continue *",
                       {"range": {"start": start, "len": length}, "mode": mode})
         self._ioctl("UFFDIO_CONTINUE", arg, result=lambda: arg.mapped)
-        return arg.mapped
+        return int(arg.mapped)
 
     def wake(self, start: int, length: int) -> None:
         self._ioctl("UFFDIO_WAKE", self._range(start, length))
@@ -200,7 +205,7 @@ class Userfaultfd:
         arg = ffi.new("struct uffdio_poison *",
                       {"range": {"start": start, "len": length}, "mode": mode})
         self._ioctl("UFFDIO_POISON", arg, result=lambda: arg.updated)
-        return arg.updated
+        return int(arg.updated)
 
     def move(self, dst: int, src: int, length: int, *, dontwake: bool = False,
              allow_src_holes: bool = False) -> int:
@@ -208,7 +213,7 @@ class Userfaultfd:
             kf.MODES["UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES"] if allow_src_holes else 0)
         arg = ffi.new("struct uffdio_move *", {"dst": dst, "src": src, "len": length, "mode": mode})
         self._ioctl("UFFDIO_MOVE", arg, result=lambda: arg.move)
-        return arg.move
+        return int(arg.move)
 
     # --- messages ------------------------------------------------------------------------------
     @property
@@ -255,10 +260,11 @@ class Userfaultfd:
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
-    def _range(start: int, length: int):
+    def _range(start: int, length: int) -> Any:  # a cffi struct uffdio_range *
         return ffi.new("struct uffdio_range *", {"start": start, "len": length})
 
-    def _ioctl(self, name: str, arg, detail: str = "", result=None) -> None:
+    def _ioctl(self, name: str, arg: Any, detail: str = "",
+               result: Callable[[], int] | None = None) -> None:
         ret = lib.uffdwp_ioctl(self.fileno(), kf.IOCTLS[name].request, arg)
         if ret < 0:
             # COPY/ZEROPAGE/… report the errno in the struct too; the ioctl's own is what counts.
@@ -267,4 +273,12 @@ class Userfaultfd:
             raise error_for(-ret, name, detail + extra)
 
 
-__all__ = ["ApiResult", "Userfaultfd", "address_of", "open_fd"]
+@functools.lru_cache(maxsize=1)
+def supported_features() -> Feature:
+    """The features=0 handshake on a throw-away fd: every feature this kernel supports
+    (raises UffdError if no userfaultfd can be made). Asked once per process."""
+    with Userfaultfd.open(via="auto") as uffd:
+        return uffd.api(0).features
+
+
+__all__ = ["ApiResult", "Userfaultfd", "address_of", "open_fd", "supported_features"]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
 # Build the local Vagrant box "uffdwp-debian" (vagrant-libvirt provider) from Debian packages,
 # offline from anything but the Debian mirror: debootstrap (minbase + systemd, sshd, sudo) into
 # vms/work/box-root, an ext4 image made without a loop mount (mkfs.ext4 -d), converted to qcow2,

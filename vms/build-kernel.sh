@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Build a kernel that `uffdwp matrix --kernel` boots: a minimal config (tinyconfig, or the
 # build directory's own .config when there is one) plus vms/uffdwp.config, everything built in,
 # no modules. Rebuilds are incremental: run it again after changing the source tree.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Prove each known bug on real kernels: its tests fail on a kernel without the fix and pass on
 # one with it (see vms/PROOF.md). Takes an hour or more: Debian kernels are downloaded,
 # linux-source-6.1 is built once with vms/uffdwp.config (nice 15, 2 jobs) and again, incrementally,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-only
 /* A kernel whose userfaultfd misbehaves in one way, for tests only (never a conformance verdict):
  * LD_PRELOADed into a run, it bends what ioctl() and read() on a userfaultfd return. The native
  * module and Python both reach the kernel through libc's ioctl() and read(), so every uffd call

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Run the uffdwp suites on a matrix of real guest kernels (QEMU direct boot or Vagrant).
 
 Modules, one job each:
@@ -18,9 +19,9 @@ Modules, one job each:
 
 from __future__ import annotations
 
-from pathlib import Path
+# The checkout (or, installed, the package directory that stands for it) and what the matrix
+# reads and writes there: uffdwp/tree.py
+from ..tree import CACHE_DIR, VMS_DIR, WORK_DIR
+from ..tree import ROOT as REPO_ROOT
 
-# The repository root: uffdwp/matrix/__init__.py -> repo
-REPO_ROOT = Path(__file__).resolve().parents[2]
-VMS_DIR = REPO_ROOT / "vms"
-CACHE_DIR = VMS_DIR / "cache"
+__all__ = ["CACHE_DIR", "REPO_ROOT", "VMS_DIR", "WORK_DIR"]

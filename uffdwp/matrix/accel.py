@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Choose QEMU's accelerator: KVM only where a guest kernel really boots under it, TCG otherwise.
 
 /dev/kvm existing is not enough: on PVM hosts (nested, no vmx/svm) it opens fine but Debian

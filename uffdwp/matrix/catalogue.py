@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The kernel catalogue: kernel name -> where its vmlinuz and modules come from."""
 
 from __future__ import annotations

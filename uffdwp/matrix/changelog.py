@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a Debian kernel's package changelog says about each known bug's fix.
 
 Debian's linux changelog (changelog.Debian.gz in the image package) lists, per upload, the
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..kernel_facts import FIX_NAMES, KNOWN_BUGS
+from ..known_bugs import FIX_NAMES, KNOWN_BUGS
 from ..runner.verdicts import KernelVersion, fix_status
 
 Status = Literal["named", "reverted", "by-version", "not-named", "unknown"]

@@ -1,15 +1,17 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The `uffdwp matrix` subcommand."""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from .. import cliargs
+from . import interrupt
 from .catalogue import (
     DEFAULT_CATALOGUE,
     DEFAULT_KERNELS,
@@ -19,12 +21,7 @@ from .catalogue import (
     select,
 )
 
-
-def _positive(v: str) -> float:
-    x = float(v)
-    if x <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return x
+MAX_NUMA_NODES = 8  # nodes of one guest (its 2 GiB shared between them)
 
 
 def register(subparsers) -> None:
@@ -42,10 +39,10 @@ def register(subparsers) -> None:
                         f"package name (6.1.0-50) (default: {','.join(DEFAULT_KERNELS)}; none "
                         "with --kernel); with --merge, the kernels expected (a kernel in no "
                         "report is listed as missing)")
-    p.add_argument("--kernel", type=Path, default=None, metavar="BZIMAGE",
+    p.add_argument("--kernel", type=cliargs.existing_path, default=None, metavar="BZIMAGE",
                    help="also boot a kernel built from a source tree (build it with "
                         "vms/uffdwp.config merged in: vms/build-kernel.sh)")
-    p.add_argument("--modules", type=Path, default=None, metavar="DIR",
+    p.add_argument("--modules", type=cliargs.existing_dir, default=None, metavar="DIR",
                    help="that kernel's modules directory (lib/modules/<release>, no modules.dep "
                         "needed); omit for a kernel with everything built in")
     p.add_argument("--history", default=None, metavar="SERIES",
@@ -54,24 +51,26 @@ def register(subparsers) -> None:
     p.add_argument("--bugs", default=None, metavar="KEYS",
                    help="run only the tests of these known bugs in each guest: 'all' or keys "
                         "separated by commas (default with --history: all)")
-    p.add_argument("--numa-nodes", type=int, default=1, metavar="N",
+    p.add_argument("--numa-nodes", type=cliargs.bounded_int(1, MAX_NUMA_NODES, "--numa-nodes"),
+                   default=1, metavar="N",
                    help="give each guest N NUMA nodes (2 lets THP migration be tested)")
     p.add_argument("--via", choices=("qemu", "vagrant"), default="qemu",
                    help="QEMU direct kernel boot, or the Vagrant machines of the Vagrantfile "
                         "(./bootstrap.sh --vagrant)")
-    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+    p.add_argument("--report", type=cliargs.report_dir, default=None, metavar="DIR",
                    help="report directory (default: reports/matrix-<timestamp>)")
-    p.add_argument("--timeout", type=_positive, default=600.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=cliargs.seconds, default=600.0, metavar="SECONDS",
                    help="seconds per kernel before its guest is killed")
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
+    p.add_argument("--jobs", type=cliargs.bounded_int(1, cliargs.MAX_JOBS, "--jobs"),
+                   default=None, metavar="N",
                    help="kernels side by side (default: by cores and memory; --via vagrant: 1)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="QEMU accelerator; auto boots a kernel under KVM once to see whether "
                         "it really works here (cached in vms/cache/accel.json), else TCG")
     p.add_argument("--guest-command", default=None, metavar="CMD",
                    help="command run as root in each guest; {out} and {repo} are substituted "
-                        "(default: `uffdwp run` if present, else pytest + probe)")
-    p.add_argument("--merge", nargs="*", type=Path, default=None, metavar="DIR",
+                        "(default: `uffdwp run`)")
+    p.add_argument("--merge", nargs="*", type=cliargs.existing_dir, default=None, metavar="DIR",
                    help="merge these matrix reports (e.g. one per kernel, from separate jobs) "
                         "into --report instead of running kernels")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE, help=argparse.SUPPRESS)
@@ -81,19 +80,14 @@ def register(subparsers) -> None:
 def guest_command(args: argparse.Namespace, bugs: str | None) -> str:
     """The command each guest runs: --guest-command, or `uffdwp run` (only the tests of *bugs*
     when given)."""
-    from .guestcmd import RUN_COMMAND, default_guest_command
+    from .guestcmd import RUN_COMMAND
 
     if args.guest_command:
         if bugs:
             raise CatalogueError("--bugs selects tests of the default guest command; "
                                  "with --guest-command select them there")
         return args.guest_command
-    cmd = default_guest_command()
-    if bugs:
-        if cmd != RUN_COMMAND:
-            raise CatalogueError("--bugs needs `uffdwp run` in the guests")
-        cmd += f" --bugs {bugs}"
-    return cmd
+    return RUN_COMMAND + (f" --bugs {bugs}" if bugs else "")
 
 
 def local_spec(kernel: Path, modules: Path | None) -> KernelSpec:
@@ -170,9 +164,6 @@ def main(args: argparse.Namespace) -> int:
     console = Console()
     if args.merge is not None:
         return merge(args, console)
-    if args.numa_nodes < 1:
-        console.print("[red]matrix: --numa-nodes must be at least 1[/]")
-        return 2
     try:
         if args.bugs:
             from ..runner.plugin import bug_selection
@@ -194,8 +185,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         return run_history(args, entry, cmd, console)
     report = args.report or Path("reports") / f"matrix-{time.strftime('%Y%m%d-%H%M%S')}"
-    # SIGTERM (CI cancelling the job) takes the same path as Ctrl-C: guests get killed
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    interrupt.install()  # SIGTERM (CI cancelling the job) and Ctrl-C: guests stopped at once
     try:
         if args.via == "vagrant":
             from .vagrant import run_matrix_vagrant
@@ -209,11 +199,19 @@ def main(args: argparse.Namespace) -> int:
             outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel,
                                            timeout=args.timeout, jobs=args.jobs,
                                            console=console, numa_nodes=args.numa_nodes)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the Vagrant path: its machines are destroyed on the way out
         console.print("[red]matrix: interrupted; guests killed[/]")
         return 130
     _write_kcidb(report, outcomes, console)
     console.print(f"report: {report}/report.html ({summary['seconds']:.0f} s)")
+    return _exit_status(summary)
+
+
+def _exit_status(summary: dict) -> int:
+    """130 for a matrix stopped by a signal (its report holds what finished), else 0 if every
+    kernel is ok, else 1."""
+    if summary.get("interrupted"):
+        return 130
     return 0 if summary["ok"] else 1
 
 
@@ -235,20 +233,15 @@ def run_history(args: argparse.Namespace, entry: KernelSpec, cmd: str, console: 
     console.print(f"{len(specs)} builds of {entry.series}: {', '.join(s.name for s in specs)}")
     report = args.report or Path("reports") / (
         f"history-{entry.series}-{time.strftime('%Y%m%d-%H%M%S')}")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel,
-                                       timeout=args.timeout, jobs=args.jobs, console=console,
-                                       numa_nodes=args.numa_nodes)
-    except KeyboardInterrupt:
-        console.print("[red]matrix: interrupted; guests killed[/]")
-        return 130
+    interrupt.install()
+    outcomes, summary = run_matrix(specs, report, cmd, accel=args.accel, timeout=args.timeout,
+                                   jobs=args.jobs, console=console, numa_nodes=args.numa_nodes)
     data = history.write(report, entry.series, outcomes)
     for bug, line in data["lines"].items():
         console.print(f"{bug}: {line}", highlight=False)
     console.print(f"report: {report}/history.md, {report}/report.html "
                   f"({summary['seconds']:.0f} s)")
-    return 0 if summary["ok"] else 1
+    return _exit_status(summary)
 
 
 def standalone(argv: list[str] | None = None) -> int:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Each known bug, per kernel: the suite's verdict beside what the package changelog says.
 
 The two are independent: the suite observes the kernel, the changelog is what the distribution
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..kernel_facts import KNOWN_BUGS
+from ..known_bugs import KNOWN_BUGS
 from .doc import Cell, Section, Table
 from .report import section
 from .results import KernelRecord

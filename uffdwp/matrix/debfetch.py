@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Fetch Debian kernel packages into vms/cache/, verify them, and unpack them with dpkg -x.
 
 apt runs with a private state directory per set of suites (vms/cache/apt/<suite>+<suite>/), so

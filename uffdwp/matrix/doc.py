@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix report's content as plain data — sections of paragraphs and tables of cells — and its
 two renderings, Markdown and self-contained HTML. A view is written once and shows the same in
 both; a new per-kernel row or section needs no HTML or Markdown of its own.
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Cell:
     strong: bool = False
 
 
-CellLike = Union[Cell, str, int, float]
+CellLike = Cell | str | int | float
 
 
 @dataclass

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp matrix --history 6.1`: the known-bug tests on every build of a series still in the
 archive (the suite and its security archive), and per bug the builds where its verdict changes.
 
@@ -11,7 +12,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..kernel_facts import KNOWN_BUGS
+from ..known_bugs import KNOWN_BUGS
 from .catalogue import KernelSpec
 from .crosscheck import bug_verdicts
 from .debfetch import Build, SuiteApt

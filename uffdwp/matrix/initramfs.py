@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Build a guest initramfs: busybox, the kernel's own modules (uncompressed), and vms/guest/init.
 
 The archive is written in the kernel's "newc" cpio format by Python itself, so no cpio tool and

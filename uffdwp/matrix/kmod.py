@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Kernel module files without kmod: decompress, read .modinfo, resolve dependencies.
 
 Debian's kernel packages ship no modules.dep (depmod runs at install time), and we unpack them

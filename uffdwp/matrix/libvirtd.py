@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """libvirtd and virtlogd for the Vagrant machines: started by hand where they are not running
 (machines of this kind run no init system), with QEMU running as root, and stopped again by pid."""
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import REPO_ROOT
+from . import WORK_DIR
 
 LIBVIRT_URI = "qemu:///system"
 VIRTLOGD_PIDFILE = Path("/run/uffdwp-virtlogd.pid")
@@ -31,7 +32,7 @@ def libvirt_ready() -> bool:
 
 
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
-ROOT_QEMU_CONF = REPO_ROOT / "vms" / "work" / "libvirt-qemu.conf"
+ROOT_QEMU_CONF = WORK_DIR / "libvirt-qemu.conf"
 _USER_LINE = re.compile(r"^\s*(user|group)\s*=")
 
 

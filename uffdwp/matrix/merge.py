@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One matrix report from several (`uffdwp matrix --merge DIR...`: the nightly's per-kernel jobs
 each upload theirs), and the matrix's KCIDB file: every kernel's kcidb.json merged by kcidb-io.
 

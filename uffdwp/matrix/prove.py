@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Prove each known bug on real kernels: its tests fail on a kernel without the fix and pass on
 one with it. Not for CI (kernel builds and guest runs take an hour or more): a person runs
 `vms/prove-known-bugs.sh [BUG ...]`.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..kernel_facts import KNOWN_BUGS
+from ..known_bugs import KNOWN_BUGS
 from . import CACHE_DIR, REPO_ROOT, VMS_DIR
 from .catalogue import KernelSpec, load_catalogue, select
 from .crosscheck import bug_verdicts
@@ -52,6 +53,7 @@ PROOFS: tuple[Proof, ...] = (
     Proof("close-reset", "6.1.0-50", "6.1", how="Debian 6.1.0-50 (6.1.176) predates 6.1.191"),
     Proof("hugetlb-fork", "6.1", "6.12", how="never backported to 6.1"),
     Proof("hugetlb-unshare", "6.1", "6.12", how="never backported to 6.1"),
+    Proof("unuse-pte-bits", "5.10", "6.1", how="fixed in 5.19, never backported to 5.10"),
     Proof("swp-uffd-wp-bit", revert("swp-uffd-wp-bit"), SRC, how="vms/reverts/"),
     Proof("fork-special-cases", revert("fork-special-cases"), SRC, how="vms/reverts/"),
     Proof("unregister-reset", revert("unregister-reset"), SRC, how="vms/reverts/"),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Boot one kernel under QEMU (direct kernel boot) and run the guest command in it.
 
 The guest's root is the host's / over virtio-9p (read-only) under a tmpfs overlay, so the repo,
@@ -17,11 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import REPO_ROOT
+from . import WORK_DIR
 from .guestcmd import read_exit_status
 
 QEMU = "qemu-system-x86_64"
-WORK_DIR = REPO_ROOT / "vms" / "work"
 # panic=-1 + -no-reboot: a panicking guest ends QEMU at once instead of hanging until the timeout
 KERNEL_ARGS = (
     "console=ttyS0,115200 panic=-1 rdinit=/init loglevel=4 random.trust_cpu=on "
@@ -100,6 +100,9 @@ def make_scratch(path: Path, size: str = "4G") -> Path | None:
 # every process group we started and have not reaped yet: kill_all() ends them on interrupt
 LIVE: set[subprocess.Popen] = set()
 _LIVE_LOCK = threading.Lock()
+# Set by an interrupt of the matrix: running guests end now, and none starts any more.
+STOP = threading.Event()
+STOP_GRACE = 2.0  # seconds QEMU gets to exit on SIGTERM after an interrupt before SIGKILL
 
 
 def spawn(cmd: list[str], **kw) -> subprocess.Popen:
@@ -107,6 +110,8 @@ def spawn(cmd: list[str], **kw) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, start_new_session=True, **kw)
     with _LIVE_LOCK:
         LIVE.add(proc)
+    if STOP.is_set():  # started just as the matrix was interrupted: stop_all did not see it
+        kill_group(proc, grace=0)
     return proc
 
 
@@ -117,26 +122,55 @@ def kill_all() -> None:
         kill_group(p)
 
 
-def kill_group(proc: subprocess.Popen) -> None:
-    """End a whole process group: TERM, then KILL if it lingers."""
+def stop_all() -> None:
+    """An interrupt: no guest starts any more, and every running one ends within STOP_GRACE
+    seconds (all signalled at once, not one after the other)."""
+    STOP.set()
+    with _LIVE_LOCK:
+        procs = list(LIVE)
+    for p in procs:
+        _signal_group(p, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for p in procs:
+        kill_group(p, grace=0)
+
+
+def kill_group(proc: subprocess.Popen, grace: float = 5) -> None:
+    """End a whole process group: TERM, then KILL if it lingers *grace* seconds (KILL at once
+    for 0)."""
     try:
-        _kill_group(proc)
+        _kill_group(proc, grace)
     finally:
         if proc.poll() is not None:
             with _LIVE_LOCK:
                 LIVE.discard(proc)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> bool:
+    """False if the group is gone. Also after the leader exited: its children may live on."""
+    try:
+        os.killpg(proc.pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _kill_group(proc: subprocess.Popen, grace: float) -> None:
+    steps = ((signal.SIGTERM, grace), (signal.SIGKILL, 10)) if grace else ((signal.SIGKILL, 10),)
     if proc.poll() is not None:
+        _signal_group(proc, signal.SIGKILL)  # what the leader left behind in its group
         return
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+    for sig, wait in steps:
+        if not _signal_group(proc, sig):
             return
         try:
             proc.wait(timeout=wait)
+            _signal_group(proc, signal.SIGKILL)
             return
         except subprocess.TimeoutExpired:
             continue
@@ -148,6 +182,8 @@ def boot(name: str, vmlinuz: Path, initrd: Path, out: Path, accel: str, timeout:
 
     on_phase(text) is called with each "uffdwp-guest:" marker line as it appears."""
     console = out / "console.log"
+    if STOP.is_set():
+        return BootResult("interrupted", None, 0.0, "not started: the matrix was interrupted")
     scratch = make_scratch(WORK_DIR / f"scratch-{name}-{os.getpid()}.raw")
     cmd = qemu_command(vmlinuz, initrd, out, accel, memory_mib, cpus, scratch,
                        numa_nodes=numa_nodes)
@@ -159,11 +195,11 @@ def boot(name: str, vmlinuz: Path, initrd: Path, out: Path, accel: str, timeout:
         proc = spawn(cmd, stdin=subprocess.DEVNULL, stdout=con, stderr=err)
         try:
             seen = 0
-            while proc.poll() is None:
+            while proc.poll() is None and not STOP.is_set():
                 if time.monotonic() - t0 > timeout:
                     timed_out = True
                     break
-                time.sleep(0.5)
+                STOP.wait(0.5)
                 seen = _scan_markers(console, seen, phases, t0, on_phase)
             _scan_markers(console, seen, phases, t0, on_phase)
         finally:
@@ -175,6 +211,9 @@ def boot(name: str, vmlinuz: Path, initrd: Path, out: Path, accel: str, timeout:
     text = console.read_text(errors="replace")
     if timed_out:
         return BootResult("timeout", rc, secs, f"killed after {timeout:.0f} s", phases)
+    if STOP.is_set() and rc is None:
+        return BootResult("interrupted", rc, secs, f"stopped after {secs:.0f} s: the matrix "
+                          "was interrupted", phases)
     if MARK_ROOT not in text:
         tail = "\n".join(text.strip().splitlines()[-5:])
         return BootResult("boot-failed", rc, secs,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix report's QEMU section: per kernel, the row "QEMU background snapshot" (verdict,
 times, image sizes) and the wrlat histograms, from what the suites left in
 <kernel>/artifacts/ (qemu-snapshot-<memtype>.json, wrlat-demo.json) beside their verdicts.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..wrlat import format_histogram
+from ..bench.wrlat import format_histogram
 from .doc import Cell, Section, Table
 from .report import KernelOutcome, section
 

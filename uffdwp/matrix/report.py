@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The matrix report: summary.json, report.md, report.html and junit.xml.
 
 In triage order: the verdict line; the kernels with their counts; per-kernel facts; regressions,
@@ -18,20 +19,19 @@ same in Markdown and HTML:
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel_facts import FEATURE_FACTS
+from ..kernel_version import at_least, kernel_version
 from ..runner import context, junit, skips, tables
-from ..runner.session import repo_root
 from .doc import Cell, Section, Table, render_html, render_md
 from .results import VERDICTS, KernelRecord
 
 SCHEMA = "uffdwp-matrix/2"
-STATUSES = ("ok", "failed", "boot-failed", "timeout", "skipped")
+STATUSES = ("ok", "failed", "boot-failed", "timeout", "interrupted", "skipped")
 KINDS = ("regression", "fail", "error", "known-bug", "pass", "skip")  # counted per kernel
 
 
@@ -39,7 +39,7 @@ KINDS = ("regression", "fail", "error", "known-bug", "pass", "skip")  # counted 
 class KernelOutcome:
     name: str
     via: str  # qemu | direct | vagrant
-    status: str  # ok | failed | boot-failed | timeout | skipped
+    status: str  # one of STATUSES
     seconds: float = 0.0
     exit_status: int | None = None
     detail: str = ""
@@ -51,26 +51,16 @@ class KernelOutcome:
     fix_evidence: dict[str, dict] = field(default_factory=dict)  # bug -> changelog.FixEvidence
 
 
-def kernel_version(release: str) -> tuple[int, int] | None:
-    m = re.match(r"(\d+)\.(\d+)", release or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def _ver(s: str) -> tuple[int, int]:
-    a, b = s.split(".")[:2]
-    return int(a), int(b)
-
-
 def feature_cell(features: int | None, release: str, value: int, since: str) -> str:
     """present | present-early (backported: kernel older than mainline) | absent-expected |
     absent-unexpected | unknown."""
     if features is None:
         return "unknown"
-    kv = kernel_version(release)
+    kv = kernel_version(release or "")
     present = bool(features & value)
     if kv is None:
         return "present" if present else "absent-unexpected"
-    old = kv < _ver(since)
+    old = not at_least(kv, since)
     if present:
         return "present-early" if old else "present"
     return "absent-expected" if old else "absent-unexpected"
@@ -79,7 +69,7 @@ def feature_cell(features: int | None, release: str, value: int, since: str) -> 
 def final_status(boot_status: str, rec: KernelRecord) -> str:
     """Boot outcome refined by the verdicts: any fail or error fails the kernel; known bugs
     and skips do not (they are the expected result on older kernels)."""
-    if boot_status in ("boot-failed", "timeout", "skipped"):
+    if boot_status in ("boot-failed", "timeout", "interrupted", "skipped"):
         return boot_status
     if rec.tests:
         return "failed" if rec.summary.get("fail", 0) + rec.summary.get("error", 0) else "ok"
@@ -348,7 +338,7 @@ def summary_dict(outcomes: list[KernelOutcome], meta: dict) -> dict:
             "changelog": o.fix_evidence,
         })
     meta = {k: v for k, v in meta.items() if k != "report_dir"}  # paths stay relative
-    return {"schema": SCHEMA, "suite": context.suite(repo_root()), **meta,
+    return {"schema": SCHEMA, "suite": context.suite(), **meta,
             "ok": overall_ok(outcomes),
             "feature_table": [{"name": f.name, "bit": f.value.bit_length() - 1,
                                "since": f.since} for f in FEATURE_FACTS],
@@ -370,7 +360,9 @@ def render_html_report(outcomes: list[KernelOutcome], meta: dict, report_dir: Pa
 def _run_line(meta: dict) -> str:
     return (f"Run {meta.get('started', '')}, {meta.get('seconds', 0):.0f} s wall, accel "
             f"{meta.get('accel', '?')} ({meta.get('accel_reason', '')}), "
-            f"{meta.get('jobs', 1)} kernel(s) at a time")
+            f"{meta.get('jobs', 1)} kernel(s) at a time"
+            + (f"; interrupted by {meta['interrupted']}: guests stopped, the report holds what "
+               "finished" if meta.get("interrupted") else ""))
 
 
 def write_report(report_dir: Path, outcomes: list[KernelOutcome], meta: dict) -> dict:

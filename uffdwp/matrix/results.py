@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Read one kernel's result directory into a uniform record.
 
 Preferred source: results.json (schema uffdwp-results/1, written by `uffdwp run`). While that is

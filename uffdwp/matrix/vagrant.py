@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp matrix --via vagrant`: the same guests through Vagrant (vagrant-libvirt) with
 python-vagrant. Lowest-priority runner: QEMU direct boot is the default and the faster one.
 
@@ -28,7 +29,8 @@ from rich.console import Console
 from . import REPO_ROOT
 from .accel import choose_accel
 from .catalogue import KernelSpec
-from .guestcmd import default_guest_command, read_exit_status, write_guest_files
+from .guestcmd import RUN_COMMAND, read_exit_status, write_guest_files
+from .interrupt import signal_name
 from .libvirtd import LIBVIRT_URI, ensure_libvirt, libvirt_ready, stop_libvirt, virsh
 from .report import KernelOutcome, final_status, write_report
 from .results import load_kernel_dir
@@ -117,7 +119,7 @@ def run_matrix_vagrant(specs: list[KernelSpec], report_dir: Path, guest_command:
 def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
     if not libvirt_ready():
         raise SystemExit(f"libvirt not reachable at {LIBVIRT_URI}: are libvirtd/virtlogd running?")
-    guest_command = guest_command or default_guest_command()
+    guest_command = guest_command or RUN_COMMAND
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.monotonic()
     report_dir = report_dir.resolve()
@@ -133,8 +135,13 @@ def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
         os.chmod(out, 0o777)  # libvirt's QEMU runs as its own user and writes here over 9p
         write_guest_files(out, t.spec.name, guest_command)
     outcomes = []
+    stopped_by = None
     for t in targets:
         oc = KernelOutcome(name=t.spec.name, via="vagrant", status="boot-failed", note=t.note)
+        if stopped_by:  # a signal stopped the matrix: the report lists what did not run
+            oc.status, oc.detail = "interrupted", f"not run: interrupted by {stopped_by}"
+            outcomes.append(oc)
+            continue
         if t.error or t.via != "qemu":
             oc.detail = t.error or "runs only as a VM kernel under --via vagrant"
             oc.status = "boot-failed" if t.error else "skipped"
@@ -180,6 +187,9 @@ def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
             rc = read_exit_status(out)
             oc.exit_status = rc if rc is not None else rc_ssh
             oc.status = "ok" if oc.exit_status == 0 else "failed"
+        except KeyboardInterrupt as exc:  # its machine is destroyed below, then the report
+            stopped_by = signal_name(exc)
+            oc.status, oc.detail = "interrupted", f"interrupted by {stopped_by} during {step}"
         except TimeoutError:
             oc.status, oc.detail = "timeout", f"killed after {timeout:.0f} s (during {step})"
         except (subprocess.CalledProcessError, RuntimeError) as e:
@@ -199,5 +209,6 @@ def _run(vagrant, specs, report_dir, guest_command, timeout, console, accel):
         console.print(f"{t.spec.name}: {oc.status} ({oc.seconds:.0f} s)")
         outcomes.append(oc)
     meta = {"started": started, "seconds": round(time.monotonic() - t0, 1), "accel": acc,
-            "accel_reason": why, "jobs": 1, "guest_command": guest_command, "via": "vagrant"}
+            "accel_reason": why, "jobs": 1, "guest_command": guest_command, "via": "vagrant",
+            "interrupted": stopped_by}
     return outcomes, write_report(report_dir, outcomes, meta)

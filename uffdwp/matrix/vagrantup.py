@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a Vagrant machine needs before `vagrant up` creates it; the Vagrantfile's before-up trigger
 runs `python -m uffdwp.matrix.vagrantup KERNEL`.
 
@@ -19,13 +20,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import VMS_DIR
+from . import WORK_DIR
 from .accel import ACCELS, choose_accel
 from .catalogue import CatalogueError, load_catalogue, select
 from .libvirtd import LIBVIRT_URI, ensure_libvirt, libvirt_ready
 from .runner import prepare
 
-MACHINES_DIR = VMS_DIR / "work" / "vagrant"
+MACHINES_DIR = WORK_DIR / "vagrant"
 ACCEL_ENV = "UFFDWP_VAGRANT_ACCEL"
 
 

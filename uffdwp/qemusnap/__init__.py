@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """QEMU's own background snapshot, driven and checked: the program UFFD-WP was built for.
 
 Modules, one job each:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The guest program: writer.S assembled into a boot sector, and the layout it writes.
 
 GNU as and ld (binutils, which gcc pulls in) assemble it at test time: nothing binary is kept

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Is a RAM image a consistent cut of the writer's sequence? (the rule of QEMU's migration test)
 
 The writer (writer.S) sweeps its pages in a fixed order (bootblock.writer_order), pass after

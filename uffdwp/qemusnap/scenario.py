@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """QEMU's own background snapshot of a guest writing at full speed, restored and checked.
 
 One run, on one memory backend:
@@ -22,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import wrlat
+from ..bench import wrlat
 from . import bootblock
 from .bootblock import START, Status, histogram_delta
 from .cut import CutReport, check_cut

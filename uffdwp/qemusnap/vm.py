@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """One QEMU (TCG) running the writer boot sector, driven over QMP (the qemu.qmp library).
 
 The source and the restored guest are started from the same command line (migration needs the

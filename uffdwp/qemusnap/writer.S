@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * uffdwp's QEMU guest: a boot sector that keeps writing to every page of guest RAM from START to
  * END, one pass after another, and times each page's stores with rdtsc.

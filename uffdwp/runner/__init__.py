@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp run`: run the conformance suites on this kernel and write its report directory.
 
   command     the `run` subcommand: options, the pytest subprocess, exit status

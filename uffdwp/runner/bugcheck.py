@@ -1,6 +1,7 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The check that shows a known bug, and how a failed test is told apart from it.
 
-A test tied to a known bug (kernel_facts.KNOWN_BUGS) declares which of its checks shows the
+A test tied to a known bug (known_bugs.KNOWN_BUGS) declares which of its checks shows the
 bug: only an AssertionError raised inside `bug_check` is that bug. Everything before it is a
 precondition: a failed setup step or an environment limit says nothing about the bug, so it
 must never be reported as the bug (the kernel's own selftests keep the same line: setup errors

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """`uffdwp run`: the suites on this kernel, with progress, into a report directory."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__, hostsetup
+from .. import __version__, cliargs, hostsetup
 from ..cli import HelpFormatter
 from ..kernel_version import KernelVersion, kernel_version, version_signature
 from ..probe import kernel_info, probe
@@ -33,6 +34,7 @@ from . import (
     results,
     session,
     tables,
+    unlock,
     verdicts,
     watchdog,
 )
@@ -62,18 +64,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and write results.json, report.md, report.html, junit.xml, results.ktap "
                     "and kcidb.json into a report directory.",
         epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+    p.add_argument("--report", type=cliargs.report_dir, default=None, metavar="DIR",
                    help="report directory (default: reports/run-<release>-<timestamp>)")
-    p.add_argument("--suites", type=Path, default=None, metavar="PATH",
+    p.add_argument("--suites", type=cliargs.existing_path, default=None, metavar="PATH",
                    help="test directory or file (default: the suites/ next to this uffdwp)")
-    p.add_argument("-j", "--jobs", default="auto", metavar="N",
+    p.add_argument("-j", "--jobs", type=cliargs.jobs, default="auto", metavar="N",
                    help="parallel pytest-xdist workers: a number or 'auto' (default); "
                         "1 runs in one process without xdist")
     p.add_argument("-k", dest="keyword", default=None, metavar="EXPR",
                    help="only tests matching the pytest -k expression")
     p.add_argument("--bugs", default=None, metavar="KEYS",
                    help="only the tests that reproduce known bugs: 'all', or bug keys separated "
-                        "by commas (uffdwp.kernel_facts.KNOWN_BUGS)")
+                        "by commas (uffdwp.known_bugs.KNOWN_BUGS)")
     p.add_argument("--allow-known-bugs", action="store_true",
                    help="known bugs (on kernels without the fix) do not fail the run")
     p.add_argument("--list", action="store_true",
@@ -242,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     started = dt.datetime.now(dt.timezone.utc).astimezone()
     kernel = kernel_info()
     # The suite's commit as the run starts: the code that runs is the code imported now.
-    suite = context.suite(session.repo_root())
+    suite = context.suite()
     accel, accel_evidence = context.accel()
     kv = kernel_version(kernel["release"], kernel["version"], version_signature())
     try:
@@ -337,6 +339,7 @@ def run(args: argparse.Namespace) -> int:
     if pytest_rc in (2, 3, 4) and not ordered:  # usage/internal error: nothing to show for it
         status = verdicts.KSFT_FAIL
     data = results.build(kernel, api, ordered, status)
+    unlock_line = unlock.summary_line(ordered, probed)
     seconds = time.monotonic() - t0
     run_info = {
         "run_id": started.strftime("%Y%m%dT%H%M%S"), "started": started.isoformat(),
@@ -345,8 +348,8 @@ def run(args: argparse.Namespace) -> int:
         "pytest": {"argv": cmd.argv, "cwd": str(cmd.cwd), "exit_status": pytest_rc,
                    "pid": proc.pid},
         "interrupted": interrupted, "kernel_version_parsed": str(kv) if kv else None,
-        "probe_error": probe_error, "uffdwp": __version__, "python": sys.version.split()[0],
-        "suite": suite,
+        "probe_error": probe_error, "unlock": unlock_line, "uffdwp": __version__,
+        "python": sys.version.split()[0], "suite": suite,
         "context": {"package": context.kernel_package(kernel["release"], kernel["version"],
                                                       version_signature()),
                     "accel": accel, "accel_evidence": accel_evidence},
@@ -364,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[red]pytest exited with status {pytest_rc}[/]; end of {log}:")
         console.print(escape(_tail(log)), highlight=False)
     console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    if unlock_line:  # last: what a non-root user must change for the skipped tests to run
+        console.print(f"[yellow]{escape(unlock_line)}[/]", highlight=False, soft_wrap=True)
     return status
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What a run ran on and with, for the reports: the kernel's distribution package, the machine
 (bare metal, KVM or QEMU's TCG emulation) and the suite's own version and commit.
 
@@ -10,7 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, tree
 
 # Debian's uname -v names the package version: "#1 SMP PREEMPT_DYNAMIC Debian 6.1.158-1 (...)".
 _DEBIAN = re.compile(r"\bDebian (\d+\.\d+\.\d+\S*)")
@@ -74,5 +75,8 @@ def suite_commit(root: Path) -> str:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def suite(root: Path) -> dict[str, str]:
-    return {"name": "uffdwp", "version": __version__, "commit": suite_commit(root)}
+def suite() -> dict[str, str]:
+    """The suite's name, version and commit (none for an installed wheel: whatever git tree
+    its venv sits in is not the suite's)."""
+    commit = suite_commit(tree.ROOT) if tree.IN_CHECKOUT else ""
+    return {"name": "uffdwp", "version": __version__, "commit": commit}

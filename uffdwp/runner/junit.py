@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """junit.xml: one <testsuite> per kernel, named by its release, with the kernel, its features and
 the memory types tested as properties, so that files from different machines never look alike.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """kcidb.json: the run as KCIDB I/O data (schema v5.3, kernelci/kcidb-io), ready for kcidb-submit.
 
 - One checkout and one build stand for the kernel tested (we test kernels we did not build): the

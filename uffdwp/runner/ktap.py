@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """results.ktap: KTAP version 1 (Documentation/dev-tools/ktap.rst) in kselftest's conventions
 (tools/testing/selftests/kselftest.h), as kselftest tooling and kunit_parser.py read it.
 

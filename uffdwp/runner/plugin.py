@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """pytest plugin of `uffdwp run`: one JSON line per finished test, appended to --uffdwp-events.
 
 Loaded with `-p uffdwp.runner.plugin`. Only the controlling process writes: under pytest-xdist
@@ -41,7 +42,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "DIR (uffdwp run; runner/watchdog.py)")
     group.addoption("--uffdwp-bugs", metavar="KEYS", default=None,
                     help="run only the tests that reproduce a known bug: 'all', or keys of "
-                         "uffdwp.kernel_facts.KNOWN_BUGS separated by commas")
+                         "uffdwp.known_bugs.KNOWN_BUGS separated by commas")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -219,7 +220,7 @@ class Recorder:
 def bug_selection(value: str) -> set[str] | None:
     """--uffdwp-bugs value -> the keys it selects (None: all known bugs). Raises ValueError
     naming an unknown key."""
-    from ..kernel_facts import KNOWN_BUGS
+    from ..known_bugs import KNOWN_BUGS
 
     keys = {k.strip() for k in value.split(",") if k.strip()}
     if not keys or keys == {"all"}:

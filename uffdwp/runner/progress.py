@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """What `uffdwp run` shows while the suites run.
 
 On a terminal: a rich progress bar (tests done / total, counts per verdict, the kernel). Anywhere

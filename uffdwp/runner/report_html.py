@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """report.html: one self-contained page (inline CSS, no scripts, no external assets), in triage
 order: the verdict line, what failed and why (with the fix a regression undid), the known bugs
 with their fixes, the skips by cause, then the full grid and the negotiated features. Every

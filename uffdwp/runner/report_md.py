@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """report.md: the run for a person, in GitHub-flavoured Markdown, in the same triage order as
 report.html: the verdict line, failures with their reasons (and the fix a regression undid),
 known bugs with their fixes, skips by cause, then every result and the negotiated features."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """results.json: schema uffdwp-results/1, read by the VM matrix report (uffdwp/matrix/results.py).
 
 Keep the keys exactly as documented; anything else about the run goes to run.json.

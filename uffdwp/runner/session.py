@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Start pytest on the suites in a subprocess and follow the events its plugin appends.
 
 A subprocess (rather than pytest.main in this process) keeps the parent free to draw progress,
@@ -16,19 +17,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import uffdwp
+from .. import tree
 
 PLUGIN = "uffdwp.runner.plugin"
 MAX_WORKER_RESTART = 10_000
 
 
-def repo_root() -> Path:
-    """The source tree uffdwp runs from: the parent of the uffdwp package directory."""
-    return Path(uffdwp.__file__).resolve().parent.parent
-
-
 def default_suites() -> Path:
-    return repo_root() / "suites"
+    """The checkout's suites, or installed, the copy the wheel carries (uffdwp/tree.py)."""
+    return tree.SUITES_DIR
 
 
 @dataclass
@@ -42,7 +39,7 @@ def pytest_command(suites: Path, events: Path, *, junit: Path | None = None,
                    collect_only: bool = False, watchdog: Path | None = None) -> PytestCommand:
     """The pytest invocation: the repository's pytest.ini, our plugin, xdist unless jobs=1;
     with *watchdog* (a directory) a test outliving its bound is ended (runner/watchdog.py)."""
-    root = repo_root()
+    root = tree.ROOT
     suites = suites.resolve()
     # Run from the repository so that node ids read "suites/test_x.py::..." as in the reports.
     cwd = root if suites.is_relative_to(root) else (suites if suites.is_dir() else suites.parent)
@@ -50,9 +47,8 @@ def pytest_command(suites: Path, events: Path, *, junit: Path | None = None,
     argv = [sys.executable, "-m", "pytest", target, "-p", PLUGIN, f"--uffdwp-events={events}",
             "-p", "no:cacheprovider", "--color=no", "-o", "junit_suite_name=uffdwp",
             "-o", "console_output_style=classic"]
-    ini = root / "pytest.ini"
-    if cwd == root and ini.exists():
-        argv += ["-c", str(ini), "--rootdir", str(root)]
+    if cwd == root and tree.PYTEST_INI.exists():
+        argv += ["-c", str(tree.PYTEST_INI), "--rootdir", str(root)]
     if collect_only:
         argv += ["--collect-only", "-q", "-p", "no:xdist"]
     else:

@@ -1,6 +1,8 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Why tests were skipped, by cause: a kernel feature the kernel lacks (with the release that
 brought it), a capability this run lacks (root, permissions), or the environment (no swap, one
-NUMA node, THP off, ...).
+NUMA node, THP off, ...), or a precondition the test could not meet on this machine (a race
+window it never exercised: runner/precondition.py).
 
 The suites word their skip reasons freely, and one missing feature shows up under many reasons
 ("feature WP_HUGETLBFS_SHMEM (mainline 5.19) absent on this kernel", "... absent: shmem/hugetlb
@@ -15,10 +17,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import kernel_facts as kf
+from .precondition import PREFIX as PRECONDITION
 
-KINDS = ("feature", "capability", "environment")
+KINDS = ("feature", "capability", "environment", "precondition")
 KIND_TITLES = {"feature": "kernel lacks a feature", "capability": "run lacks a capability",
-               "environment": "environment"}
+               "environment": "environment",
+               "precondition": "precondition not met (this machine did not get the test there)"}
 
 # Every name kernel_facts knows, with the mainline release that brought it; longest first so
 # that WP_HUGETLBFS_SHMEM wins over a shorter name inside it.
@@ -48,6 +52,8 @@ _TEMP_NAME = re.compile(r"(/[\w./-]*?[-_.])[a-z0-9_]{8}(?=[\s:),]|$)")
 def cause_of(reason: str) -> Cause:
     reason = " ".join((reason or "").split()) or "(no reason given)"
     reason = _TEMP_NAME.sub(r"\1XXXXXXXX", reason)
+    if reason.startswith(PRECONDITION):  # its name, without the attempts' figures
+        return Cause("precondition", reason.removeprefix(PRECONDITION).split(" (", 1)[0])
     if _LACKS.search(reason):
         m = _NAME_RE.search(reason)
         if m:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Views of a results.json document that the human-readable reports share."""
 
 from __future__ import annotations
@@ -6,7 +7,8 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..kernel_facts import FEATURE_FACTS, KNOWN_BUGS
+from ..kernel_facts import FEATURE_FACTS
+from ..known_bugs import KNOWN_BUGS
 from ..memory import MEMORY_TYPES
 
 NO_MEMTYPE = "—"  # column of tests that are not parametrized over a memory type
@@ -153,7 +155,8 @@ class Fix:
         return f"mainline {self.fixed_in}{ports}"
 
     def describe(self) -> str:
-        """'c88033efe9a3 "reset ptes on close()" (mainline 6.9, backported to 6.8.10)'."""
+        """The commit, its title in quotes and the releases: '<commit> "<title>" (mainline X.Y,
+        backported to X.Y.Z)'."""
         return f'{self.commit} "{self.title}" ({self.releases()})'
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """From a test's outcome, its known-bug key and the kernel, the verdict a report shows.
 
 Pure logic: no pytest, no kernel access. A failure of the check that shows a known bug
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..kernel_facts import KNOWN_BUGS, KnownBug
 from ..kernel_version import KernelVersion, release_number
+from ..known_bugs import KNOWN_BUGS, KnownBug
 
 VERDICTS = ("pass", "fail", "skip", "known-bug", "error")
 Verdict = Literal["pass", "fail", "skip", "known-bug", "error"]

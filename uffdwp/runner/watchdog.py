@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The run-level watchdog of `uffdwp run`: a test that outlives its bound is ended from outside.
 
 pytest-timeout's signal method cannot interrupt a thread blocked in a page fault that a

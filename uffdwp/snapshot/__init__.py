@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Background snapshots of this process's memory with UFFD-WP, their image format and targets.
 
     from uffdwp import memory

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """An independent reference for "the image equals memory at the freeze".
 
 Why writer logs and not a fork() child: a child forked at the freeze would hold a CoW copy of the
@@ -23,7 +24,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._ffi import ffi, lib
+from .._ffi import ffi
 from ..native import Writer
 from .image import LoadedImage, RegionInfo
 
@@ -81,11 +82,9 @@ class WriterLog:
         *until_ns* keeps only stores started by then (the freeze): later ones cannot be in the
         image, and a store the image shows beyond the log is reported as such."""
         # Read the raw record array in one go: millions of records as dataclasses would be slow.
-        stats = writer.stats
-        n = stats.writes
-        buf = ffi.new("struct uffdwp_write_record[]", max(1, n))
-        got = lib.uffdwp_writer_records(writer._live(), buf, n)
-        words = memoryview(ffi.buffer(buf, got * 32)).cast("Q")
+        n = writer.stats.writes
+        words = writer.raw_records()
+        got = len(words) // 4
         keep = got if until_ns is None else bisect.bisect_right(words[0::4], until_ns)
         words = words[:keep * 4]
         # arrays, not lists: a writer logs millions of stores in a 1 GiB demo

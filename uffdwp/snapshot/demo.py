@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot demo: native writers store into a region while it is snapshotted, then the image
 is checked against an independent reference of the frozen state (see uffdwp.snapshot.check).
 """
@@ -9,30 +10,19 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import memory
-from ..native import Pattern, Writer
+from ..native import Pattern, Writer, percentile
 from .check import CheckReport, WriterLog, check_image, fill_initial, value_base
 from .engine import Progress, Snapshot, SnapshotResult
 from .image import RegionInfo, load
 from .targets import FileTarget, parse_target
 
-UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # Each writer stores at its own 64-bit word of the page, so no two touch the same bytes.
 MAX_WRITERS = memory.PAGE_SIZE // 8
-
-
-def parse_size(text: str) -> int:
-    """'1G', '256M', '64k', '4096' -> bytes."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in UNITS else (t, "")
-    try:
-        return int(float(num) * UNITS[unit])
-    except ValueError:
-        raise ValueError(f"not a size: {text!r} (use e.g. 1G, 256M, 64K)") from None
 
 
 @dataclass
@@ -202,4 +192,15 @@ def _summary(log: WriterLog, st, t_begin: int, t_end: int) -> WriterSummary:
     return WriterSummary(st.writes, hi - lo, st.max_stall_ns, list(st.histogram), stalls)
 
 
-__all__ = ["MAX_WRITERS", "DemoResult", "WriterSummary", "parse_size", "run_demo"]
+def stall_summary(stalls_ns: Sequence[int]) -> str:
+    """One line: how many faulting stores, their p50/p90/p99 and max (µs)."""
+    if not stalls_ns:
+        return "no writer waited on a write-protect fault"
+    def pct(q: float) -> float:
+        return percentile(stalls_ns, q) / 1000
+
+    return (f"{len(stalls_ns)} faulting stores: p50 {pct(0.5):.1f} us, p90 {pct(0.9):.1f} us, "
+            f"p99 {pct(0.99):.1f} us, max {max(stalls_ns) / 1000:.1f} us")
+
+
+__all__ = ["MAX_WRITERS", "DemoResult", "WriterSummary", "run_demo", "stall_summary"]

@@ -1,9 +1,10 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Background snapshot of memory regions of this process with UFFD-WP (QEMU's design).
 
     with Snapshot([region], "file:/tmp/snap.img", progress=print) as snap:
         result = snap.wait()
 
-The native engine (uffdwp/native/snapshot_native.c) freezes every region with one
+The native engine (uffdwp/csrc/snapshot_native.c) freezes every region with one
 UFFDIO_WRITEPROTECT each before it serves any fault, so the image is a consistent cut at that
 instant. It then saves pages in one linear pass, saving a page a writer faults on first (copy,
 unprotect: the writer wakes), and streams records to the target through an output thread.
@@ -13,14 +14,16 @@ Python only sets up, watches the progress counters, and cleans up.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno as errno_mod
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .._ffi import ffi, lib
-from ..errors import UffdError
+from ..errors import Error, UffdError
 from ..kernel_facts import Feature, Ioctl, RegisterMode
 from ..memory import (
     MEMORY_TYPES,
@@ -31,17 +34,45 @@ from ..memory import (
     mappings,
     unmapped_part,
 )
-from ..uffd import Userfaultfd
+from ..uffd import Userfaultfd, supported_features
 from .image import FLAG_POPULATED, ImageHeader, RegionInfo
 from .targets import Target, TargetError, parse_target
 
-STATE_RUNNING, STATE_DONE, STATE_FAILED, STATE_ABORTED = 0, 1, 2, 3
-PHASES = {0: "none", 1: "populate", 2: "protect", 3: "read faults", 4: "unprotect",
-          5: "output", 6: "abort", 7: "read memory", 8: "discard", 9: "fork"}
+
+# The engine's states and phases are C enums (snapshot_native.h): the values come from there;
+# tests/test_native_enums.py holds the members against the compiled enums.
+class State(enum.IntEnum):
+    RUNNING = lib.UFFDSNAP_RUNNING
+    DONE = lib.UFFDSNAP_DONE
+    FAILED = lib.UFFDSNAP_FAILED
+    ABORTED = lib.UFFDSNAP_ABORTED
+
+
+class Phase(enum.IntEnum):
+    """Where a snapshot failed; ``words`` is how SnapshotError.phase names it."""
+
+    NONE = lib.UFFDSNAP_PHASE_NONE
+    POPULATE = lib.UFFDSNAP_PHASE_POPULATE
+    PROTECT = lib.UFFDSNAP_PHASE_PROTECT
+    READ = lib.UFFDSNAP_PHASE_READ  # reading fault messages
+    UNPROTECT = lib.UFFDSNAP_PHASE_UNPROTECT
+    OUTPUT = lib.UFFDSNAP_PHASE_OUTPUT
+    ABORT = lib.UFFDSNAP_PHASE_ABORT
+    MEMORY = lib.UFFDSNAP_PHASE_MEMORY  # reading region memory (it was unmapped)
+    DISCARD = lib.UFFDSNAP_PHASE_DISCARD
+    FORK = lib.UFFDSNAP_PHASE_FORK
+    PROTECTION = lib.UFFDSNAP_PHASE_PROTECTION  # a page lost its protection before saved
+
+    @property
+    def words(self) -> str:
+        return {Phase.READ: "read faults", Phase.MEMORY: "read memory"}.get(
+            self, self.name.lower())
+
+
 SHARED_TYPES = ("shmem", "hugetlb")
 
 
-class SnapshotError(Exception):
+class SnapshotError(Error):
     """The snapshot did not complete. Protection is removed and no writer is blocked when this
     is raised; *partial* says what happened to the partial image."""
 
@@ -94,6 +125,8 @@ class SnapshotStats:
     batched: int  # pages saved along with a fault just ahead of the linear pass
     engine_cpu_ns: int  # CPU time of the engine thread
     output_cpu_ns: int  # CPU time of the output thread
+    copied_unprotected: int  # linear-pass pages not seen protected (pagemap): copied, not
+    #                          written from memory, where they could change before the write
 
     @classmethod
     def read(cls, handle) -> SnapshotStats:
@@ -106,7 +139,7 @@ class SnapshotStats:
                    s.service_total_ns, tuple(s.service_hist), s.ring_waits, s.priority_applied,
                    s.state, s.error, s.error_phase, s.error_addr, s.events, s.drains,
                    s.discarded_bytes, s.faults_waited, s.patched, s.batched,
-                   s.engine_cpu_ns, s.output_cpu_ns)
+                   s.engine_cpu_ns, s.output_cpu_ns, s.copied_unprotected)
 
     @property
     def duration_s(self) -> float:
@@ -200,7 +233,7 @@ def check_regions(regions: Sequence[RegionInfo]) -> None:
         if r.address + r.length > 1 << 64:
             raise ValueError(f"{where} wraps around the address space")
     by_address = sorted(range(len(regions)), key=lambda k: regions[k].address)
-    for a, b in zip(by_address, by_address[1:]):
+    for a, b in itertools.pairwise(by_address):
         ra, rb = regions[a], regions[b]
         if rb.address < ra.address + ra.length:
             same = "is given twice" if (ra.address, ra.length) == (rb.address, rb.length) \
@@ -353,8 +386,7 @@ class Snapshot:
 
     # --- setup -------------------------------------------------------------------------------
     def _negotiate(self) -> Feature:
-        with Userfaultfd.open("auto") as probe:
-            offered = probe.api(0).features
+        offered = supported_features()
         want = Feature.PAGEFAULT_FLAG_WP
         if not offered & Feature.PAGEFAULT_FLAG_WP:
             raise SnapshotError("this kernel has no userfaultfd write-protect "
@@ -537,7 +569,7 @@ class Snapshot:
         h, self._h = self._h, None
         cleanup = -lib.uffdsnap_free(h)
         self._teardown()
-        if stats.state == STATE_DONE and not cleanup:
+        if stats.state == State.DONE and not cleanup:
             try:
                 self.target.commit(self._deadline)
             except TargetError as exc:
@@ -548,17 +580,18 @@ class Snapshot:
             return self._result
         partial = self.target.discard()
         err = -stats.error
-        phase = PHASES.get(stats.error_phase, "?")
+        phase = (Phase(stats.error_phase).words if stats.error_phase in Phase._value2member_map_
+                 else "?")
         if timed_out is not None:
             msg = f"snapshot to {self.target} did not finish within {timed_out:g}s: aborted"
-        elif stats.state == STATE_ABORTED:
+        elif stats.state == State.ABORTED:
             msg = f"snapshot to {self.target} aborted"
         elif cleanup:
             msg = f"snapshot to {self.target}: {cleanup} ioctls failed removing protection"
         else:
             msg = (f"snapshot to {self.target} failed in {phase}: "
                    f"{_explain(err, phase, stats, self)}")
-        if stats.state != STATE_DONE:
+        if stats.state != State.DONE:
             msg += (f" after {stats.bytes_written / (1 << 20):.1f} MiB "
                     f"({stats.pages_saved}/{stats.pages_total} pages saved); "
                     "protection removed, all writers woken")
@@ -608,6 +641,10 @@ def _explain(err: int, phase: str, stats: SnapshotStats, snap: Snapshot) -> str:
         return ("a child process was forked during the snapshot and maps its shared memory: "
                 "the child's writes would escape the freeze. Snapshot shared memory when no "
                 "child is forked, or pass allow_shared_writers=True")
+    if phase == "protection":
+        return (f"the page at {where} lost its write protection before it was saved, with no "
+                "fault reaching the engine (another userfaultfd or a kernel bug unprotected "
+                "it): it may have changed while it was written, so no image is claimed")
     if phase == "output":
         hints = {errno_mod.ENOSPC: "the target is full: free space or choose another target",
                  errno_mod.EPIPE: "the reader closed the pipe (did the exec command exit?)",

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """The snapshot image format: header, page records, end record; writer, verifier, loader, restore.
 
 Layout (all integers little-endian)::
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import itertools
 import os
 import secrets
 import stat
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .._ffi import ffi, lib
+from ..errors import Error
 from ..memory import unmapped_part
 
 MAGIC = b"UFFDSNAP"
@@ -61,7 +64,7 @@ MIN_PAGE_SIZE, MAX_PAGE_SIZE = 4096, 16 << 30  # 4 KiB pages .. 16 GiB huge page
 ADDRESS_LIMIT = 1 << 64
 
 
-class ImageError(Exception):
+class ImageError(Error):
     """The image is not a complete, intact snapshot. *kind*: format, corrupt, truncated,
     incomplete; *offset*: where in the file the problem was found."""
 
@@ -152,7 +155,7 @@ class ImageHeader:
             memtype = name.rstrip(b"\0").decode(errors="replace")
             regions.append(RegionInfo(addr, length, ps, memtype))
         spans = sorted((r.address, r.address + r.length, i) for i, r in enumerate(regions))
-        for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:]):
+        for (_, end_a, a), (start_b, _, b) in itertools.pairwise(spans):
             if start_b < end_a:
                 raise ImageError("corrupt", f"regions {a} and {b} overlap", 16)
         return cls(regions, flags, created, version)

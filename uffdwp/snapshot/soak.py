@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Soak: snapshots back to back in one process under writers at full speed, each image checked
 against the writers' logs, and what a leak would leave behind counted after every round:
 descriptors, threads, and pages still write-protected."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Where an image goes, named as QEMU names migration targets: file:PATH, exec:CMD, fd:N.
 
 A target hands the engine a descriptor, then either commits (the image is complete) or discards
@@ -20,8 +21,10 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 
+from ..errors import Error
 
-class TargetError(Exception):
+
+class TargetError(Error):
     """The target could not be opened, or did not accept the whole image."""
 
 

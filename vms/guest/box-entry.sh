@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # The uffdwp box's entry points, installed by vms/build-box.sh as /usr/local/bin/uffdwp and
 # /usr/local/sbin/uffdwp-vagrant-run. The box knows nothing else of uffdwp: this mounts the host's
 # / (9p tag hostroot, read-only) and hands over to the checkout's vms/guest/vagrant-run.sh, so a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 # The environment uffdwp runs in inside a guest: sourced by the run.sh that `uffdwp matrix` writes
 # for each kernel, and by vagrant-run.sh before `uffdwp` in a Vagrant machine.
 export HOME=/root LANG=C.UTF-8 TMPDIR=/tmp

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-only
 """Guest-side UFFDIO_API probe, independent of the uffdwp binding (stdlib only).
 
 Prints JSON: kernel uname, the features and ioctls a features=0 handshake negotiates, and the

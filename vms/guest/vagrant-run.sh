@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-only
 # Runs as root inside a Vagrant machine, started by the box's entry point (vms/guest/box-entry.sh)
 # with the host's / already mounted at /mnt/uffdwp-lower. Builds the root vms/guest/init gives a
 # direct QEMU guest: the host's / under a tmpfs overlay, the output share (9p tag out) at its host
