@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from uffdwp.probe import supported_features
 from uffdwp.runner import session
+from uffdwp.uffd import supported_features
 
 from .childproc import ROOT, describe, run_python
 
