@@ -111,14 +111,6 @@ def _beacons(directory: Path) -> list[dict]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def kernel_waits(pid: int) -> list[str]:
     """Where the kernel has the process's threads wait (/proc/<pid>/task/*/wchan), e.g.
     handle_userfault: what the test was stuck on, said by the kernel."""
@@ -155,7 +147,7 @@ class Watchdog:
             for b in _beacons(self.directory):
                 if not b.get("nodeid") or not b.get("bound") or b["nodeid"] in self.killed:
                     continue
-                if now > b["started"] + b["bound"] + grace(b["bound"]) and _alive(b["pid"]):
+                if now > b["started"] + b["bound"] + grace(b["bound"]) and _running(b["pid"]):
                     self._end(b, now)
 
     def _end(self, beacon: dict, now: float) -> None:
@@ -165,7 +157,7 @@ class Watchdog:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGABRT)  # faulthandler: every thread's stack, then it dies
         deadline = time.monotonic() + KILL_WAIT
-        while _alive_child_or_zombie(pid) and time.monotonic() < deadline:
+        while _running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -175,8 +167,9 @@ class Watchdog:
         return crash_reason(self.directory, nodeid, self.killed.get(nodeid))
 
 
-def _alive_child_or_zombie(pid: int) -> bool:
-    """Alive and not yet a zombie (a worker is execnet's child: its reaping is not ours)."""
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead worker stays one until execnet reaps it; a crashed
+    worker's beacon still names its test)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
