@@ -53,6 +53,10 @@ say otherwise. Runs over old kernels on purpose (the VM matrix, CI of a stable b
 --allow-known-bugs: known bugs are then reported but only failures and regressions (a known
 bug reproduced on a kernel that has its fix) fail the run.
 
+A test still running past its timeout (plus as much again, at most 10 s) has its worker killed
+and replaced: error "hung in <phase>", with the line it stopped at. ^C or SIGTERM stops every
+process of the run within 5 s, writes the report of what finished and restores the host.
+
 Everything after `--` goes to pytest, e.g.  uffdwp run -- -x --timeout 30
 """
 
