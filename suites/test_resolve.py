@@ -138,7 +138,7 @@ def test_copy_dontwake(ctx, memtype):
     data = pattern(region, 9)
     uffd.copy(region.address, data, dontwake=True)
     assert pagemap.entry(region.address).present
-    assert not store.finished(BLOCKED)
+    assert not store.finished(BLOCKED), "MODE_DONTWAKE: the writer was woken by the COPY"
     assert region.read() == data
     uffd.wake(region.address, region.length)
     assert store.finished(RESUME)
