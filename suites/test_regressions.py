@@ -21,12 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from uffdwp import native, pagemap
+from uffdwp import hostsetup, native, pagemap
 from uffdwp.kernel_facts import Feature
 from uffdwp.memory import MADV_DONTNEED, MADV_PAGEOUT, PAGE_SIZE, Region, reserve_address
 from uffdwp.runner.precondition import require
 
-from . import hostsetup
 from .observe import page_wp, region_wp, wp_pages
 from .test_mm import (
     MEM_SWAPPABLE,
