@@ -19,13 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from uffdwp import hostsetup, pagemap
 from uffdwp import kernel_facts as kf
-from uffdwp import pagemap
 from uffdwp.errors import UffdError
 from uffdwp.memory import MADV_COLLAPSE, PAGE_SIZE, THP_SIZE, allocate
 from uffdwp.uffd import DEV_USERFAULTFD, Userfaultfd, open_syscall_raw
 
-from . import hostsetup
 from .observe import pagemap_reports_wp
 
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")

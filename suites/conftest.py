@@ -2,13 +2,14 @@
 """The runner of the conformance suites: host setup, skip decisions, per-test context.
 
 Host state (huge pages, a swap file) is joined by the controlling pytest process and restored
-by the last run to leave (suites/hostsetup.py); xdist workers only use it.
+by the last run to leave (uffdwp/hostsetup.py); xdist workers only use it.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from uffdwp import hostsetup
 from uffdwp.errors import UffdError
 from uffdwp.kernel_facts import Feature, RegisterMode
 from uffdwp.known_bugs import KNOWN_BUGS
@@ -16,7 +17,6 @@ from uffdwp.runner.bugcheck import checked_bug
 from uffdwp.runner.unlock import NO_UFFD
 from uffdwp.uffd import supported_features
 
-from . import hostsetup
 from .uffdtest import Ctx, UffdSpec
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import faulthandler
+import json
 import os
+import select
 import signal
 import threading
 import time
@@ -331,3 +333,68 @@ def assert_killed_by(code: int, sig: int) -> None:
         assert -code == sig, f"child killed by signal {-code}"
     else:
         pytest.fail(f"child exited with {code} instead of dying by {signal.Signals(sig).name}")
+
+
+class ChildProgress:
+    """What a forked child (in_child) tells its parent as it goes: the last step it reached is
+    what a deadline reports when the child hangs."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def step(self, text: str) -> None:
+        os.write(self._fd, (json.dumps({"step": text}) + "\n").encode())
+
+
+def in_child(fn: Callable[[ChildProgress], object], timeout: float) -> object:
+    """Run *fn* in a forked child with a deadline, for work that a misbehaving kernel can block
+    where no signal gets through (a Python-level store into a protected page holds the GIL
+    while it faults). Returns fn's (JSON-able) result; a skip or a failure in the child is the
+    test's; a child still running after *timeout* is killed and the test fails, naming the last
+    step it reached. (Only the forking thread exists in the child: native threads it starts
+    itself are fine.)"""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(rfd)
+        try:
+            out = {"result": fn(ChildProgress(wfd))}
+        except pytest.skip.Exception as exc:
+            out = {"skip": str(exc.msg)}
+        except AssertionError as exc:
+            out = {"fail": str(exc) or "assertion failed"}
+        except BaseException as exc:  # all of it goes to the parent
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(Exception):
+            os.write(wfd, (json.dumps(out, default=repr) + "\n").encode())
+        os._exit(0)
+    os.close(wfd)
+    buf, last, deadline = b"", {}, time.monotonic() + timeout
+    try:
+        with os.fdopen(rfd, "rb", buffering=0) as pipe:
+            while "step" in last or not last:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                    raise AssertionError(
+                        f"the child did not finish within {timeout:g} s (killed); last step: "
+                        f"{last.get('step', 'none')}")
+                chunk = pipe.read(65536)
+                if not chunk:
+                    raise AssertionError(f"the child died; last step: {last.get('step')}")
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    last = json.loads(line)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if "skip" in last:
+        # Not a declaration: the child's own skip (a declaration's or a precondition's),
+        # re-raised in the test that ran it
+        pytest.skip(last["skip"])
+    if "fail" in last:
+        raise AssertionError(last["fail"])
+    if "error" in last:
+        raise RuntimeError(f"in the child: {last['error']}")
+    return last["result"]

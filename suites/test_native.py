@@ -13,6 +13,7 @@ from uffdwp.kernel_facts import Feature
 from uffdwp.memory import MemType
 
 from .observe import wp_pages
+from .support import in_child
 from .uffdtest import MEM_ALL, uffd_test
 
 FILL = 0x5A
@@ -36,36 +37,50 @@ def _resolved(handler: native.FaultHandler, count: int, timeout: float = LONG):
 def test_python_write_resolved_by_native_handler(ctx, memtype):
     """A Python-level write (memoryview assignment, holding the GIL) into a protected page is
     resolved by the native UNPROTECT handler without deadlock: the byte lands, exactly one WP
-    fault was seen and resolved, only that page lost its protection."""
-    uffd, region = ctx.wp_region(3, fill=FILL)
-    handler = ctx.handler(uffd, region, native.Policy.UNPROTECT)
-    off = region.page_size + 123
-    region.view()[off] = 0xEE  # would deadlock without a native handler
-    assert region.read(off, 1) == b"\xee"
-    stats = _resolved(handler, 1)
-    assert (stats.wp_faults, stats.resolved, stats.errors, stats.missing_faults) == (1, 1, 0, 0)
-    [rec] = handler.records()
-    assert rec.address & ~(region.page_size - 1) == region.page(1) and not rec.error
-    assert wp_pages(region.address, region.length, region.page_size) == \
-        [True, False, True]
-    assert region.read(0, region.page_size) == bytes([FILL]) * region.page_size
+    fault was seen and resolved, only that page lost its protection. (In a forked child with
+    a deadline: on a kernel that never resolves the fault, that store cannot be interrupted.)"""
+
+    def body(progress):
+        uffd, region = ctx.wp_region(3, fill=FILL)
+        handler = ctx.handler(uffd, region, native.Policy.UNPROTECT)
+        off = region.page_size + 123
+        progress.step("Python-level store into protected page 1")
+        region.view()[off] = 0xEE  # would deadlock without a native handler
+        progress.step("store done; checking")
+        assert region.read(off, 1) == b"\xee"
+        stats = _resolved(handler, 1)
+        assert (stats.wp_faults, stats.resolved, stats.errors, stats.missing_faults) == \
+            (1, 1, 0, 0), stats
+        [rec] = handler.records()
+        assert rec.address & ~(region.page_size - 1) == region.page(1) and not rec.error, rec
+        assert wp_pages(region.address, region.length, region.page_size) == \
+            [True, False, True]
+        assert region.read(0, region.page_size) == bytes([FILL]) * region.page_size
+
+    in_child(body, timeout=2 * LONG)
 
 
 @uffd_test(mem=MEM_ALL, timeout=15)
 def test_python_bulk_write_one_fault_per_page(ctx, memtype):
     """A Python slice assignment over the whole protected region: one WP fault per page, each
-    resolved, and the whole new content in memory."""
-    n = _pages(memtype, 3, 8)
-    uffd, region = ctx.wp_region(n, fill=FILL)
-    handler = ctx.handler(uffd, region, native.Policy.UNPROTECT)
-    data = bytes(range(1, 256)) * (region.length // 255) + bytes(region.length % 255)
-    region.view()[:] = data
-    stats = _resolved(handler, n)
-    assert (stats.wp_faults, stats.resolved, stats.errors) == (n, n, 0)
-    assert sorted(r.address & ~(region.page_size - 1) for r in handler.records()) == \
-        [region.page(i) for i in range(n)]
-    assert region.read() == data
-    assert not any(wp_pages(region.address, region.length, region.page_size))
+    resolved, and the whole new content in memory (in a forked child with a deadline)."""
+
+    def body(progress):
+        n = _pages(memtype, 3, 8)
+        uffd, region = ctx.wp_region(n, fill=FILL)
+        handler = ctx.handler(uffd, region, native.Policy.UNPROTECT)
+        data = bytes(range(1, 256)) * (region.length // 255) + bytes(region.length % 255)
+        progress.step(f"Python-level slice store over {n} protected pages")
+        region.view()[:] = data
+        progress.step("store done; checking")
+        stats = _resolved(handler, n)
+        assert (stats.wp_faults, stats.resolved, stats.errors) == (n, n, 0), stats
+        assert sorted(r.address & ~(region.page_size - 1) for r in handler.records()) == \
+            [region.page(i) for i in range(n)]
+        assert region.read() == data
+        assert not any(wp_pages(region.address, region.length, region.page_size))
+
+    in_child(body, timeout=2 * LONG)
 
 
 @uffd_test(mem=MEM_ALL, features=Feature.THREAD_ID)

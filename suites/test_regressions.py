@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from uffdwp import hostsetup, native, pagemap
 from uffdwp import kernel_facts as kf
-from uffdwp import native, pagemap
 from uffdwp.kernel_facts import Feature
 from uffdwp.memory import MADV_DONTNEED, MADV_PAGEOUT, PAGE_SIZE, THP_SIZE, Region, reserve_address
 from uffdwp.runner.precondition import require
 
-from . import hostsetup
 from .capabilities import MTHP, NUMA, ODIRECT, SWAP, THP, numa_nodes
 from .observe import page_wp, region_wp, wp_pages
 from .support import (

@@ -138,12 +138,37 @@ def test_copy_dontwake(ctx, memtype):
     data = pattern(region, 9)
     uffd.copy(region.address, data, dontwake=True)
     assert pagemap.entry(region.address).present
-    assert not store.finished(BLOCKED)
+    assert not store.finished(BLOCKED), "MODE_DONTWAKE: the writer was woken by the COPY"
     assert region.read() == data
     uffd.wake(region.address, region.length)
     assert store.finished(RESUME)
     assert native.load_u64(region.address) == 0xAB
     assert region.read(8) == data[8:]
+
+
+@uffd_test(mem=MEM_ALL, modes=MISSING | WP)
+def test_copy_wp_dontwake_pending_fault(ctx, memtype):
+    """COPY with MODE_WP | MODE_DONTWAKE on a pending missing fault maps the page protected and
+    wakes nobody: the writer stays blocked with no second message until UFFDIO_WAKE; woken,
+    it faults again, WP this time, and its store lands once the page is unprotected."""
+    region = ctx.region(1)
+    uffd = ctx.uffd()
+    ctx.register(uffd, region)
+    store = ctx.store(region.address + 8, 0xAB)
+    assert not ctx.fault(uffd).is_wp
+    data = pattern(region, 11)
+    uffd.copy(region.address, data, wp=True, dontwake=True)
+    assert region_wp(region) == [True], "MODE_WP: the copied page is protected"
+    assert not store.finished(BLOCKED), "MODE_DONTWAKE: the writer was woken by the COPY"
+    no_message(ctx, uffd, 0.05)  # asleep, so it has not faulted again
+    uffd.wake(region.address, region.length)
+    msg = ctx.fault(uffd)
+    assert msg.is_wp and msg.address == region.address, msg
+    assert not store.finished(0.05)
+    uffd.unprotect(region.address, region.length)
+    assert store.finished(RESUME)
+    assert native.load_u64(region.address + 8) == 0xAB
+    assert region.read(0, 8) == data[:8]
 
 
 @uffd_test(mem=MEM_ALL, modes=MISSING | WP)

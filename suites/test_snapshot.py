@@ -28,10 +28,11 @@ from uffdwp.snapshot.image import FLAG_POPULATED, RegionInfo
 
 from .capabilities import root
 from .support import allocate_or_skip
-from .uffdtest import MEM_ALL, STRESS_SCALE, WP, requires, stress, uffd_test
+from .uffdtest import MEM_ALL, STRESS_SCALE, WP, requires, stress, uffd_module, uffd_test
 
-# Without a userfaultfd every case here skips, saying why (the `supported` fixture).
-pytestmark = pytest.mark.usefixtures("supported")
+# Without a userfaultfd every case here skips, saying why (the `supported` fixture); without
+# write-protect, naming the feature (the snapshot engine needs it).
+pytestmark = [pytest.mark.usefixtures("supported"), uffd_module(modes=WP)]
 MIB = 1 << 20
 # Region size of the writer cases: whole huge pages, smaller where the CPU is emulated.
 CASE_BYTES = stress(8, minimum=2) * 2 * MIB

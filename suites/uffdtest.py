@@ -192,6 +192,13 @@ def uffd_test(*, mem: tuple[str, ...] | None = MEM_ALL, modes: int | None = None
     return decorate
 
 
+def uffd_module(*, modes: int = WP, features: int = 0) -> pytest.MarkDecorator:
+    """The declaration for a whole module (``pytestmark = uffd_module(...)``) whose tests use
+    userfaultfd through a higher layer (the snapshot engine) rather than ``ctx``: a test
+    without its own @uffd_test skips, naming the feature, where the kernel lacks it."""
+    return pytest.mark.uffd(UffdSpec(Feature(features), RegisterMode(modes)))
+
+
 # fork() with and without EVENT_FORK: the "event" case declares the feature.
 FORK_EVENT = pytest.mark.parametrize(
     "with_event", [False, pytest.param(True, marks=requires(Feature.EVENT_FORK))],

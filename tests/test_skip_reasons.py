@@ -21,7 +21,7 @@ TWICE_ON_TMPFS = """
 import sys
 from pathlib import Path
 import pytest
-from suites import hostsetup
+from uffdwp import hostsetup
 from suites.test_regressions import own_swap_file
 hostsetup.SCRATCH_DIR = Path(sys.argv[1])
 for _ in range(2):

@@ -74,6 +74,9 @@ def _probe(args: argparse.Namespace) -> int:
         note = "" if row["present"] or not expected else "absent though kernel >= since (config?)"
         table.add_row(str(row["bit"]), row["name"], row["since"], mark, note or row["note"])
     console.print(table)
+    if result.unknown_feature_bits:
+        console.print("[yellow]advertised feature bits unknown to uffdwp:[/] "
+                      + ", ".join(f"bit {n}" for n in result.unknown_feature_bits))
 
     if result.register:
         reg = Table(title="UFFDIO_REGISTER ioctls per memory type", title_justify="left")

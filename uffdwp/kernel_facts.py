@@ -250,12 +250,16 @@ def feature_fact(name: str) -> Fact:
     raise KeyError(name)
 
 
+def unknown_feature_bits(features: int) -> list[int]:
+    """Bit numbers set in *features* that no FEATURE_FACTS entry names."""
+    known = sum(f.value for f in FEATURE_FACTS)
+    return [n for n in range(64) if features & ~known & (1 << n)]
+
+
 def feature_names(features: int) -> list[str]:
     """Names of the feature bits set in *features*; unknown bits as BIT(n)."""
     names = [f.name for f in FEATURE_FACTS if features & f.value]
-    known = sum(f.value for f in FEATURE_FACTS)
-    names += [f"BIT({n})" for n in range(64) if features & ~known & (1 << n)]
-    return names
+    return names + [f"BIT({n})" for n in unknown_feature_bits(features)]
 
 
 def ioctl_names(ioctls: int) -> list[str]:

@@ -61,6 +61,8 @@ class HandlerStats:
     dropped_records: int
     running: bool
     last_error: int
+    # pages given up on after lib.UFFDWP_MAX_REFAULTS resolutions that did not hold
+    gave_up: int = 0
 
 
 class FaultHandler:
@@ -92,7 +94,7 @@ class FaultHandler:
         lib.uffdwp_handler_get_stats(self._live(), s)
         return HandlerStats(s.messages, s.wp_faults, s.missing_faults, s.minor_faults, s.events,
                             s.resolved, s.errors, s.dropped_records, bool(s.running),
-                            s.last_error)
+                            s.last_error, s.gave_up)
 
     def records(self) -> list[FaultRecord]:
         n = self.stats.messages

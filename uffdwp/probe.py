@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from . import kernel_facts as kf
 from .errors import MemoryUnavailableError, UffdError
 from .kernel_facts import Feature, RegisterMode
+from .kernel_version import KernelVersion, at_least, running
 from .memory import MEMORY_TYPES, allocate, hugepage_size, hugepages_free
 from .uffd import DEV_USERFAULTFD, Userfaultfd
 
@@ -35,6 +36,10 @@ class ProbeResult:
     open: dict
     hugepages: dict
     errors: list[str] = field(default_factory=list)
+    # advertised bits kernel_facts does not know, and features mainline had by this release
+    # that are not advertised (a distro config can explain them: shown, not hidden)
+    unknown_feature_bits: list[int] = field(default_factory=list)
+    below_mainline: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -108,6 +113,11 @@ def hugepage_info() -> dict:
             "nr_hugepages": int(_read("/proc/sys/vm/nr_hugepages") or 0)}
 
 
+def below_mainline(features: int, kv: KernelVersion | None) -> list[str]:
+    """The features mainline had by *kv*'s release that *features* does not advertise."""
+    return [f.name for f in kf.FEATURE_FACTS if at_least(kv, f.since) and not features & f.value]
+
+
 def feature_table(features: int) -> list[dict]:
     return [{"name": f.name, "bit": f.value.bit_length() - 1, "since": f.since,
              "present": bool(features & f.value), "source": f.source, "note": f.note}
@@ -146,4 +156,6 @@ def probe(with_register: bool = True) -> ProbeResult:
         open={k: asdict(v) for k, v in opens.items()},
         hugepages=hugepage_info(),
         errors=errors,
+        unknown_feature_bits=kf.unknown_feature_bits(features) if api else [],
+        below_mainline=below_mainline(features, running()) if api else [],
     )

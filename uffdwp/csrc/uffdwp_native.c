@@ -129,7 +129,9 @@ struct uffdwp_handler {
 	size_t record_capacity;
 	_Atomic size_t n_records; /* records written in full (release): a reader sees them whole */
 	_Atomic uint64_t messages, wp_faults, missing_faults, minor_faults, events, resolved,
-		errors, dropped;
+		errors, dropped, gave_up;
+	uint64_t refault_page; /* the last WP fault's page, and how often in a row it came back */
+	uint64_t refaults;
 	_Atomic int running;
 	_Atomic int last_error;
 };
@@ -256,6 +258,18 @@ static int resolve_fault(struct uffdwp_handler *h, const struct uffd_msg *msg)
 		atomic_fetch_add(&h->wp_faults, 1);
 		if (h->policy == UFFDWP_POLICY_RECORD)
 			return 1;
+		/* A page that faults again and again right after being unprotected: the kernel
+		 * does not keep the unprotect. Resolving it for ever would spin this thread and
+		 * the writer; give up on it, and say so (gave_up, -ELOOP). */
+		if (page == h->refault_page && ++h->refaults >= UFFDWP_MAX_REFAULTS) {
+			if (h->refaults == UFFDWP_MAX_REFAULTS)
+				atomic_fetch_add(&h->gave_up, 1);
+			return -ELOOP;
+		}
+		if (page != h->refault_page) {
+			h->refault_page = page;
+			h->refaults = 0;
+		}
 		if (h->policy == UFFDWP_POLICY_COPY_UNPROTECT && h->copy_to) {
 			int found;
 			uint64_t off = copy_offset(h, page, &found);
@@ -426,6 +440,7 @@ struct uffdwp_handler *uffdwp_handler_start(int uffd, int policy, uint64_t page_
 		return NULL;
 	}
 	h->uffd = uffd;
+	h->refault_page = UINT64_MAX;
 	h->policy = policy;
 	h->page_size = page_size;
 	h->copy_to = copy_to;
@@ -482,6 +497,7 @@ void uffdwp_handler_get_stats(struct uffdwp_handler *h, struct uffdwp_handler_st
 	out->resolved = atomic_load(&h->resolved);
 	out->errors = atomic_load(&h->errors);
 	out->dropped_records = atomic_load(&h->dropped);
+	out->gave_up = atomic_load(&h->gave_up);
 	out->running = atomic_load(&h->running);
 	out->last_error = atomic_load(&h->last_error);
 }

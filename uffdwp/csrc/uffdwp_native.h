@@ -41,6 +41,11 @@ struct uffdwp_record {
 	int32_t error;       /* -errno of the resolving ioctl, 0 if it succeeded */
 };
 
+/* WP faults in a row on one page, each resolved, after which the handler gives up on it:
+ * far above any test's protect/write cycles on one page, reached in well under a second by a
+ * kernel whose unprotect wakes the writer but leaves the page protected. */
+enum { UFFDWP_MAX_REFAULTS = 65536 };
+
 struct uffdwp_handler_stats {
 	uint64_t messages;
 	uint64_t wp_faults;
@@ -50,6 +55,10 @@ struct uffdwp_handler_stats {
 	uint64_t resolved;
 	uint64_t errors;
 	uint64_t dropped_records;
+	/* WP faults the handler gave up on: the same page faulted again right after each of
+	 * UFFDWP_MAX_REFAULTS resolutions (a kernel whose unprotect does not hold); the writer is
+	 * left blocked (stop() lifts and wakes), the fault recorded with -ELOOP */
+	uint64_t gave_up;
 	int32_t running;
 	int32_t last_error;
 };

@@ -178,12 +178,19 @@ int64_t uffdbench_reference_roundtrip(uint64_t pages, uint64_t *stalls_ns, int32
 		deadline.tv_nsec -= 1000000000L;
 	}
 	if (pthread_timedjoin_np(writer, NULL, &deadline) != 0) {
-		/* Never leave the writer blocked: lift protection and wake it, then wait for it. */
+		/* Never leave the writer blocked: lift protection and wake it. On a kernel whose
+		 * unprotect does not hold, it would fault again for ever: with the handler stopped,
+		 * closing the uffd unregisters the range and lets its store through. */
 		ret = -ETIMEDOUT;
 		ref_wp(r.uffd, reg.range.start, len, 0);
 		struct uffdio_range wake = reg.range;
 		ioctl(r.uffd, UFFDIO_WAKE, &wake);
+		atomic_store(&r.writer_done, 1);
+		pthread_join(handler, NULL);
+		close(r.uffd);
+		r.uffd = -1;
 		pthread_join(writer, NULL);
+		goto out;
 	}
 	atomic_store(&r.writer_done, 1);
 	pthread_join(handler, NULL);

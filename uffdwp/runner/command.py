@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -19,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__, cliargs
+from .. import __version__, cliargs, hostsetup
 from ..cli import HelpFormatter
 from ..kernel_version import KernelVersion, kernel_version, version_signature
 from ..probe import kernel_info, probe
@@ -35,6 +36,7 @@ from . import (
     tables,
     unlock,
     verdicts,
+    watchdog,
 )
 from .plugin import bug_selection, function_name
 from .progress import make_progress
@@ -50,6 +52,10 @@ Known bugs fail the run by default: the kernel has the bug, and a conformance ru
 say otherwise. Runs over old kernels on purpose (the VM matrix, CI of a stable branch) pass
 --allow-known-bugs: known bugs are then reported but only failures and regressions (a known
 bug reproduced on a kernel that has its fix) fail the run.
+
+A test still running past its timeout (plus as much again, at most 10 s) has its worker killed
+and replaced: error "hung in <phase>", with the line it stopped at. ^C or SIGTERM stops every
+process of the run within 5 s, writes the report of what finished and restores the host.
 
 Everything after `--` goes to pytest, e.g.  uffdwp run -- -x --timeout 30
 """
@@ -189,23 +195,43 @@ def _classify(event: dict, kv: KernelVersion | None) -> dict:
                              event.get("bugs"))
 
 
+STOP_SECONDS = 4.0  # SIGINT to the stop of every process of the run: the issue allows 5
+
+
 def _stop(proc: subprocess.Popen) -> None:
-    """After ^C: let pytest stop and clean up (host setup). From a terminal it got the
-    SIGINT too; a lone `kill -INT` of this process did not reach it, so pass that on."""
+    """After ^C or SIGTERM: pytest and its workers are in a process group of their own
+    (session.start). SIGINT lets them stop and report; a worker blocked in a page fault that
+    nobody resolves never gets to, so whatever is left of the group after STOP_SECONDS is
+    killed. Host state is restored by the caller (hostsetup.leave), whoever was killed."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_SECONDS)
+    _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Nothing of the run left running: workers, and the children tests forked."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as ^C: stop the run, write the report of what finished."""
+
+
+def _set_sigterm(handler):
+    """signal.signal where it can be (the main thread: a CLI run); the previous handler."""
     try:
-        proc.wait(timeout=2)
-        return
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # another thread (run() called by a test): no stop by SIGTERM there
+        return signal.getsignal(signal.SIGTERM)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough; the report follows
+    raise _Terminated
 
 
 def run(args: argparse.Namespace) -> int:
@@ -250,11 +276,14 @@ def run(args: argparse.Namespace) -> int:
     if not api:
         console.print(f"[yellow]userfaultfd unavailable:[/] {escape(probe_error)} "
                       "(the suites will skip)")
-    cmd = session.pytest_command(_suites(args), events, jobs=args.jobs, extra=_extra_args(args))
+    watch = scratch / "watchdog"
+    cmd = session.pytest_command(_suites(args), events, jobs=args.jobs, extra=_extra_args(args),
+                                 watchdog=watch)
     tests: dict[str, dict] = {}
     details: dict[str, str] = {}
     collected: list[str] = []
     interrupted = False
+    previous_term = _set_sigterm(_on_sigterm)
     proc = session.start(cmd, log)
     with make_progress(console, kernel["release"]) as progress:
 
@@ -275,14 +304,18 @@ def run(args: argparse.Namespace) -> int:
             for event in session.follow(proc, events, on_idle=progress.idle):
                 consume(event)
         except KeyboardInterrupt:
+            _set_sigterm(signal.SIG_IGN)
             interrupted = True
             _stop(proc)
             for event in session.follow(proc, events):  # what finished while pytest stopped
                 consume(event)
+        finally:
+            _kill_group(proc)  # pytest ended: whatever it left behind goes too
+            hostsetup.leave(proc.pid)  # restored now if pytest could not (killed)
+    _set_sigterm(signal.SIG_IGN if interrupted else previous_term)
     pytest_rc = proc.wait()
     if events.exists():
         shutil.move(str(events), report / "events.jsonl")
-    shutil.rmtree(scratch, ignore_errors=True)
 
     # Collected but never reported: pytest stopped (crash, ^C, -x) before running them.
     if interrupted:
@@ -291,11 +324,18 @@ def run(args: argparse.Namespace) -> int:
         why = "no result reported (did the suite files change during the run?)"
     else:
         why = f"not run: pytest stopped with exit status {pytest_rc}"
+    # the one running when pytest itself stopped (-j 1: faulthandler's timer) says so
+    ended = {n: r for n in collected if n not in tests
+             for r in [watchdog.crash_reason(watch, n)] if r}
+    if ended and not interrupted:
+        why = (f"not run: pytest ended with {next(iter(ended))} (with -j 1 one process runs "
+               "every test)")
     for nodeid in collected:
         if nodeid not in tests:
+            reason = ended.get(nodeid) or why
             tests[nodeid] = results.make_test(nodeid, function_name(nodeid),
-                                              tables.guess_memtype(nodeid), "error", why, None,
-                                              0.0)
+                                              tables.guess_memtype(nodeid), "error", reason,
+                                              None, 0.0)
     ordered = [tests[n] for n in collected if n in tests]
     ordered += [t for n, t in tests.items() if n not in set(collected)]
 
@@ -310,7 +350,8 @@ def run(args: argparse.Namespace) -> int:
         "run_id": started.strftime("%Y%m%dT%H%M%S"), "started": started.isoformat(),
         "seconds": round(seconds, 2), "hostname": platform.node(), "jobs": args.jobs,
         "allow_known_bugs": args.allow_known_bugs, "suites": str(_suites(args)),
-        "pytest": {"argv": cmd.argv, "cwd": str(cmd.cwd), "exit_status": pytest_rc},
+        "pytest": {"argv": cmd.argv, "cwd": str(cmd.cwd), "exit_status": pytest_rc,
+                   "pid": proc.pid},
         "interrupted": interrupted, "kernel_version_parsed": str(kv) if kv else None,
         "probe_error": probe_error, "unlock": unlock_line, "uffdwp": __version__,
         "python": sys.version.split()[0], "suite": suite,
@@ -320,6 +361,7 @@ def run(args: argparse.Namespace) -> int:
         "kcidb": {k: v for k, v in vars(_kcidb_options(args)).items() if v},
     }
     _write_reports(report, data, run_info, details, _kcidb_options(args))
+    shutil.rmtree(scratch, ignore_errors=True)
 
     s = data["summary"]
     console.print(

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import IO, Any
 
 import pytest
 
+from . import watchdog
 from .bugcheck import checked_bug, failure_kind
 
 MESSAGE_LIMIT = 8000  # characters of a failure's traceback kept for the reports
@@ -35,6 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("uffdwp")
     group.addoption("--uffdwp-events", metavar="PATH", default=None,
                     help="append one JSON line per finished test to PATH (uffdwp run)")
+    group.addoption("--uffdwp-watchdog", metavar="DIR", default=None,
+                    help="end a test that outlives its timeout from outside, keeping state in "
+                         "DIR (uffdwp run; runner/watchdog.py)")
     group.addoption("--uffdwp-bugs", metavar="KEYS", default=None,
                     help="run only the tests that reproduce a known bug: 'all', or keys of "
                          "uffdwp.known_bugs.KNOWN_BUGS separated by commas")
@@ -42,8 +47,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     path = config.getoption("uffdwp_events")
-    if path and not hasattr(config, "workerinput"):  # xdist workers report to the controller
-        config.pluginmanager.register(Recorder(config, path), "uffdwp-recorder")
+    watch = config.getoption("uffdwp_watchdog")
+    worker = hasattr(config, "workerinput")
+    distributed = not worker and getattr(config.option, "dist", "no") != "no"
+    dog = None
+    if watch and distributed:
+        dog = watchdog.Watchdog(Path(watch))
+        dog.start()
+        config.add_cleanup(dog.stop)
+    elif watch:  # this process runs the tests
+        beacon = watchdog.Beacon(Path(watch), self_kill=not worker)
+        config.pluginmanager.register(beacon, "uffdwp-beacon")
+    if path and not worker:  # xdist workers report to the controller
+        config.pluginmanager.register(Recorder(config, path, dog), "uffdwp-recorder")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -99,8 +115,10 @@ def _text(report: Any) -> str:
 
 
 class Recorder:
-    def __init__(self, config: pytest.Config, path: str) -> None:
+    def __init__(self, config: pytest.Config, path: str,
+                 dog: watchdog.Watchdog | None = None) -> None:
         self.config = config
+        self._watchdog = dog
         # Line-buffered append: the parent tails this file while pytest runs.
         self._out: IO[str] = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
         self._collected = False
@@ -146,7 +164,9 @@ class Recorder:
         state["duration"] += float(getattr(report, "duration", 0.0) or 0.0)
         if report.when not in ("setup", "call", "teardown"):
             # xdist's report for an item whose worker crashed: there is no teardown to wait for.
-            state.update(outcome="error", reason=_crash_message(report), message=_text(report))
+            why = self._watchdog.crash_reason(report.nodeid) if self._watchdog else None
+            state.update(outcome="error", reason=why or _crash_message(report),
+                         message=_text(report))
             self._finish(report)
             return
         self._merge(state, report)

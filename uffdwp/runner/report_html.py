@@ -220,7 +220,9 @@ def _features(results: dict) -> str:
                     f"<td>{r.since}</td>{cell}</tr>")
     return ('<h2 id="features">Negotiated features</h2>'
             "<table><tr><th>feature</th><th>bit</th><th>mainline since</th><th>present</th></tr>"
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>"
+            + "".join(f'<p class="notes">{escape(n)}</p>'
+                      for n in tables.feature_notes(api, results["kernel"]["release"])))
 
 
 def render(results: dict, run: dict | None = None, details: dict[str, str] | None = None) -> str:

@@ -151,7 +151,8 @@ def _features(results: dict) -> list[str]:
     for row in tables.feature_rows(results.get("api") or {}):
         present = "—" if row.present is None else ("yes" if row.present else "**no**")
         lines.append(f"| {row.name} | {row.bit} | {row.since} | {present} |")
-    return [*lines, ""]
+    notes = tables.feature_notes(results.get("api") or {}, results["kernel"]["release"])
+    return [*lines, "", *[f"- {_esc(n)}" for n in notes], *([""] if notes else [])]
 
 
 def render(results: dict, run: dict | None = None, details: dict[str, str] | None = None) -> str:

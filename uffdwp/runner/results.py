@@ -25,7 +25,9 @@ def api_section(probe_result: Any) -> dict:
         return {}
     return {"features": int(probe_result.features),
             "feature_names": list(probe_result.feature_names),
-            "ioctls": int(probe_result.ioctls)}
+            "ioctls": int(probe_result.ioctls),
+            "unknown_feature_bits": list(probe_result.unknown_feature_bits),
+            "below_mainline": list(probe_result.below_mainline)}
 
 
 def make_test(nodeid: str, test: str, memtype: str | None, verdict: str, reason: str,

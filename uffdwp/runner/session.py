@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import tree
 
 PLUGIN = "uffdwp.runner.plugin"
+MAX_WORKER_RESTART = 10_000
 
 
 def default_suites() -> Path:
@@ -35,8 +36,9 @@ class PytestCommand:
 
 def pytest_command(suites: Path, events: Path, *, junit: Path | None = None,
                    jobs: str = "auto", extra: list[str] | tuple[str, ...] = (),
-                   collect_only: bool = False) -> PytestCommand:
-    """The pytest invocation: the repository's pytest.ini, our plugin, xdist unless jobs=1."""
+                   collect_only: bool = False, watchdog: Path | None = None) -> PytestCommand:
+    """The pytest invocation: the repository's pytest.ini, our plugin, xdist unless jobs=1;
+    with *watchdog* (a directory) a test outliving its bound is ended (runner/watchdog.py)."""
     root = tree.ROOT
     suites = suites.resolve()
     # Run from the repository so that node ids read "suites/test_x.py::..." as in the reports.
@@ -54,7 +56,11 @@ def pytest_command(suites: Path, events: Path, *, junit: Path | None = None,
         argv += ["-v", "--continue-on-collection-errors"]
         if junit is not None:
             argv.append(f"--junitxml={junit}")
-        argv += ["-p", "no:xdist"] if str(jobs) == "1" else ["-n", str(jobs)]
+        # A worker the watchdog ended is replaced however many hang (xdist stops at 4 × jobs).
+        argv += (["-p", "no:xdist"] if str(jobs) == "1"
+                 else ["-n", str(jobs), f"--max-worker-restart={MAX_WORKER_RESTART}"])
+        if watchdog is not None:
+            argv.append(f"--uffdwp-watchdog={watchdog}")
     argv += list(extra)
     return PytestCommand(argv, cwd)
 
@@ -90,11 +96,12 @@ def follow(proc: subprocess.Popen, events: Path, *, poll: float = 0.1,
 
 
 def start(cmd: PytestCommand, log: Path) -> subprocess.Popen:
-    """Start pytest with its own output going to *log* (the report directory's pytest.log)."""
+    """Start pytest with its own output going to *log* (the report directory's pytest.log), in
+    a process group of its own: a stop reaches its workers and their children as one."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     with open(log, "w", encoding="utf-8") as out:
         out.write("$ " + " ".join(cmd.argv) + f"\n# cwd {cmd.cwd}\n")
         out.flush()
         return subprocess.Popen(cmd.argv, cwd=cmd.cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env)
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)

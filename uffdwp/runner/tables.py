@@ -29,6 +29,23 @@ def feature_rows(api: dict) -> list[FeatureRow]:
             for f in FEATURE_FACTS]
 
 
+def feature_notes(api: dict, release: str) -> list[str]:
+    """What the advertised set says beside the table: unknown bits, and features mainline had
+    by this release that are missing (a distro config or a backport can explain them)."""
+    notes = []
+    if api.get("below_mainline"):
+        notes.append(f"Not advertised although mainline had them by {release}'s release: "
+                     + ", ".join(api["below_mainline"])
+                     + " (a kernel config, an architecture or a distribution patch can explain "
+                       "this; the tests that need them skip)")
+    if api.get("unknown_feature_bits"):
+        notes.append("Advertised feature bits unknown to uffdwp: "
+                     + ", ".join(f"bit {n}" for n in api["unknown_feature_bits"])
+                     + " (newer than uffdwp.kernel_facts, or a kernel that advertises "
+                       "what it does not have: see test_feature_accepted_iff_advertised)")
+    return notes
+
+
 def without_memtype(params: str, memtype: str | None) -> str | None:
     """A node id's parameters without its memory type: 'anon-4k' -> '4k', 'anon' -> '';
     None where the memory type is not one of them."""

@@ -72,11 +72,15 @@ def join() -> None:
         state["pids"].append(os.getpid())
 
 
-def leave() -> None:
+def leave(pid: int | None = None) -> None:
+    """*pid* (this process by default) is done with the host state: the last one out restores
+    it. `uffdwp run` calls leave(<its pytest>) after that pytest ended however it ended
+    (killed included), so the host is restored at once, not only by the next run."""
     if os.geteuid() != 0:
         return
+    pid = os.getpid() if pid is None else pid
     with _locked_state() as state:
-        state["pids"] = [p for p in state["pids"] if p != os.getpid()]
+        state["pids"] = [p for p in state["pids"] if p != pid]
         if state["pids"]:
             return
         old = state.pop("old_hugepages", None)
