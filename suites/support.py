@@ -354,9 +354,10 @@ def in_child(fn: Callable[[ChildProgress], object], timeout: float) -> object:
     step it reached. (Only the forking thread exists in the child: native threads it starts
     itself are fine.)"""
     rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
+
+    def run() -> int:  # in the child
         os.close(rfd)
+        out: dict[str, object]
         try:
             out = {"result": fn(ChildProgress(wfd))}
         except pytest.skip.Exception as exc:
@@ -367,7 +368,9 @@ def in_child(fn: Callable[[ChildProgress], object], timeout: float) -> object:
             out = {"error": f"{type(exc).__name__}: {exc}"}
         with contextlib.suppress(Exception):
             os.write(wfd, (json.dumps(out, default=repr) + "\n").encode())
-        os._exit(0)
+        return 0
+
+    child_ = Child(run)
     os.close(wfd)
     buf, last, deadline = b"", {}, time.monotonic() + timeout
     try:
@@ -386,9 +389,7 @@ def in_child(fn: Callable[[ChildProgress], object], timeout: float) -> object:
                 for line in lines:
                     last = json.loads(line)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        child_.kill()
     if "skip" in last:
         # Not a declaration: the child's own skip (a declaration's or a precondition's),
         # re-raised in the test that ran it
