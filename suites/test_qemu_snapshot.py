@@ -30,6 +30,7 @@ from uffdwp.kernel_facts import RegisterMode
 from uffdwp.qemusnap.scenario import ScenarioResult, run_scenario, save_artifact
 from uffdwp.qemusnap.vm import MEMORY_BACKENDS
 from uffdwp.runner.precondition import require
+from uffdwp.runner.skips import NOT_APPLICABLE
 from uffdwp.uffd import supported_features
 
 from .capabilities import QEMU, WRLAT_PID
@@ -123,8 +124,8 @@ def test_qemu_snapshot_refused(memtype, runs):
     if lacks is None:
         # Not a declaration: a declaration names what a case needs, this case needs its
         # absence (test_qemu_background_snapshot is the same backend's case where it is there).
-        pytest.skip(f"this kernel write-protects {memtype}: test_qemu_background_snapshot"
-                    f"[{memtype}] takes the snapshot")
+        pytest.skip(f"{NOT_APPLICABLE}this kernel write-protects {memtype}: "
+                    f"test_qemu_background_snapshot[{memtype}] takes the snapshot")
     r = runs(memtype)
     assert r.refused is not None, (
         f"QEMU took a background snapshot of {memtype} RAM although the kernel lacks {lacks}; "

@@ -168,6 +168,10 @@ def test_skips_grouped_by_cause():
     a, b = (skips.cause_of(f"cannot set up a swap file (swapon /run/u/regr-swap-{s}: EINVAL)")
             for s in ("a0otmow0", "sxw6d9l9"))
     assert a == b and a.kind == "environment"
+    # a refusal test on a kernel that has what it refuses: not applicable, not the environment
+    na = skips.cause_of(f"{skips.NOT_APPLICABLE}this kernel write-protects shmem: "
+                        "test_qemu_background_snapshot[shmem] takes the snapshot")
+    assert na.kind == "not-applicable" and na.name.startswith("this kernel write-protects")
 
 
 def test_context_package_and_accel():

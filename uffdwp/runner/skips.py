@@ -2,7 +2,9 @@
 """Why tests were skipped, by cause: a kernel feature the kernel lacks (with the release that
 brought it), a capability this run lacks (root, permissions), or the environment (no swap, one
 NUMA node, THP off, ...), or a precondition the test could not meet on this machine (a race
-window it never exercised: runner/precondition.py).
+window it never exercised: runner/precondition.py), or a case that does not apply to this kernel
+(one that tests a refusal where the kernel has what is refused: its reason starts with
+NOT_APPLICABLE).
 
 The suites word their skip reasons freely, and one missing feature shows up under many reasons
 ("feature WP_HUGETLBFS_SHMEM (mainline 5.19) absent on this kernel", "... absent: shmem/hugetlb
@@ -19,10 +21,12 @@ from dataclasses import dataclass, field
 from .. import kernel_facts as kf
 from .precondition import PREFIX as PRECONDITION
 
-KINDS = ("feature", "capability", "environment", "precondition")
+NOT_APPLICABLE = "not applicable: "
+KINDS = ("feature", "capability", "environment", "precondition", "not-applicable")
 KIND_TITLES = {"feature": "kernel lacks a feature", "capability": "run lacks a capability",
                "environment": "environment",
-               "precondition": "precondition not met (this machine did not get the test there)"}
+               "precondition": "precondition not met (this machine did not get the test there)",
+               "not-applicable": "not applicable (a case for kernels without what this one has)"}
 
 # Every name kernel_facts knows, with the mainline release that brought it; longest first so
 # that WP_HUGETLBFS_SHMEM wins over a shorter name inside it.
@@ -54,6 +58,8 @@ def cause_of(reason: str) -> Cause:
     reason = _TEMP_NAME.sub(r"\1XXXXXXXX", reason)
     if reason.startswith(PRECONDITION):  # its name, without the attempts' figures
         return Cause("precondition", reason.removeprefix(PRECONDITION).split(" (", 1)[0])
+    if reason.startswith(NOT_APPLICABLE):
+        return Cause("not-applicable", reason.removeprefix(NOT_APPLICABLE))
     if _LACKS.search(reason):
         m = _NAME_RE.search(reason)
         if m:
