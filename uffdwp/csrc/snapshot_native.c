@@ -273,17 +273,13 @@ static const uint8_t *page_at(struct uffdsnap *s, uint32_t ri, uint64_t idx)
  * its CRC and the write. Huge pages read the entry of their first 4 KiB. */
 static void read_protection(struct uffdsnap *s, struct snap_region *r, uint64_t first, uint64_t n)
 {
-	memset(s->pm, 0, n * sizeof(uint64_t));
-	if (s->pagemap_fd < 0)
-		return;
 	uint64_t addr = r->addr + first * r->ps;
-	if (r->ps == 4096) {
-		if (pread(s->pagemap_fd, s->pm, n * 8, (off_t)(addr / 4096 * 8)) != (ssize_t)(n * 8))
-			memset(s->pm, 0, n * sizeof(uint64_t));
+	if (s->pagemap_fd >= 0 && r->ps == 4096 &&
+	    pread(s->pagemap_fd, s->pm, n * 8, (off_t)(addr / 4096 * 8)) == (ssize_t)(n * 8))
 		return;
-	}
 	for (uint64_t k = 0; k < n; k++, addr += r->ps)
-		if (pread(s->pagemap_fd, &s->pm[k], 8, (off_t)(addr / 4096 * 8)) != 8)
+		if (s->pagemap_fd < 0 ||
+		    pread(s->pagemap_fd, &s->pm[k], 8, (off_t)(addr / 4096 * 8)) != 8)
 			s->pm[k] = 0;
 }
 
@@ -293,8 +289,13 @@ static void read_protection(struct uffdsnap *s, struct snap_region *r, uint64_t 
 static int check_still_protected(struct uffdsnap *s, struct snap_region *r, uint64_t first,
 				 uint64_t n)
 {
+	uint64_t k = 0;
+	while (k < n && r->state[first + k] != QUEUED)
+		k++;
+	if (k == n) /* all copied or zero: nothing was written from memory */
+		return 0;
 	read_protection(s, r, first, n);
-	for (uint64_t k = 0; k < n; k++)
+	for (; k < n; k++)
 		if (r->state[first + k] == QUEUED && !(s->pm[k] & PM_UFFD_WP)) {
 			set_error_at(s, -EIO, UFFDSNAP_PHASE_PROTECTION, r->addr + (first + k) * r->ps);
 			return -1;
